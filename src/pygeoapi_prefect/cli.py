@@ -1,0 +1,174 @@
+"""The ``pygeoapi-prefect`` command line."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from pygeoapi_prefect import __version__
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFECT_PORT = 4200
+PREFECT_HOME = Path(".prefect-home")
+_STAMP = "# pygeoapi-prefect openapi stamp: "
+
+
+def default_openapi_path(config: Path) -> Path:
+    """``example-config.yml`` -> ``example-openapi.yml``; else ``<stem>-openapi.yml``."""
+    stem = config.stem
+    name = stem.replace("config", "openapi") if "config" in stem else f"{stem}-openapi"
+    return config.with_name(name + config.suffix)
+
+
+def _stamp(config: Path) -> str:
+    import pygeoapi
+
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    return f"{_STAMP}{config.name} sha256={digest} pygeoapi={pygeoapi.__version__}"
+
+
+def write_openapi(config: Path, openapi: Path) -> None:
+    """Generate pygeoapi's OpenAPI document for ``config`` into ``openapi``."""
+    from pygeoapi.openapi import generate_openapi_document
+
+    document = generate_openapi_document(config, "yaml")
+    openapi.write_text(f"{_stamp(config)}\n{document}", encoding="utf-8")
+
+
+def openapi_is_current(config: Path, openapi: Path) -> bool:
+    """Whether ``openapi`` was generated from this exact config and pygeoapi."""
+    if not openapi.exists():
+        return False
+    with openapi.open(encoding="utf-8") as handle:
+        return handle.readline().rstrip("\n") == _stamp(config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pygeoapi-prefect")
+def cli() -> None:
+    """Run pygeoapi processes as Prefect flow runs."""
+
+
+@cli.command("openapi")
+@click.option(
+    "--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="example-config.yml", show_default=True, help="pygeoapi config file.",
+)
+@click.option(
+    "--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Where to write the document [default: example-openapi.yml beside the config].",
+)
+def openapi_command(config: Path, output: Path | None) -> None:
+    """Regenerate pygeoapi's OpenAPI document from a config.
+
+    \b
+    Example:
+        pygeoapi-prefect openapi --config example-config.yml
+    """
+    output = output or default_openapi_path(config)
+    write_openapi(config, output)
+    click.echo(f"wrote {output}")
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+@cli.command("serve")
+@click.option(
+    "--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="example-config.yml", show_default=True, help="pygeoapi config file.",
+)
+@click.option(
+    "--openapi", "openapi", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="OpenAPI document; regenerated when missing or stale "
+    "[default: example-openapi.yml beside the config].",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for pygeoapi.")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port for pygeoapi.")
+def serve(config: Path, openapi: Path | None, host: str, port: int) -> None:
+    """Serve pygeoapi with this manager, and a Prefect server unless one is set.
+
+    Starts a Prefect server with its UI on 127.0.0.1:4200 (state in
+    ./.prefect-home) unless PREFECT_API_URL names one, then serves pygeoapi.
+    Ctrl-C or SIGTERM stops everything it started.
+
+    \b
+    Examples:
+        pygeoapi-prefect serve
+        pygeoapi-prefect serve --config my-config.yml --port 8080
+        PREFECT_API_URL=http://127.0.0.1:4200/api pygeoapi-prefect serve
+    """
+    from pygeoapi_prefect.server import PrefectServer, prefect_answers
+
+    config = config.resolve()
+    openapi = (openapi or default_openapi_path(config)).resolve()
+    if not openapi_is_current(config, openapi):
+        click.echo(f"generating {openapi.name} from {config.name}")
+        write_openapi(config, openapi)
+
+    signal.signal(signal.SIGTERM, _raise_stop)
+    prefect_server = None
+    api_url = os.environ.get("PREFECT_API_URL")
+    try:
+        if api_url:
+            if not prefect_answers(api_url):
+                click.echo(f"warning: no Prefect API answers at {api_url} (PREFECT_API_URL)", err=True)
+            ui_url = api_url.rstrip("/").removesuffix("/api")
+        else:
+            local = f"http://127.0.0.1:{DEFAULT_PREFECT_PORT}/api"
+            if prefect_answers(local):
+                click.echo(f"using the Prefect server already running at {local}")
+            else:
+                click.echo("starting a Prefect server (the first start takes about 20 s)...")
+                prefect_server = PrefectServer(PREFECT_HOME, port=DEFAULT_PREFECT_PORT)
+                prefect_server.start()
+            api_url = local
+            ui_url = local.removesuffix("/api")
+            os.environ["PREFECT_API_URL"] = api_url
+
+        os.environ["PYGEOAPI_CONFIG"] = str(config)
+        os.environ["PYGEOAPI_OPENAPI"] = str(openapi)
+        from werkzeug.serving import make_server
+
+        from pygeoapi_prefect.flask_app import APP
+
+        http_server = make_server(host, port, APP, threaded=True)
+        click.echo(f"pygeoapi:   http://{host}:{port}")
+        click.echo(f"Prefect UI: {ui_url}")
+        click.echo("Press Ctrl-C to stop.")
+        sys.stdout.flush()
+        try:
+            http_server.serve_forever()
+        finally:
+            http_server.server_close()
+            _close_manager()
+    except (KeyboardInterrupt, _Stop):
+        click.echo("stopping")
+    finally:
+        if prefect_server is not None:
+            prefect_server.stop()
+
+
+def _close_manager() -> None:
+    from pygeoapi.flask_app import api_
+
+    close = getattr(api_.manager, "close", None)
+    if close is not None:
+        close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,158 @@
+"""Typed configuration of the ``server.manager`` block of a pygeoapi config.
+
+Validated once, when pygeoapi builds the manager; a mistake is reported as a
+:class:`~pygeoapi_prefect.errors.ConfigError` naming the full YAML key, e.g.
+``server.manager.local.max_workers: Input should be greater than or equal to 1``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pygeoapi_prefect.errors import ConfigError
+
+__all__ = ["LocalExecutionConfig", "ManagerConfig", "ResultStoreConfig", "load_config"]
+
+YAML_PREFIX = "server.manager"
+DEFAULT_RESULTS_DIR = "pygeoapi-results"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResultStoreConfig(_Strict):
+    """Where job results are written (``server.manager.results``)."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "fsspec URL of the result store: a local folder (`/srv/results`, "
+            "`file:///srv/results`) or any fsspec URL (`s3://bucket/prefix`, "
+            "`memory://results`). Defaults to `server.manager.output_dir`, else "
+            f"`./{DEFAULT_RESULTS_DIR}`."
+        ),
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Keyword arguments for the fsspec filesystem (e.g. `client_kwargs`). "
+            "Keep credentials out of here: use the environment or config files."
+        ),
+    )
+
+
+class LocalExecutionConfig(_Strict):
+    """How jobs run next to pygeoapi (``server.manager.local``)."""
+
+    max_workers: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Worker processes that run async jobs; each can be killed on dismiss.",
+    )
+    sync_visible_after: float = Field(
+        default=0.25,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds after which a still-running sync job is recorded in Prefect as "
+            "Running (so it shows in the UI while it runs). A faster job is recorded "
+            "once, in its final state, which saves a Prefect API call."
+        ),
+    )
+    cancel_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description=(
+            "How often a running async job's flow run is checked for a cancellation "
+            "made elsewhere (another pygeoapi instance, the Prefect UI)."
+        ),
+    )
+
+
+class ManagerConfig(_Strict):
+    """The whole ``server.manager`` block.
+
+    Example::
+
+        server:
+          manager:
+            name: pygeoapi_prefect.manager.PrefectManager
+            connection: http://127.0.0.1:4200/api
+            results:
+              url: /var/lib/pygeoapi/results
+            local:
+              max_workers: 4
+    """
+
+    name: str = Field(description="The manager class: `pygeoapi_prefect.manager.PrefectManager`.")
+    connection: str | None = Field(
+        default=None,
+        description=(
+            "URL of the Prefect API (e.g. `http://127.0.0.1:4200/api`). Defaults to "
+            "Prefect's own `PREFECT_API_URL` setting. Credentials (PREFECT_API_KEY, "
+            "PREFECT_API_AUTH_STRING) always come from Prefect's settings."
+        ),
+    )
+    api_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description=(
+            "Seconds a single Prefect API request may take before the client gets a "
+            "503 (the connect phase is capped at 3 s)."
+        ),
+    )
+    output_dir: str | None = Field(
+        default=None,
+        description="pygeoapi's own key; used as the result store when `results.url` is not set.",
+    )
+    results: ResultStoreConfig = Field(default_factory=ResultStoreConfig)
+    local: LocalExecutionConfig = Field(default_factory=LocalExecutionConfig)
+    processes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Filled in by pygeoapi from the `resources` of type `process`.",
+    )
+
+    @field_validator("connection")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL of the Prefect API, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    def results_url(self) -> str:
+        """The result store URL, with the documented fallbacks applied."""
+        url = self.results.url or self.output_dir or DEFAULT_RESULTS_DIR
+        if "://" not in url:
+            url = Path(os.path.expanduser(url)).resolve().as_uri()
+        return url
+
+
+def _shown(value: Any) -> str:
+    # Only short scalars are echoed back: a mapping may hold credentials.
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) < 80):
+        return f" (got {value!r})"
+    return ""
+
+
+def load_config(manager_def: dict[str, Any]) -> ManagerConfig:
+    """Validate pygeoapi's manager definition.
+
+    Raises:
+        ConfigError: naming each invalid key by its full YAML path.
+    """
+    try:
+        return ManagerConfig.model_validate(manager_def)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join([YAML_PREFIX, *(str(part) for part in error["loc"])])
+            problems.append(f"{key}: {error['msg']}{_shown(error.get('input'))}")
+        raise ConfigError("invalid pygeoapi config: " + "; ".join(problems)) from exc

@@ -1,0 +1,99 @@
+"""Errors raised by pygeoapi-prefect, and how they map onto OGC exceptions.
+
+The tree::
+
+    PrefectManagerError (pygeoapi ProcessorGenericError)
+     ├── ConfigError                 start-up only: the manager config is invalid
+     ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
+     ├── ResultNotFound              also a pygeoapi JobResultNotFoundError
+     └── ExecuteError                also a pygeoapi ProcessorExecuteError
+          ├── ProcessFailed          the process raised during sync execution: 400
+          ├── PrefectUnavailable     the Prefect API cannot be reached: 503
+          ├── PrefectRequestFailed   the Prefect API answered with an error: 502
+          └── ResultStoreError       the result store cannot be read or written: 503
+
+Every concrete class also inherits the pygeoapi class that pygeoapi's API layer
+already catches, so a client gets the mapped HTTP status and OGC exception code.
+Where pygeoapi's API layer catches nothing (the job list, job status), the
+error handlers of :mod:`pygeoapi_prefect.flask_app` do the same mapping.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from pygeoapi.process.base import (
+    JobNotFoundError,
+    JobResultNotFoundError,
+    ProcessorExecuteError,
+    ProcessorGenericError,
+)
+
+__all__ = [
+    "ConfigError",
+    "ExecuteError",
+    "JobNotFound",
+    "PrefectManagerError",
+    "PrefectRequestFailed",
+    "PrefectUnavailable",
+    "ProcessFailed",
+    "ResultNotFound",
+    "ResultStoreError",
+]
+
+
+class PrefectManagerError(ProcessorGenericError):
+    """Root of every error this package raises."""
+
+    def __init__(self, msg: str | None = None, *, user_msg: str | None = None) -> None:
+        super().__init__(msg, user_msg=user_msg or msg)
+
+
+class ConfigError(PrefectManagerError, ValueError):
+    """The ``server.manager`` configuration is invalid (raised at start-up)."""
+
+
+class JobNotFound(PrefectManagerError, JobNotFoundError):
+    """No pygeoapi job has this id (unknown, malformed, or dismissed)."""
+
+    ogc_exception_code = "NoSuchJob"
+    http_status_code = HTTPStatus.NOT_FOUND
+
+
+class ResultNotFound(PrefectManagerError, JobResultNotFoundError):
+    """The job exists but its results are not (or no longer) in the result store."""
+
+    ogc_exception_code = "NoSuchJob"
+    http_status_code = HTTPStatus.NOT_FOUND
+
+
+class ExecuteError(PrefectManagerError, ProcessorExecuteError):
+    """Base of the errors that pygeoapi's execute endpoint maps itself."""
+
+
+class ProcessFailed(ExecuteError):
+    """The process raised while running synchronously; the job is marked failed."""
+
+    ogc_exception_code = "InvalidParameterValue"
+    http_status_code = HTTPStatus.BAD_REQUEST
+
+
+class PrefectUnavailable(ExecuteError):
+    """The Prefect API did not answer (refused, timed out, or 503)."""
+
+    ogc_exception_code = "NoApplicableCode"
+    http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class PrefectRequestFailed(ExecuteError):
+    """The Prefect API answered a request with an unexpected error status."""
+
+    ogc_exception_code = "NoApplicableCode"
+    http_status_code = HTTPStatus.BAD_GATEWAY
+
+
+class ResultStoreError(ExecuteError):
+    """The result store could not be read or written."""
+
+    ogc_exception_code = "NoApplicableCode"
+    http_status_code = HTTPStatus.SERVICE_UNAVAILABLE

@@ -1,0 +1,91 @@
+"""Running one pygeoapi processor for one job, wherever that happens.
+
+Used in the request thread for sync jobs and inside the local worker
+processes for async jobs, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pygeoapi.process.base import BaseProcessor
+
+    from pygeoapi_prefect.results import ResultStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["JobRequest", "Outcome", "load_processor", "run_processor", "store_outcome"]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything needed to run a job; plain data, so it crosses processes."""
+
+    job_id: str
+    process_id: str
+    process_conf: dict[str, Any]
+    inputs: dict[str, Any]
+    requested_outputs: dict[str, Any] | None = None
+    response: str = "raw"
+
+
+@dataclass
+class Outcome:
+    """What became of a job run."""
+
+    ok: bool
+    mimetype: str = "application/json"
+    outputs: Any = None
+    message: str = ""
+    output_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_processor(process_conf: dict[str, Any]) -> BaseProcessor:
+    """Instantiate the processor named in a pygeoapi process resource."""
+    from pygeoapi.plugin import load_plugin
+
+    processor = load_plugin("process", process_conf["processor"])
+    processor.allow_internal_requests = process_conf.get("allow_internal_requests", False)
+    return processor
+
+
+def failure_message(exc: BaseException) -> str:
+    """The text a client sees for a process that raised."""
+    text = str(exc).strip()
+    return text or f"the process raised {exc.__class__.__name__}"
+
+
+def run_processor(
+    processor: BaseProcessor,
+    inputs: dict[str, Any],
+    requested_outputs: dict[str, Any] | None,
+    *,
+    job_label: str,
+) -> Outcome:
+    """Execute the processor; a process that raises gives a failed outcome."""
+    output_ids = tuple((processor.metadata.get("outputs") or {}).keys())
+    extra: dict[str, Any] = {}
+    if processor.supports_outputs:
+        extra["outputs"] = requested_outputs
+    try:
+        mimetype, outputs = processor.execute(inputs, **extra)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code fails the job
+        logger.warning("%s failed: %s", job_label, exc, exc_info=True)
+        return Outcome(ok=False, message=failure_message(exc), output_ids=output_ids)
+    return Outcome(
+        ok=True,
+        mimetype=mimetype or "application/octet-stream",
+        outputs=outputs,
+        output_ids=output_ids,
+    )
+
+
+def store_outcome(store: ResultStore, job_id: str, outcome: Outcome, response: str) -> None:
+    """Write a successful outcome's output to the result store."""
+    store.write(
+        job_id, outcome.mimetype, outcome.outputs, response=response,
+        output_ids=outcome.output_ids,
+    )

@@ -1,0 +1,94 @@
+"""pygeoapi's Flask app, with the job-API fixes this manager relies on.
+
+Serve ``pygeoapi_prefect.flask_app:APP`` (e.g. with gunicorn) instead of
+``pygeoapi.flask_app:APP``; ``pygeoapi-prefect serve`` does. It is pygeoapi's
+own app object with three additions, each for a gap in pygeoapi 0.24's API
+layer (see docs/conformance.md):
+
+- errors of the manager that pygeoapi does not catch (Prefect unreachable
+  while listing jobs, say) become OGC exception documents with their HTTP
+  status (503, 502, ...) instead of an HTML 500 page;
+- job status documents leave out keys that have no value, instead of
+  ``null`` or ``""`` where the OGC schema wants a date-time, and the job
+  list keeps the manager's newest-first order;
+- the answer to ``DELETE /jobs/{id}`` is a JSON statusInfo document with
+  ``type: process``, served as ``application/json``.
+
+Like pygeoapi's app, importing this module reads ``PYGEOAPI_CONFIG`` and
+``PYGEOAPI_OPENAPI``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Response, request
+from werkzeug.datastructures import Headers
+from pygeoapi.flask_app import APP, BLUEPRINT  # noqa: F401 - re-exported app
+
+from pygeoapi_prefect.errors import PrefectManagerError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["APP"]
+
+_JSON = "application/json"
+_EMPTY = (None, "")
+
+
+@APP.errorhandler(PrefectManagerError)
+def _manager_error(exc: PrefectManagerError) -> Response:
+    body = {
+        "type": exc.ogc_exception_code,
+        "code": exc.ogc_exception_code,
+        "title": exc.ogc_exception_code,
+        "status": int(exc.http_status_code),
+        "description": exc.message,
+        "detail": exc.message,
+    }
+    return Response(json.dumps(body), status=int(exc.http_status_code), mimetype=_JSON)
+
+
+def _clean_job(job: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in job.items() if value not in _EMPTY}
+
+
+def _is_json(response: Response) -> bool:
+    return (
+        response.mimetype == _JSON
+        and not response.headers.get("Content-Encoding")
+        and not response.direct_passthrough
+    )
+
+
+@APP.after_request
+def _fix_job_documents(response: Response) -> Response:
+    parts = request.path.rstrip("/").split("/")
+    if "jobs" not in parts or parts[-1] == "results":
+        return response
+    if not isinstance(response.headers, Headers):
+        # pygeoapi assigns a plain dict, which hides the media type from Flask.
+        response.headers = Headers(response.headers)
+    if request.method == "DELETE" and response.status_code == 200:
+        document = json.loads(response.get_data())
+        document.setdefault("type", "process")
+        response.set_data(json.dumps(document))
+        response.mimetype = _JSON
+        return response
+    if request.method != "GET" or response.status_code != 200 or not _is_json(response):
+        return response
+    document = json.loads(response.get_data())
+    if isinstance(document.get("jobs"), list):
+        jobs = [_clean_job(job) for job in document["jobs"]]
+        # pygeoapi re-sorts each page by start time; the manager's order is
+        # newest first by creation, which is what the page was cut from.
+        jobs.sort(key=lambda job: job.get("created", ""), reverse=True)
+        document["jobs"] = jobs
+    elif "jobID" in document:
+        document = _clean_job(document)
+    else:
+        return response
+    response.set_data(json.dumps(document, indent=4 if APP.config.get("JSONIFY_PRETTYPRINT_REGULAR") else None))
+    return response

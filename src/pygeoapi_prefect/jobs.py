@@ -1,0 +1,129 @@
+"""How a Prefect flow run is an OGC job: tags, labels and the state table.
+
+A job is a flow run tagged ``pygeoapi`` and ``pygeoapi.process:<id>``; the job
+id is the flow run id. Progress and the output media type live in the run's
+labels, so the job list needs no query beyond one page of flow runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect.client.schemas.objects import StateType
+from pygeoapi.util import JobStatus
+
+__all__ = [
+    "JOB_TAG",
+    "STATUS_BY_STATE",
+    "job_from_flow_run",
+    "job_tags",
+    "normalise_job_id",
+    "process_id_of",
+]
+
+JOB_TAG = "pygeoapi"
+PROCESS_TAG_PREFIX = "pygeoapi.process:"
+#: Replaces JOB_TAG when a job is dismissed through the OGC API: the run stays
+#: in Prefect as history, but is no longer a pygeoapi job.
+DISMISSED_TAG = "pygeoapi.dismissed"
+PROGRESS_LABEL = "pygeoapi.progress"
+MIMETYPE_LABEL = "pygeoapi.mimetype"
+RESPONSE_LABEL = "pygeoapi.response"
+
+STATUS_BY_STATE: dict[StateType, JobStatus] = {
+    StateType.SCHEDULED: JobStatus.accepted,
+    StateType.PENDING: JobStatus.accepted,
+    StateType.RUNNING: JobStatus.running,
+    # A paused run is still a job in progress: it waits for input or a resume.
+    StateType.PAUSED: JobStatus.running,
+    # A cancel was asked for (dismiss, Prefect UI): no result will come, and the
+    # infrastructure is being stopped; the client sees the dismissal at once.
+    StateType.CANCELLING: JobStatus.dismissed,
+    StateType.CANCELLED: JobStatus.dismissed,
+    StateType.COMPLETED: JobStatus.successful,
+    StateType.FAILED: JobStatus.failed,
+    # The infrastructure died under the run (killed worker, lost heartbeat).
+    StateType.CRASHED: JobStatus.failed,
+}
+
+_TERMINAL = {JobStatus.successful, JobStatus.failed, JobStatus.dismissed}
+_DEFAULT_MESSAGES = {
+    JobStatus.accepted: "Job accepted and waiting to run",
+    JobStatus.running: "Job running",
+    JobStatus.successful: "Job complete",
+    JobStatus.failed: "Job failed",
+    JobStatus.dismissed: "Job dismissed",
+}
+
+
+def job_tags(process_id: str) -> list[str]:
+    """The tags that make a flow run a job of ``process_id``."""
+    return [JOB_TAG, PROCESS_TAG_PREFIX + process_id]
+
+
+def process_id_of(tags: list[str]) -> str | None:
+    """The process id named by a flow run's tags, if any."""
+    for tag in tags:
+        if tag.startswith(PROCESS_TAG_PREFIX):
+            return tag[len(PROCESS_TAG_PREFIX):]
+    return None
+
+
+def normalise_job_id(job_id: str) -> str | None:
+    """The canonical form of a job id, or ``None`` if it cannot be one.
+
+    Job ids are flow run UUIDs. Checking this first keeps path separators,
+    ``..`` and other junk away from Prefect and from the result store.
+    """
+    try:
+        return str(uuid.UUID(str(job_id)))
+    except ValueError:
+        return None
+
+
+def _percent(value: Any) -> int:
+    try:
+        return max(0, min(100, int(float(value))))
+    except (TypeError, ValueError):
+        return 0
+
+
+def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
+    """pygeoapi's job dict for a flow run of the Prefect REST API.
+
+    Timestamps that do not apply (``started`` of a queued job, ``finished`` of
+    a running one) are empty strings: pygeoapi's API layer sorts on
+    ``started`` and reads every key, so ``None`` would break it;
+    :mod:`pygeoapi_prefect.flask_app` leaves empty keys out of responses.
+    """
+    state = run.get("state") or {}
+    status = STATUS_BY_STATE[StateType(run.get("state_type") or state.get("type"))]
+    labels = run.get("labels") or {}
+    updated = state.get("timestamp") or run.get("updated") or run["created"]
+    finished = (run.get("end_time") or updated) if status in _TERMINAL else ""
+    started = run.get("start_time") or ""
+    if not started and status in (JobStatus.successful, JobStatus.failed):
+        # Recorded in one call after it ran (a fast sync job): it ran within
+        # the moment its flow run was created.
+        started = finished = max(run["created"], finished)
+    progress = labels.get(PROGRESS_LABEL)
+    if status is JobStatus.successful:
+        progress = 100
+    return {
+        "type": "process",
+        "identifier": run["id"],
+        "process_id": process_id_of(run.get("tags") or []) or "",
+        "status": status.value,
+        "message": state.get("message") or _DEFAULT_MESSAGES[status],
+        "progress": _percent(progress),
+        "created": run["created"],
+        "started": started,
+        "finished": finished,
+        "updated": updated,
+        "mimetype": labels.get(MIMETYPE_LABEL) or "application/json",
+        "location": None,
+        "response": labels.get(RESPONSE_LABEL) or "raw",
+        "flow_run_name": run.get("name"),
+        "deployment_id": run.get("deployment_id"),
+    }

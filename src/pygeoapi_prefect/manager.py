@@ -1,0 +1,514 @@
+"""The pygeoapi process manager: ``pygeoapi_prefect.manager.PrefectManager``.
+
+Every job is a Prefect flow run (see :mod:`pygeoapi_prefect.jobs`); Prefect is
+the only job database, so pygeoapi instances keep no state of their own.
+Sync jobs run in the request; async jobs run in a pool of killable local
+worker processes (:mod:`pygeoapi_prefect.runner`). Outputs go to the result
+store (:mod:`pygeoapi_prefect.results`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from pygeoapi.process.base import BaseProcessor
+from pygeoapi.process.manager.base import BaseManager
+from pygeoapi.util import (
+    JobStatus,
+    ProcessExecutionMode,
+    RequestedProcessExecutionMode,
+    RequestedResponse,
+    Subscriber,
+)
+
+from pygeoapi_prefect import jobs
+from pygeoapi_prefect.config import ManagerConfig, load_config
+from pygeoapi_prefect.errors import (
+    JobNotFound,
+    PrefectManagerError,
+    PrefectUnavailable,
+    ProcessFailed,
+)
+from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
+from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
+from pygeoapi_prefect.results import ResultStore, results_document
+from pygeoapi_prefect.runner import JobHooks, LocalRunner
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PrefectManager"]
+
+#: Prefect refuses pages larger than this.
+MAX_PAGE = 200
+#: Execute requests larger than this are not copied into the flow run's
+#: parameters (they still run); Prefect caps parameters at 512 KB by default.
+MAX_PARAMETERS_BYTES = 256 * 1024
+
+_STATES_BY_STATUS: dict[JobStatus, list[str]] = {}
+for _state, _status in jobs.STATUS_BY_STATE.items():
+    _STATES_BY_STATUS.setdefault(_status, []).append(_state.value)
+
+
+def _state(kind: str, message: str | None = None) -> dict[str, Any]:
+    state: dict[str, Any] = {"type": kind, "name": kind.capitalize()}
+    if message:
+        state["message"] = message
+    return state
+
+
+class PrefectManager(BaseManager):
+    """Runs pygeoapi processes as Prefect flow runs.
+
+    Enable it in the pygeoapi config::
+
+        server:
+          manager:
+            name: pygeoapi_prefect.manager.PrefectManager
+            connection: http://127.0.0.1:4200/api   # else PREFECT_API_URL
+
+    The constructor validates the config and does no I/O (pygeoapi also builds
+    the manager to write its OpenAPI document); the Prefect client, the result
+    store and the worker pool are created on first use.
+
+    Raises:
+        ConfigError: the ``server.manager`` block is invalid.
+    """
+
+    def __init__(self, manager_def: dict[str, Any]) -> None:
+        super().__init__(manager_def)
+        self.config: ManagerConfig = load_config(manager_def)
+        self.is_async = True
+        self.supports_subscribing = False
+        self._lock = threading.Lock()
+        self._api: PrefectAPI | None = None
+        self._store: ResultStore | None = None
+        self._runner: LocalRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"<PrefectManager> {self.config.connection or 'PREFECT_API_URL'}"
+
+    # -- lazily built parts -----------------------------------------------
+
+    @property
+    def api(self) -> PrefectAPI:
+        """The Prefect API client, built on first use."""
+        if self._api is None:
+            url = self.config.connection or prefect_settings_api_url()
+            if not url:
+                raise PrefectUnavailable(
+                    "No Prefect API is configured: set server.manager.connection "
+                    "in the pygeoapi config or PREFECT_API_URL in the environment"
+                )
+            with self._lock:
+                if self._api is None:
+                    self._api = PrefectAPI(url, timeout=self.config.api_timeout)
+        return self._api
+
+    @property
+    def store(self) -> ResultStore:
+        """The result store."""
+        if self._store is None:
+            self._store = ResultStore(
+                self.config.results_url(), self.config.results.storage_options
+            )
+        return self._store
+
+    @property
+    def runner(self) -> LocalRunner:
+        """The pool of worker processes for async jobs, started on first use."""
+        if self._runner is None:
+            with self._lock:
+                if self._runner is None:
+                    self._runner = LocalRunner(
+                        self.store,
+                        JobHooks(
+                            started=self._job_started,
+                            finished=self._job_finished,
+                            cancelled_elsewhere=self._job_cancelled_elsewhere,
+                            killed=self._job_killed,
+                        ),
+                        max_workers=self.config.local.max_workers,
+                        cancel_check_seconds=self.config.local.cancel_check_seconds,
+                    )
+        return self._runner
+
+    def close(self) -> None:
+        """Stop the worker processes and close the Prefect connection."""
+        if self._runner is not None:
+            self._runner.shutdown()
+            self._runner = None
+        if self._api is not None:
+            self._api.close()
+
+    # -- reading jobs -------------------------------------------------------
+
+    def _job_filter(self, status: JobStatus | None = None) -> dict[str, Any] | None:
+        process_tags = [jobs.job_tags(pid)[1] for pid in self.processes]
+        if not process_tags:
+            return None
+        flow_runs: dict[str, Any] = {
+            "tags": {"all_": [jobs.JOB_TAG], "any_": process_tags}
+        }
+        if status is not None:
+            flow_runs["state"] = {"type": {"any_": _STATES_BY_STATUS[JobStatus(status)]}}
+        return flow_runs
+
+    def get_jobs(
+        self,
+        status: JobStatus | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
+        """One page of jobs, newest first, paged by the Prefect server.
+
+        Only jobs of processes in this pygeoapi config are listed.
+        """
+        flow_runs = self._job_filter(status)
+        if flow_runs is None:
+            return {"jobs": [], "numberMatched": 0}
+        limit = min(limit or 10, MAX_PAGE)
+        runs = self.api.filter_flow_runs(
+            flow_runs, sort="EXPECTED_START_TIME_DESC", limit=limit, offset=offset or 0
+        )
+        matched = self.api.count_flow_runs(flow_runs)
+        return {
+            "jobs": [jobs.job_from_flow_run(run) for run in runs],
+            "numberMatched": matched,
+        }
+
+    def _read_job_run(self, job_id: str) -> dict[str, Any]:
+        canonical = jobs.normalise_job_id(job_id)
+        run = self.api.read_flow_run(canonical) if canonical else None
+        if (
+            run is None
+            or jobs.JOB_TAG not in (run.get("tags") or [])
+            or jobs.process_id_of(run["tags"]) not in self.processes
+        ):
+            raise JobNotFound(f"No job with id {job_id!r}")
+        return run
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """The job's status record.
+
+        Raises:
+            JobNotFound: no such job (or it was dismissed through the API).
+        """
+        return jobs.job_from_flow_run(self._read_job_run(job_id))
+
+    def get_job_result(self, job_id: str) -> tuple[str, Any]:
+        """(media type, output) of a finished job, as the job asked for it.
+
+        A job run with ``response: document`` gets the OGC 1.0 results
+        document (a map keyed by output id); otherwise the output is returned
+        as the process produced it.
+        """
+        canonical = jobs.normalise_job_id(job_id)
+        if canonical is None:
+            raise JobNotFound(f"No job with id {job_id!r}")
+        manifest, outputs = self.store.read(canonical)
+        if manifest.response == RequestedResponse.document.value:
+            return "application/json", results_document(
+                outputs, manifest.mimetype, manifest.output_ids
+            )
+        return manifest.mimetype, outputs
+
+    # -- writing jobs ---------------------------------------------------------
+
+    def _create_run(
+        self,
+        process_id: str,
+        state: dict[str, Any],
+        *,
+        labels: dict[str, Any],
+        parameters: dict[str, Any] | None = None,
+    ) -> str:
+        run = self.api.create_flow_run(
+            flow_name=process_id,
+            state=state,
+            tags=jobs.job_tags(process_id),
+            labels=labels,
+            parameters=parameters,
+        )
+        return str(run["id"])
+
+    def add_job(self, job_metadata: dict[str, Any]) -> str:
+        """Record a job as a new flow run; returns its id (the flow run id)."""
+        status = JobStatus(job_metadata.get("status", JobStatus.accepted.value))
+        kind = _STATES_BY_STATUS[status][0]
+        return self._create_run(
+            job_metadata["process_id"],
+            _state(kind, job_metadata.get("message")),
+            labels={jobs.PROGRESS_LABEL: int(job_metadata.get("progress") or 0)},
+        )
+
+    def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
+        """Apply pygeoapi-style updates (status, message, progress) to a job."""
+        run = self._read_job_run(job_id)
+        if "progress" in update_dict:
+            self.api.update_labels(run["id"], {jobs.PROGRESS_LABEL: int(update_dict["progress"])})
+        if "status" in update_dict or "message" in update_dict:
+            status = JobStatus(update_dict.get("status") or jobs.job_from_flow_run(run)["status"])
+            kind = _STATES_BY_STATUS[status][0]
+            self.api.set_state(run["id"], _state(kind, update_dict.get("message")), force=True)
+        return True
+
+    def delete_job(self, job_id: str) -> bool:
+        """Dismiss a job: stop it, delete its results, and forget it.
+
+        The flow run stays in Prefect as history (Cancelled, tagged
+        ``pygeoapi.dismissed``); for pygeoapi the job is gone (404).
+        """
+        run = self._read_job_run(job_id)
+        flow_run_id = run["id"]
+        if jobs.job_from_flow_run(run)["status"] in (
+            JobStatus.accepted.value,
+            JobStatus.running.value,
+        ):
+            self.api.set_state(
+                flow_run_id, _state("CANCELLED", "Dismissed through the OGC API"), force=True
+            )
+            if self._runner is not None:
+                self._runner.dismiss(flow_run_id)
+        self.store.delete(flow_run_id)
+        tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
+        self.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
+        logger.info("dismissed job %s", flow_run_id)
+        return True
+
+    # -- execution ------------------------------------------------------------
+
+    def execute_process(
+        self,
+        process_id: str,
+        data_dict: dict[str, Any],
+        execution_mode: RequestedProcessExecutionMode | None = None,
+        requested_outputs: dict[str, Any] | None = None,
+        subscriber: Subscriber | None = None,
+        requested_response: str | None = RequestedResponse.raw.value,
+    ) -> tuple[str, str, Any, JobStatus, dict[str, str] | None]:
+        """Run a process as a job: in the request (sync) or in the pool (async).
+
+        Returns:
+            job id, media type, outputs, status, extra response headers.
+        """
+        processor = self.get_processor(process_id)
+        response = requested_response or RequestedResponse.raw.value
+        run_async, headers = self._choose_mode(processor, execution_mode)
+        if run_async:
+            job_id = self._submit_async(
+                process_id, data_dict, requested_outputs, response
+            )
+            return job_id, "application/json", None, JobStatus.accepted, headers
+        job_id, mimetype, outputs = self._execute_sync(
+            process_id, processor, data_dict, requested_outputs, response
+        )
+        return job_id, mimetype, outputs, JobStatus.successful, headers
+
+    def _choose_mode(
+        self,
+        processor: BaseProcessor,
+        execution_mode: RequestedProcessExecutionMode | None,
+    ) -> tuple[bool, dict[str, str] | None]:
+        # The rules of OGC API - Processes 1.0, /req/core/process-execute-*:
+        # honour "respond-async" when the process allows it; otherwise run
+        # sync when the process allows that, else async.
+        options = processor.metadata.get("jobControlOptions", [])
+        can_async = ProcessExecutionMode.async_execute.value in options
+        can_sync = ProcessExecutionMode.sync_execute.value in options
+        if execution_mode == RequestedProcessExecutionMode.respond_async and can_async:
+            run_async = True
+        else:
+            run_async = not can_sync
+        if run_async:
+            applied = RequestedProcessExecutionMode.respond_async.value
+        elif execution_mode == RequestedProcessExecutionMode.wait:
+            return False, None
+        else:
+            applied = RequestedProcessExecutionMode.wait.value
+        return run_async, {"Preference-Applied": applied}
+
+    def _parameters(
+        self, inputs: dict[str, Any], requested_outputs: dict[str, Any] | None, response: str
+    ) -> dict[str, Any]:
+        # Shown in the Prefect UI with the run; very large requests are left out.
+        parameters = {"inputs": inputs, "outputs": requested_outputs, "response": response}
+        try:
+            size = len(json.dumps(parameters, default=str))
+        except (TypeError, ValueError):
+            return {}
+        return parameters if size <= MAX_PARAMETERS_BYTES else {}
+
+    def _submit_async(
+        self,
+        process_id: str,
+        inputs: dict[str, Any],
+        requested_outputs: dict[str, Any] | None,
+        response: str,
+    ) -> str:
+        job_id = self._create_run(
+            process_id,
+            _state("PENDING", "Job accepted and waiting to run"),
+            labels={jobs.PROGRESS_LABEL: 0, jobs.RESPONSE_LABEL: response},
+            parameters=self._parameters(inputs, requested_outputs, response),
+        )
+        self.runner.submit(
+            JobRequest(
+                job_id=job_id,
+                process_id=process_id,
+                process_conf=self.processes[process_id],
+                inputs=inputs,
+                requested_outputs=requested_outputs,
+                response=response,
+            )
+        )
+        logger.debug("job %s of process %s accepted", job_id, process_id)
+        return job_id
+
+    def _execute_sync(
+        self,
+        process_id: str,
+        processor: BaseProcessor,
+        inputs: dict[str, Any],
+        requested_outputs: dict[str, Any] | None,
+        response: str,
+    ) -> tuple[str, str, Any]:
+        record = _SyncRecord(self, process_id, self._parameters(inputs, requested_outputs, response), response)
+        if type(processor).set_job_id is not BaseProcessor.set_job_id:
+            # The processor wants its job id while it runs: record it first.
+            processor.set_job_id(record.begin())
+        else:
+            record.begin_after(self.config.local.sync_visible_after)
+        outcome = run_processor(
+            processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
+        )
+        job_id = record.finish(outcome)
+        if not outcome.ok:
+            raise ProcessFailed(outcome.message)
+        if response == RequestedResponse.document.value:
+            return job_id, "application/json", results_document(
+                outcome.outputs, outcome.mimetype, outcome.output_ids
+            )
+        return job_id, outcome.mimetype, outcome.outputs
+
+    # -- hooks of the local runner (called from its threads) ------------------
+
+    def _job_started(self, request: JobRequest) -> bool:
+        result = self.api.set_state(request.job_id, _state("RUNNING", "Job running"))
+        if result.get("status") == REJECTED:
+            logger.info("job %s was not started: %s", request.job_id, result.get("details"))
+            return False
+        return True
+
+    def _job_finished(self, request: JobRequest, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.api.update_labels(
+                request.job_id, {jobs.PROGRESS_LABEL: 100, jobs.MIMETYPE_LABEL: outcome.mimetype}
+            )
+            self.api.set_state(request.job_id, _state("COMPLETED", "Job complete"))
+        else:
+            self.api.set_state(request.job_id, _state("FAILED", outcome.message))
+
+    def _job_cancelled_elsewhere(self, request: JobRequest) -> bool:
+        run = self.api.read_flow_run(request.job_id)
+        return run is None or run.get("state_type") in ("CANCELLING", "CANCELLED")
+
+    def _job_killed(self, request: JobRequest) -> None:
+        # The process is dead, so nothing can write results any more.
+        self.store.delete(request.job_id)
+
+
+class _SyncRecord:
+    """The flow run of one sync job, created as late as the job allows.
+
+    A job that ends within ``sync_visible_after`` seconds is recorded in one
+    API call, in its final state. A slower one is recorded as Running once
+    that time has passed (so the Prefect UI shows it while it runs), and moved
+    to its final state at the end.
+    """
+
+    def __init__(
+        self, manager: PrefectManager, process_id: str, parameters: dict[str, Any], response: str
+    ) -> None:
+        self.manager = manager
+        self.process_id = process_id
+        self.parameters = parameters
+        self.response = response
+        self._lock = threading.Lock()
+        self._begun = False
+        self._finishing = False
+        self._created = threading.Event()
+        self._timer: threading.Timer | None = None
+        self.job_id: str | None = None
+        self.error: PrefectManagerError | None = None
+
+    def begin(self) -> str:
+        """Create the flow run as Running now; returns the job id."""
+        with self._lock:
+            if self._finishing:
+                return ""
+            self._begun = True
+        try:
+            self.job_id = self.manager._create_run(
+                self.process_id,
+                _state("RUNNING", "Job running"),
+                labels={jobs.PROGRESS_LABEL: 0, jobs.RESPONSE_LABEL: self.response},
+                parameters=self.parameters,
+            )
+        except PrefectManagerError as exc:
+            self.error = exc
+            raise
+        finally:
+            self._created.set()
+        return self.job_id
+
+    def begin_after(self, seconds: float) -> None:
+        """Call :meth:`begin` in the background if the job is still running then."""
+        self._timer = threading.Timer(seconds, self._begin_quietly)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _begin_quietly(self) -> None:
+        try:
+            self.begin()
+        except PrefectManagerError:
+            logger.warning("could not record a running sync job of %s", self.process_id)
+
+    def finish(self, outcome: Outcome) -> str:
+        """Record the final state (and store the output); returns the job id."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._finishing = True
+            begun = self._begun
+        manager = self.manager
+        labels: dict[str, Any] = {jobs.RESPONSE_LABEL: self.response}
+        if outcome.ok:
+            labels |= {jobs.PROGRESS_LABEL: 100, jobs.MIMETYPE_LABEL: outcome.mimetype}
+            final = _state("COMPLETED", "Job complete")
+        else:
+            final = _state("FAILED", outcome.message)
+        if begun:
+            self._created.wait(manager.config.api_timeout * 2)
+            if self.error is not None or self.job_id is None:
+                raise self.error or PrefectUnavailable("The job could not be recorded in Prefect")
+            job_id = self.job_id
+            if outcome.ok:
+                store_outcome(manager.store, job_id, outcome, self.response)
+                manager.api.update_labels(job_id, labels)
+            manager.api.set_state(job_id, final)
+            return job_id
+        job_id = manager._create_run(
+            self.process_id, final, labels=labels, parameters=self.parameters
+        )
+        if outcome.ok:
+            try:
+                store_outcome(manager.store, job_id, outcome, self.response)
+            except PrefectManagerError:
+                manager.api.set_state(
+                    job_id, _state("FAILED", "The job's output could not be stored"), force=True
+                )
+                raise
+        return job_id

@@ -1,0 +1,212 @@
+"""A small, fast client for the parts of the Prefect REST API that jobs need.
+
+Why not :class:`prefect.client.orchestration.SyncPrefectClient`: its requests
+retry with exponential back-off for up to a minute when the server is down,
+and a pygeoapi request must fail with a 503 within seconds instead. Every
+response here stays a plain ``dict`` (no model validation on the hot path).
+Connection settings (URL, API key, basic-auth string, TLS) come from
+Prefect's own settings, so Prefect's documented environment variables work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from pygeoapi_prefect.errors import PrefectRequestFailed, PrefectUnavailable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PrefectAPI", "prefect_settings_api_url"]
+
+#: Prefect's own refusal of a state transition (e.g. to Running after a cancel).
+REJECTED = "REJECT"
+
+
+def prefect_settings_api_url() -> str | None:
+    """The API URL from Prefect's settings (``PREFECT_API_URL`` or profile)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    return str(url).rstrip("/") if url else None
+
+
+class PrefectAPI:
+    """Thread-safe, lazily connected Prefect REST client.
+
+    Example::
+
+        api = PrefectAPI("http://127.0.0.1:4200/api", timeout=5)
+        run = api.read_flow_run("0b8f...")
+
+    Args:
+        api_url: Base URL of the Prefect API, ending in ``/api``.
+        timeout: Seconds a request may take; connecting is capped at 3 s.
+    """
+
+    def __init__(self, api_url: str, *, timeout: float = 5.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._flow_ids: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"PrefectAPI({self.api_url!r})"
+
+    @property
+    def ui_url(self) -> str:
+        """Base URL of the Prefect UI that belongs to this API."""
+        from prefect.settings import get_current_settings
+
+        configured = get_current_settings().ui_url
+        if configured and self.api_url == prefect_settings_api_url():
+            return str(configured).rstrip("/")
+        return self.api_url.removesuffix("/api")
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build_client()
+        return self._client
+
+    def _build_client(self) -> httpx.Client:
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        headers = {"Accept": "application/json"}
+        if settings.api.key:
+            headers["Authorization"] = f"Bearer {settings.api.key.get_secret_value()}"
+        elif settings.api.auth_string:
+            import base64
+
+            token = base64.b64encode(
+                settings.api.auth_string.get_secret_value().encode()
+            ).decode()
+            headers["Authorization"] = f"Basic {token}"
+        verify: Any = settings.api.tls_insecure_skip_verify is False
+        if verify and settings.api.ssl_cert_file:
+            verify = settings.api.ssl_cert_file
+        return httpx.Client(
+            base_url=self.api_url,
+            headers=headers,
+            verify=verify,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 3.0)),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    def close(self) -> None:
+        """Close the connection pool (it reopens on the next request)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        # The one place where transport errors become ours.
+        try:
+            yield
+        except httpx.TransportError as exc:
+            logger.warning("Prefect API %s unreachable during %s: %r", self.api_url, what, exc)
+            raise PrefectUnavailable(
+                f"The Prefect API at {self.api_url} is unreachable ({what}); "
+                "try again later"
+            ) from exc
+
+    def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        """Send one request; map transport errors and 5xx answers onto ours.
+
+        A 404 is returned to the caller, who knows what it means.
+        """
+        with self._errors(f"{method} {path}"):
+            response = self._http().request(method, path, json=json)
+        if response.status_code == 503 or response.status_code == 502:
+            raise PrefectUnavailable(
+                f"The Prefect API at {self.api_url} is unavailable "
+                f"({response.status_code} on {method} {path}); try again later"
+            )
+        if response.status_code >= 400 and response.status_code != 404:
+            logger.error(
+                "Prefect API %s %s answered %s: %s",
+                method, path, response.status_code, response.text[:500],
+            )
+            raise PrefectRequestFailed(
+                f"The Prefect API refused {method} {path} ({response.status_code})"
+            )
+        return response
+
+    # -- flows -------------------------------------------------------------
+
+    def flow_id(self, name: str) -> str:
+        """The id of the flow called ``name``, created on first use and cached."""
+        flow_id = self._flow_ids.get(name)
+        if flow_id is None:
+            flow_id = self.request("POST", "/flows/", json={"name": name}).json()["id"]
+            self._flow_ids[name] = flow_id
+        return flow_id
+
+    # -- flow runs ---------------------------------------------------------
+
+    def create_flow_run(
+        self,
+        *,
+        flow_name: str,
+        state: dict[str, Any],
+        tags: list[str],
+        labels: dict[str, Any] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create a flow run of the flow ``flow_name`` directly in ``state``."""
+        body: dict[str, Any] = {
+            "flow_id": self.flow_id(flow_name),
+            "state": state,
+            "tags": tags,
+            "parameters": parameters or {},
+        }
+        if labels:
+            body["labels"] = labels
+        return self.request("POST", "/flow_runs/", json=body).json()
+
+    def read_flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
+        """The flow run, or ``None`` when Prefect has no run with this id."""
+        response = self.request("GET", f"/flow_runs/{flow_run_id}")
+        return None if response.status_code == 404 else response.json()
+
+    def set_state(
+        self, flow_run_id: str, state: dict[str, Any], *, force: bool = False
+    ) -> dict[str, Any]:
+        """Propose a state; returns Prefect's orchestration result."""
+        return self.request(
+            "POST",
+            f"/flow_runs/{flow_run_id}/set_state",
+            json={"state": state, "force": force},
+        ).json()
+
+    def update_labels(self, flow_run_id: str, labels: dict[str, Any]) -> None:
+        """Merge ``labels`` into the flow run's labels."""
+        self.request("PATCH", f"/flow_runs/{flow_run_id}/labels", json=labels)
+
+    def update_tags(self, flow_run_id: str, tags: list[str]) -> None:
+        """Replace the flow run's tags."""
+        self.request("PATCH", f"/flow_runs/{flow_run_id}", json={"tags": tags})
+
+    def filter_flow_runs(
+        self, flow_runs: dict[str, Any], *, sort: str, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        """One page of flow runs matching a ``FlowRunFilter`` body."""
+        return self.request(
+            "POST",
+            "/flow_runs/filter",
+            json={"flow_runs": flow_runs, "sort": sort, "limit": limit, "offset": offset},
+        ).json()
+
+    def count_flow_runs(self, flow_runs: dict[str, Any]) -> int:
+        """How many flow runs match a ``FlowRunFilter`` body."""
+        return int(self.request("POST", "/flow_runs/count", json={"flow_runs": flow_runs}).json())

@@ -1,0 +1,201 @@
+"""The result store: each job's outputs on any fsspec filesystem.
+
+Layout, under the store URL::
+
+    <job id>/output          the process output, exactly as it returned it
+    <job id>/manifest.json   media type, encoding, size, response mode
+
+Nothing is pickled: outputs are JSON, text or bytes, and a reader never runs
+code from the store. Job ids are UUIDs (checked before any path is built), so
+no key can leave the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from pygeoapi_prefect.errors import ResultNotFound, ResultStoreError
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Manifest", "ResultStore", "results_document"]
+
+MANIFEST = "manifest.json"
+OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the store knows about one job's output."""
+
+    mimetype: str
+    encoding: str  # "json", "text" or "bytes"
+    size: int
+    response: str = "raw"  # the OGC response mode the job was asked for
+    output_ids: tuple[str, ...] = ()
+
+
+def encode_output(outputs: Any) -> tuple[str, bytes]:
+    """(encoding, bytes) for a processor's output."""
+    if isinstance(outputs, bytes):
+        return "bytes", outputs
+    if isinstance(outputs, str):
+        return "text", outputs.encode("utf-8")
+    return "json", json.dumps(outputs, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def decode_output(encoding: str, data: bytes) -> Any:
+    """The inverse of :func:`encode_output`."""
+    if encoding == "json":
+        return json.loads(data)
+    if encoding == "text":
+        return data.decode("utf-8")
+    return data
+
+
+class ResultStore:
+    """Job outputs under one fsspec URL.
+
+    Example::
+
+        store = ResultStore("s3://bucket/results", {"client_kwargs": {...}})
+        store.write(job_id, "application/json", {"id": "echo", "value": "hi"})
+        manifest, value = store.read(job_id)
+
+    Args:
+        url: fsspec URL of the store's root.
+        storage_options: keyword arguments for the filesystem.
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self._fs: AbstractFileSystem | None = None
+        self._root = ""
+
+    def __repr__(self) -> str:
+        return f"ResultStore({self.url!r})"
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """The filesystem, opened on first use."""
+        if self._fs is None:
+            from fsspec.core import url_to_fs
+
+            with self._errors("open"):
+                self._fs, self._root = url_to_fs(self.url, **self.storage_options)
+        return self._fs
+
+    def _path(self, job_id: str, name: str) -> str:
+        self.fs  # noqa: B018 - sets self._root
+        return f"{self._root}/{job_id}/{name}"
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (FileNotFoundError, ResultNotFound):
+            raise
+        except (OSError, ValueError, ImportError) as exc:
+            logger.exception("result store %s failed to %s", self.url, what)
+            raise ResultStoreError(
+                f"The result store {self.url} failed to {what}: {exc.__class__.__name__}"
+            ) from exc
+
+    def write(
+        self,
+        job_id: str,
+        mimetype: str,
+        outputs: Any,
+        *,
+        response: str = "raw",
+        output_ids: tuple[str, ...] = (),
+    ) -> Manifest:
+        """Store a job's output; the manifest is written last, as a commit marker."""
+        encoding, data = encode_output(outputs)
+        manifest = Manifest(mimetype, encoding, len(data), response, tuple(output_ids))
+        with self._errors(f"write the results of job {job_id}"):
+            self.fs.makedirs(self._path(job_id, ""), exist_ok=True)
+            self.fs.pipe_file(self._path(job_id, OUTPUT), data)
+            self.fs.pipe_file(
+                self._path(job_id, MANIFEST), json.dumps(asdict(manifest)).encode()
+            )
+        return manifest
+
+    def read_manifest(self, job_id: str) -> Manifest:
+        """The manifest of a job's output.
+
+        Raises:
+            ResultNotFound: the store has no (complete) output for this job.
+        """
+        try:
+            with self._errors(f"read the results of job {job_id}"):
+                raw = json.loads(self.fs.cat_file(self._path(job_id, MANIFEST)))
+        except FileNotFoundError as exc:
+            raise ResultNotFound(f"No results are stored for job {job_id}") from exc
+        raw["output_ids"] = tuple(raw.get("output_ids") or ())
+        return Manifest(**raw)
+
+    def read(self, job_id: str) -> tuple[Manifest, Any]:
+        """The manifest and the decoded output of a job."""
+        manifest = self.read_manifest(job_id)
+        try:
+            with self._errors(f"read the results of job {job_id}"):
+                data = self.fs.cat_file(self._path(job_id, OUTPUT))
+        except FileNotFoundError as exc:
+            raise ResultNotFound(f"No results are stored for job {job_id}") from exc
+        return manifest, decode_output(manifest.encoding, data)
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job's output (a no-op when there is none)."""
+        with self._errors(f"delete the results of job {job_id}"):
+            try:
+                self.fs.rm(self._path(job_id, ""), recursive=True)
+            except FileNotFoundError:
+                pass
+
+    def exists(self, job_id: str) -> bool:
+        """Whether a complete output is stored for the job."""
+        with self._errors(f"look up the results of job {job_id}"):
+            return bool(self.fs.exists(self._path(job_id, MANIFEST)))
+
+
+def _inline(value: Any, mimetype: str) -> Any:
+    # OGC 1.0 inlineOrRefData: plain values inline, anything else qualified.
+    if isinstance(value, bytes):
+        return {
+            "value": base64.b64encode(value).decode("ascii"),
+            "encoding": "base64",
+            "mediaType": mimetype,
+        }
+    if isinstance(value, dict):
+        return {"value": value, "mediaType": "application/json"}
+    if isinstance(value, str) and mimetype not in ("application/json", "text/plain"):
+        return {"value": value, "mediaType": mimetype}
+    return value
+
+
+def results_document(outputs: Any, mimetype: str, output_ids: tuple[str, ...]) -> dict[str, Any]:
+    """The OGC 1.0 results document: a map keyed by output id.
+
+    pygeoapi processes return their output in one of three shapes, each
+    handled here: ``{"id": <output id>, "value": ...}`` (the convention of
+    pygeoapi's own examples), a map of output ids to values, or a bare value
+    (for a process with one declared output).
+    """
+    if isinstance(outputs, dict):
+        if set(outputs) == {"id", "value"} and isinstance(outputs["id"], str):
+            return {outputs["id"]: _inline(outputs["value"], mimetype)}
+        if outputs and output_ids and set(outputs) <= set(output_ids):
+            return {key: _inline(value, mimetype) for key, value in outputs.items()}
+    key = output_ids[0] if len(output_ids) == 1 else "result"
+    return {key: _inline(outputs, mimetype)}

@@ -1,0 +1,254 @@
+"""A pool of worker processes for async jobs, each of which can be killed.
+
+A Python thread cannot be stopped, so async jobs run in separate processes
+(started with ``spawn``: forking a threaded web server is unsafe). Each
+worker process is driven by one thread of the pool, which hands it a job,
+waits for the answer, and kills it when the job is dismissed; a fresh
+process then takes its place. The pool knows nothing about Prefect: the
+manager gives it the hooks that record each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pygeoapi_prefect.execute import (
+    JobRequest,
+    Outcome,
+    load_processor,
+    run_processor,
+    store_outcome,
+)
+from pygeoapi_prefect.results import ResultStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["JobHooks", "LocalRunner"]
+
+_CTX = multiprocessing.get_context("spawn")
+_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class JobHooks:
+    """What the pool calls as a job moves on (all from the pool's threads).
+
+    Attributes:
+        started: called before the job runs; returning False skips it (it was
+            dismissed meanwhile).
+        finished: called with the outcome once the job has run.
+        cancelled_elsewhere: polled while the job runs; True kills it.
+        killed: called after a job's process was killed on dismissal.
+    """
+
+    started: Callable[[JobRequest], bool]
+    finished: Callable[[JobRequest, Outcome], None]
+    cancelled_elsewhere: Callable[[JobRequest], bool]
+    killed: Callable[[JobRequest], None]
+
+
+def _worker_main(conn: Connection, store_url: str, storage_options: dict[str, Any]) -> None:
+    # Ctrl-C goes to the whole process group; the parent stops us itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    store = ResultStore(store_url, storage_options)
+    processors: dict[str, Any] = {}
+    while True:
+        try:
+            request: JobRequest | None = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        try:
+            processor = processors.get(request.process_id)
+            if processor is None:
+                processor = processors[request.process_id] = load_processor(
+                    request.process_conf
+                )
+            processor.set_job_id(request.job_id)
+            outcome = run_processor(
+                processor, request.inputs, request.requested_outputs,
+                job_label=f"job {request.job_id} of process {request.process_id}",
+            )
+            if outcome.ok:
+                store_outcome(store, request.job_id, outcome, request.response)
+            # The output is in the store; only the summary crosses the pipe.
+            outcome.outputs = None
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, never lost
+            logger.exception("worker failed to run job %s", request.job_id)
+            outcome = Outcome(ok=False, message=f"{exc.__class__.__name__}: {exc}")
+        conn.send(outcome)
+
+
+class _Worker:
+    """One worker process and the thread that drives it."""
+
+    def __init__(self, pool: LocalRunner, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.process: Any = None
+        self.conn: Connection | None = None
+        self.current: JobRequest | None = None
+        self.kill_requested = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.thread = threading.Thread(
+            target=self._loop, name=f"pygeoapi-prefect-worker-{index}", daemon=True
+        )
+
+    def spawn(self) -> None:
+        parent, child = _CTX.Pipe()
+        process = _CTX.Process(
+            target=_worker_main,
+            args=(child, self.pool.store.url, self.pool.store.storage_options),
+            name=f"pygeoapi-prefect-worker-{self.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self.process, self.conn = process, parent
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.process = self.conn = None
+
+    def _loop(self) -> None:
+        while True:
+            request = self.pool.queue.get()
+            if request is None:
+                return
+            if self.process is None or not self.process.is_alive():
+                self.spawn()
+            self.idle.clear()
+            self.current = request
+            try:
+                self._run(request)
+            except Exception:  # noqa: BLE001 - one job's bookkeeping must not stop the pool
+                logger.exception("local runner failed to handle job %s", request.job_id)
+            finally:
+                self.pool.dismissed.discard(request.job_id)
+                self.current = None
+                self.kill_requested.clear()
+                self.idle.set()
+
+    def _run(self, request: JobRequest) -> None:
+        hooks = self.pool.hooks
+        if request.job_id in self.pool.dismissed or not hooks.started(request):
+            return
+        assert self.conn is not None
+        self.conn.send(request)
+        next_check = time.monotonic() + self.pool.cancel_check_seconds
+        while True:
+            if self.kill_requested.is_set():
+                self._killed(request)
+                return
+            try:
+                if self.conn.poll(_POLL_SECONDS):
+                    outcome: Outcome = self.conn.recv()
+                    break
+            except (EOFError, OSError):
+                outcome = Outcome(ok=False, message="The worker process running the job died")
+                self.kill()
+                break
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.pool.cancel_check_seconds
+                try:
+                    elsewhere = hooks.cancelled_elsewhere(request)
+                except Exception:  # noqa: BLE001 - a failed check is retried next time
+                    logger.warning("could not check job %s for cancellation", request.job_id)
+                    elsewhere = False
+                if elsewhere:
+                    self._killed(request)
+                    return
+        if self.kill_requested.is_set() or request.job_id in self.pool.dismissed:
+            self._killed(request)
+            return
+        hooks.finished(request, outcome)
+
+    def _killed(self, request: JobRequest) -> None:
+        self.kill()
+        logger.info("killed the worker process of dismissed job %s", request.job_id)
+        self.pool.hooks.killed(request)
+
+
+class LocalRunner:
+    """Runs async jobs in ``max_workers`` killable worker processes.
+
+    Example::
+
+        runner = LocalRunner(store, hooks, max_workers=2)
+        runner.submit(JobRequest(job_id, "hello-world", conf, {"name": "x"}))
+        runner.dismiss(job_id)   # kills it if it runs, drops it if queued
+
+    Args:
+        store: where the workers write results.
+        hooks: the manager's bookkeeping callbacks.
+        max_workers: how many jobs run at once.
+        cancel_check_seconds: how often a running job's cancellation elsewhere
+            is checked.
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        hooks: JobHooks,
+        *,
+        max_workers: int = 2,
+        cancel_check_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.cancel_check_seconds = cancel_check_seconds
+        self.queue: queue.Queue[JobRequest | None] = queue.Queue()
+        self.dismissed: set[str] = set()
+        self.workers = [_Worker(self, index) for index in range(max_workers)]
+        for worker in self.workers:
+            worker.spawn()
+            worker.thread.start()
+
+    def submit(self, request: JobRequest) -> None:
+        """Queue a job; it starts as soon as a worker is free."""
+        self.queue.put(request)
+
+    def dismiss(self, job_id: str, *, timeout: float = 5.0) -> bool:
+        """Stop a job of this pool: kill it if running, skip it if queued.
+
+        Returns once nothing of the job runs any more (or after ``timeout``);
+        True if the job was running or queued here.
+        """
+        self.dismissed.add(job_id)
+        for worker in self.workers:
+            current = worker.current
+            if current is not None and current.job_id == job_id:
+                worker.kill_requested.set()
+                deadline = time.monotonic() + timeout
+                while worker.current is current and time.monotonic() < deadline:
+                    time.sleep(_POLL_SECONDS)
+                return True
+        with self.queue.mutex:
+            queued = any(r is not None and r.job_id == job_id for r in self.queue.queue)
+        if not queued:
+            self.dismissed.discard(job_id)
+        return queued
+
+    def shutdown(self) -> None:
+        """Stop the worker processes; queued jobs are not run."""
+        with self.queue.mutex:
+            self.queue.queue.clear()
+        for _ in self.workers:
+            self.queue.put(None)
+        for worker in self.workers:
+            worker.kill()

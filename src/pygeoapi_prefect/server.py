@@ -1,0 +1,130 @@
+"""Starting and stopping a local Prefect server (for the demo and the tests)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PrefectServer", "free_port", "prefect_answers"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def prefect_answers(api_url: str, timeout: float = 2.0) -> bool:
+    """Whether a Prefect API answers its health check at ``api_url``."""
+    try:
+        response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+class PrefectServer:
+    """A ``prefect server start`` subprocess with its own PREFECT_HOME.
+
+    Example::
+
+        with PrefectServer(Path(".prefect-home"), port=4200) as server:
+            print(server.api_url)
+
+    Args:
+        home: PREFECT_HOME of the server (its SQLite database lives there).
+        host: address to bind; loopback by default.
+        port: port to bind.
+        log_file: where the server's output goes (default: ``home/server.log``).
+    """
+
+    def __init__(
+        self, home: Path, *, host: str = "127.0.0.1", port: int = 4200,
+        log_file: Path | None = None,
+    ) -> None:
+        self.home = Path(home).resolve()
+        self.host = host
+        self.port = port
+        self.log_file = log_file or self.home / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The server's API URL."""
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        """The server's UI URL."""
+        return f"http://{self.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The environment the server runs with."""
+        env = dict(os.environ)
+        env.pop("PREFECT_API_URL", None)
+        env |= {
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+            "PREFECT_UI_API_URL": self.api_url,
+        }
+        return env
+
+    def start(self, *, timeout: float = 90.0) -> None:
+        """Start the server and wait until its API answers."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the subprocess
+        command = [
+            sys.executable, "-m", "prefect", "server", "start",
+            "--host", self.host, "--port", str(self.port),
+        ]
+        logger.info("starting a Prefect server on %s (PREFECT_HOME=%s)", self.ui_url, self.home)
+        self.process = subprocess.Popen(
+            command, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the Prefect server exited with code {self.process.returncode}; "
+                    f"see {self.log_file}"
+                )
+            if prefect_answers(self.api_url, timeout=1.0):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s; see {self.log_file}")
+
+    def stop(self, *, timeout: float = 15.0) -> None:
+        """Stop the server and everything it started."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> PrefectServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
