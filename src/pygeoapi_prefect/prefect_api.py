@@ -90,9 +90,11 @@ class PrefectAPI:
                 settings.api.auth_string.get_secret_value().encode()
             ).decode()
             headers["Authorization"] = f"Basic {token}"
-        verify: Any = settings.api.tls_insecure_skip_verify is False
+        verify: Any = not settings.api.tls_insecure_skip_verify
         if verify and settings.api.ssl_cert_file:
-            verify = settings.api.ssl_cert_file
+            import ssl
+
+            verify = ssl.create_default_context(cafile=settings.api.ssl_cert_file)
         return httpx.Client(
             base_url=self.api_url,
             headers=headers,

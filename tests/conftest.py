@@ -1,0 +1,198 @@
+"""Real servers for the tests: one Prefect server, and pygeoapi servers over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from pygeoapi_prefect.prefect_api import PrefectAPI
+from pygeoapi_prefect.server import PrefectServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+STANDARD_PROCESSES: dict[str, str] = {
+    "hello-world": "HelloWorld",
+    "echo": "Echo",
+    "sleep": "pygeoapi_test_processes.SleepProcessor",
+    "fail": "pygeoapi_test_processes.FailProcessor",
+    "job-id": "pygeoapi_test_processes.JobIdProcessor",
+    "bytes": "pygeoapi_test_processes.BytesProcessor",
+    "async-only": "pygeoapi_test_processes.AsyncOnlyProcessor",
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server on a free loopback port, with its own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    server = PrefectServer(home, port=free_port())
+    server.start(timeout=120)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: PrefectServer) -> PrefectAPI:
+    return PrefectAPI(prefect_server.api_url, timeout=10)
+
+
+@dataclass
+class Pygeoapi:
+    """A running ``pygeoapi-prefect serve`` subprocess."""
+
+    base_url: str
+    config_path: Path
+    results_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+
+    def execute(
+        self, process_id: str, inputs: dict[str, Any], *, asynchronous: bool = False, **body: Any
+    ) -> httpx.Response:
+        headers = {"Prefer": "respond-async"} if asynchronous else {}
+        return self.client.post(
+            f"/processes/{process_id}/execution", json={"inputs": inputs, **body}, headers=headers
+        )
+
+    def job(self, job_id: str) -> httpx.Response:
+        return self.client.get(f"/jobs/{job_id}", params={"f": "json"})
+
+    def wait_for(self, job_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            document = self.job(job_id).json()
+            if document.get("status") in statuses:
+                return document
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} never reached {statuses}: {document}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def pygeoapi_config(
+    port: int,
+    results_dir: Path,
+    *,
+    processes: dict[str, str] | None = None,
+    manager: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A minimal pygeoapi config using PrefectManager."""
+    config = yaml.safe_load((ROOT / "example-config.yml").read_text())
+    config["server"]["bind"] = {"host": "127.0.0.1", "port": port}
+    config["server"]["url"] = f"http://127.0.0.1:{port}"
+    config["server"]["pretty_print"] = False
+    config["server"]["manager"] = {
+        "name": "pygeoapi_prefect.manager.PrefectManager",
+        "results": {"url": str(results_dir)},
+        **(manager or {}),
+    }
+    config["resources"] = {
+        pid: {"type": "process", "processor": {"name": name}}
+        for pid, name in (processes or STANDARD_PROCESSES).items()
+    }
+    return config
+
+
+def server_env(prefect_api_url: str | None, home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PREFECT_HOME"] = str(home)
+    env.pop("PREFECT_API_URL", None)
+    if prefect_api_url:
+        env["PREFECT_API_URL"] = prefect_api_url
+    return env
+
+
+def start_pygeoapi(
+    tmp: Path,
+    prefect_api_url: str | None,
+    *,
+    processes: dict[str, str] | None = None,
+    manager: dict[str, Any] | None = None,
+    timeout: float = 60,
+) -> Pygeoapi:
+    """Write a config into ``tmp`` and serve it with ``pygeoapi-prefect serve``."""
+    port = free_port()
+    results_dir = tmp / "results"
+    config_path = tmp / "pygeoapi-config.yml"
+    config_path.write_text(
+        yaml.safe_dump(pygeoapi_config(port, results_dir, processes=processes, manager=manager))
+    )
+    log_path = tmp / "pygeoapi.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pygeoapi_prefect.cli", "serve", "--config", str(config_path),
+             "--port", str(port)],
+            cwd=tmp, env=server_env(prefect_api_url, tmp / "prefect-home"),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    server = Pygeoapi(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"pygeoapi exited: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.base_url}/processes", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"pygeoapi did not start: {log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def pygeoapi(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pygeoapi]:
+    """The pygeoapi server most tests share, with every test process."""
+    server = start_pygeoapi(tmp_path_factory.mktemp("pygeoapi"), prefect_server.api_url)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pygeoapi_factory(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """Start extra pygeoapi servers with their own config; stopped after the test."""
+    started: list[Pygeoapi] = []
+
+    def factory(*, prefect_api_url: str | None = "default", **kwargs: Any) -> Pygeoapi:
+        url = prefect_server.api_url if prefect_api_url == "default" else prefect_api_url
+        server = start_pygeoapi(tmp_path_factory.mktemp("pygeoapi-extra"), url, **kwargs)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

@@ -1,0 +1,86 @@
+"""pygeoapi processes used by the tests (loaded by the pygeoapi servers under test)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pygeoapi.process.base import BaseProcessor, ProcessorExecuteError
+
+
+def _metadata(process_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "version": "1.0.0",
+        "id": process_id,
+        "title": process_id,
+        "description": f"test process {process_id}",
+        "jobControlOptions": ["sync-execute", "async-execute"],
+        "keywords": [],
+        "links": [],
+        "inputs": {},
+        "outputs": {"result": {"title": "result", "schema": {"type": "object"}}},
+        **extra,
+    }
+
+
+class SleepProcessor(BaseProcessor):
+    """Beats into a file every 0.05 s for ``seconds`` seconds."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, _metadata("sleep"))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        beats = Path(data["beats"]) if data.get("beats") else None
+        deadline = time.monotonic() + float(data.get("seconds", 1))
+        count = 0
+        while time.monotonic() < deadline:
+            count += 1
+            if beats is not None:
+                with beats.open("a") as handle:
+                    handle.write(".")
+            time.sleep(0.05)
+        return "application/json", {"id": "result", "value": {"beats": count}}
+
+
+class FailProcessor(BaseProcessor):
+    """Always raises, with a message naming its input."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, _metadata("fail"))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        raise ProcessorExecuteError(f"cannot handle {data.get('what', 'this')}")
+
+
+class JobIdProcessor(BaseProcessor):
+    """Returns the job id the manager gave it before it ran."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, _metadata("job-id"))
+        self.job_id: str | None = None
+
+    def set_job_id(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        return "application/json", {"id": "result", "value": self.job_id}
+
+
+class BytesProcessor(BaseProcessor):
+    """Returns binary output with its own media type."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, _metadata("bytes"))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        return "image/png", b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+
+class AsyncOnlyProcessor(SleepProcessor):
+    """A process that only allows async execution."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        BaseProcessor.__init__(
+            self, processor_def, _metadata("async-only", jobControlOptions=["async-execute"])
+        )
