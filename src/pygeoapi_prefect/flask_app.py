@@ -26,9 +26,11 @@ from typing import Any
 
 from flask import Response, request
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException
 from pygeoapi.flask_app import APP, BLUEPRINT  # noqa: F401 - re-exported app
 
 from pygeoapi_prefect.errors import PrefectManagerError
+from pygeoapi_prefect.jobs import number_matched
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,18 @@ def _manager_error(exc: PrefectManagerError) -> Response:
     return Response(json.dumps(body), status=int(exc.http_status_code), mimetype=_JSON)
 
 
+@APP.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    # Flask's own errors (no such route, wrong method) on the process and job
+    # endpoints: an OGC exception document instead of an HTML page.
+    if request.path.split("/")[1:2] not in (["jobs"], ["processes"]):
+        return exc
+    code = "NotFound" if exc.code == 404 else exc.name.replace(" ", "")
+    body = {"type": code, "code": code, "title": exc.name, "status": exc.code,
+            "description": exc.description, "detail": exc.description}
+    return Response(json.dumps(body), status=exc.code or 500, mimetype=_JSON)
+
+
 def _clean_job(job: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in job.items() if value not in _EMPTY}
 
@@ -61,6 +75,11 @@ def _is_json(response: Response) -> bool:
         and not response.headers.get("Content-Encoding")
         and not response.direct_passthrough
     )
+
+
+@APP.before_request
+def _forget_number_matched() -> None:
+    number_matched.set(None)
 
 
 @APP.after_request
@@ -86,6 +105,9 @@ def _fix_job_documents(response: Response) -> Response:
         # newest first by creation, which is what the page was cut from.
         jobs.sort(key=lambda job: job.get("created", ""), reverse=True)
         document["jobs"] = jobs
+        matched = number_matched.get()
+        if matched is not None:
+            document["numberMatched"] = matched
     elif "jobID" in document:
         document = _clean_job(document)
     else:

@@ -8,6 +8,7 @@ labels, so the job list needs no query beyond one page of flow runs.
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 from prefect.client.schemas.objects import StateType
@@ -30,6 +31,11 @@ DISMISSED_TAG = "pygeoapi.dismissed"
 PROGRESS_LABEL = "pygeoapi.progress"
 MIMETYPE_LABEL = "pygeoapi.mimetype"
 RESPONSE_LABEL = "pygeoapi.response"
+
+#: The ``numberMatched`` of the job list the manager built last in this
+#: context (request thread); pygeoapi 0.24's API layer drops it, and
+#: :mod:`pygeoapi_prefect.flask_app` puts it back into the response.
+number_matched: ContextVar[int | None] = ContextVar("number_matched", default=None)
 
 STATUS_BY_STATE: dict[StateType, JobStatus] = {
     StateType.SCHEDULED: JobStatus.accepted,
@@ -104,9 +110,15 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
     finished = (run.get("end_time") or updated) if status in _TERMINAL else ""
     started = run.get("start_time") or ""
     if not started and status in (JobStatus.successful, JobStatus.failed):
-        # Recorded in one call after it ran (a fast sync job): it ran within
-        # the moment its flow run was created.
-        started = finished = max(run["created"], finished)
+        # Recorded in one call after it ran (a fast sync job).
+        started = finished
+    # A run created directly in its final state gets state timestamps a
+    # fraction of a millisecond before its row's creation time: keep
+    # created <= started <= finished, as a client expects.
+    if started:
+        started = max(run["created"], started)
+    if finished:
+        finished = max(started, finished)
     progress = labels.get(PROGRESS_LABEL)
     if status is JobStatus.successful:
         progress = 100

@@ -174,6 +174,7 @@ class PrefectManager(BaseManager):
             flow_runs, sort="EXPECTED_START_TIME_DESC", limit=limit, offset=offset or 0
         )
         matched = self.api.count_flow_runs(flow_runs)
+        jobs.number_matched.set(matched)
         return {
             "jobs": [jobs.job_from_flow_run(run) for run in runs],
             "numberMatched": matched,

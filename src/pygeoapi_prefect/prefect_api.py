@@ -11,7 +11,10 @@ Prefect's own settings, so Prefect's documented environment variables work.
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +26,9 @@ from pygeoapi_prefect.errors import PrefectRequestFailed, PrefectUnavailable
 logger = logging.getLogger(__name__)
 
 __all__ = ["PrefectAPI", "prefect_settings_api_url"]
+
+#: Pauses before retrying a 503 (each stretched by up to 2x at random).
+_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
 
 #: Prefect's own refusal of a state transition (e.g. to Running after a cancel).
 REJECTED = "REJECT"
@@ -125,10 +131,21 @@ class PrefectAPI:
     def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
         """Send one request; map transport errors and 5xx answers onto ours.
 
-        A 404 is returned to the caller, who knows what it means.
+        A 503 is retried a few times within about a second: a Prefect server
+        on SQLite answers 503 when its database is locked by a concurrent
+        write, and the next attempt usually succeeds. (Creating a flow run is
+        safe to retry: its idempotency key makes a second attempt return the
+        first run.) A 404 is returned to the caller, who knows what it means.
         """
-        with self._errors(f"{method} {path}"):
-            response = self._http().request(method, path, json=json)
+        deadline = time.monotonic() + self.timeout
+        for delay in (*_RETRY_DELAYS, None):
+            with self._errors(f"{method} {path}"):
+                response = self._http().request(method, path, json=json)
+            if response.status_code != 503 or delay is None:
+                break
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay * (1 + random.random()))
         if response.status_code == 503 or response.status_code == 502:
             raise PrefectUnavailable(
                 f"The Prefect API at {self.api_url} is unavailable "
@@ -171,6 +188,7 @@ class PrefectAPI:
             "state": state,
             "tags": tags,
             "parameters": parameters or {},
+            "idempotency_key": str(uuid.uuid4()),
         }
         if labels:
             body["labels"] = labels

@@ -122,7 +122,10 @@ class _Worker:
             self.process.kill()
             self.process.join(5)
         if self.conn is not None:
-            self.conn.close()
+            try:
+                self.conn.close()
+            except OSError:
+                pass  # already closed by a concurrent shutdown
         self.process = self.conn = None
 
     def _loop(self) -> None:
