@@ -7,12 +7,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from pygeoapi_prefect import __version__
+from pygeoapi_prefect.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,15 @@ def openapi_is_current(config: Path, openapi: Path) -> bool:
         return handle.readline().rstrip("\n") == _stamp(config)
 
 
+@contextmanager
+def _config_errors(config: Path) -> Iterator[None]:
+    # A bad manager config is the user's to fix: say which key, no traceback.
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.ClickException(f"{config}: {exc}") from exc
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pygeoapi-prefect")
 def cli() -> None:
@@ -74,7 +86,8 @@ def openapi_command(config: Path, output: Path | None) -> None:
         pygeoapi-prefect openapi --config example-config.yml
     """
     output = output or default_openapi_path(config)
-    write_openapi(config, output)
+    with _config_errors(config):
+        write_openapi(config, output)
     click.echo(f"wrote {output}")
 
 
@@ -117,7 +130,8 @@ def serve(config: Path, openapi: Path | None, host: str, port: int) -> None:
     openapi = (openapi or default_openapi_path(config)).resolve()
     if not openapi_is_current(config, openapi):
         click.echo(f"generating {openapi.name} from {config.name}")
-        write_openapi(config, openapi)
+        with _config_errors(config):
+            write_openapi(config, openapi)
 
     signal.signal(signal.SIGTERM, _raise_stop)
     prefect_server = None
@@ -143,7 +157,8 @@ def serve(config: Path, openapi: Path | None, host: str, port: int) -> None:
         os.environ["PYGEOAPI_OPENAPI"] = str(openapi)
         from werkzeug.serving import make_server
 
-        from pygeoapi_prefect.flask_app import APP
+        with _config_errors(config):
+            from pygeoapi_prefect.flask_app import APP
 
         http_server = make_server(host, port, APP, threaded=True)
         click.echo(f"pygeoapi:   http://{host}:{port}")

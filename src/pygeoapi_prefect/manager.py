@@ -419,6 +419,12 @@ class PrefectManager(BaseManager):
     def _job_killed(self, request: JobRequest) -> None:
         # The process is dead, so nothing can write results any more.
         self.store.delete(request.job_id)
+        run = self.api.read_flow_run(request.job_id)
+        if run is not None and run.get("state_type") == "CANCELLING":
+            # Cancelled in Prefect (UI, CLI): finish it as a worker would.
+            self.api.set_state(
+                request.job_id, _state("CANCELLED", "Cancelled: the job's process was stopped")
+            )
 
 
 class _SyncRecord:

@@ -1,0 +1,130 @@
+"""Failures: processes that raise, Prefect out of reach, bad configs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import ROOT, pygeoapi_config, server_env
+from ogc import validate
+
+from pygeoapi_prefect.errors import ConfigError
+from pygeoapi_prefect.manager import PrefectManager
+from pygeoapi_prefect.server import free_port
+
+
+def test_sync_failure_is_400_with_the_process_message(pygeoapi, prefect_api):
+    response = pygeoapi.execute("fail", {"what": "sync input"})
+    assert response.status_code == 400
+    document = response.json()
+    validate(document, "exception")
+    assert "cannot handle sync input" in document["description"]
+    listed = pygeoapi.client.get("/jobs", params={"limit": 20, "f": "json"}).json()["jobs"]
+    failed = [job for job in listed if job["processID"] == "fail" and job["status"] == "failed"]
+    assert any("cannot handle sync input" in job["message"] for job in failed)
+
+
+def test_hello_world_without_name_is_400(pygeoapi):
+    response = pygeoapi.execute("hello-world", {"message": "no name"})
+    assert response.status_code == 400
+    assert "Cannot process without a name" in response.json()["description"]
+
+
+def test_async_failure_says_why(pygeoapi):
+    job_id = pygeoapi.execute("fail", {"what": "async input"}, asynchronous=True).json()["jobID"]
+    document = pygeoapi.wait_for(job_id, "failed")
+    validate(document, "statusInfo")
+    assert "cannot handle async input" in document["message"]
+    results = pygeoapi.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
+    assert results.status_code == 400
+    validate(results.json(), "exception")
+
+
+def test_unknown_process_is_404(pygeoapi):
+    response = pygeoapi.execute("no-such-process", {})
+    assert response.status_code == 404
+    validate(response.json(), "exception")
+
+
+@pytest.fixture
+def hanging_port():
+    """A port that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["refused", "hanging"])
+def test_prefect_unreachable_is_503_within_10s(pygeoapi_factory, hanging_port, kind):
+    port = free_port() if kind == "refused" else hanging_port
+    server = pygeoapi_factory(prefect_api_url=f"http://127.0.0.1:{port}/api")
+    assert server.client.get("/processes", params={"f": "json"}).status_code == 200
+    calls = [
+        lambda: server.client.get("/jobs", params={"f": "json"}),
+        lambda: server.job("00000000-0000-0000-0000-000000000001"),
+        lambda: server.execute("hello-world", {"name": "x"}),
+        lambda: server.execute("hello-world", {"name": "x"}, asynchronous=True),
+        lambda: server.client.delete("/jobs/00000000-0000-0000-0000-000000000001"),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        response = call()
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert elapsed < 10, elapsed
+        document = response.json()
+        validate(document, "exception")
+        assert f"127.0.0.1:{port}" in document["description"]
+    assert server.client.get("/processes", params={"f": "json"}).status_code == 200
+
+
+def test_no_prefect_api_configured_is_503_naming_the_keys(pygeoapi_factory):
+    server = pygeoapi_factory(prefect_api_url=None)
+    response = server.client.get("/jobs", params={"f": "json"})
+    assert response.status_code == 503
+    assert "server.manager.connection" in response.json()["description"]
+
+
+@pytest.mark.parametrize(
+    ("manager", "key"),
+    [
+        ({"local": {"max_workers": 0}}, "server.manager.local.max_workers"),
+        ({"local": {"max_wrokers": 2}}, "server.manager.local.max_wrokers"),
+        ({"connection": "ftp://x"}, "server.manager.connection"),
+        ({"results": "not-a-mapping"}, "server.manager.results"),
+        ({"api_timeout": "soon"}, "server.manager.api_timeout"),
+    ],
+)
+def test_malformed_config_names_the_yaml_key(manager, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        PrefectManager({"name": "pygeoapi_prefect.manager.PrefectManager", **manager})
+
+
+def test_malformed_config_stops_start_up_with_the_key(tmp_path):
+    config = pygeoapi_config(free_port(), tmp_path / "results", manager={"local": {"max_workers": -1}})
+    path = tmp_path / "bad.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "pygeoapi_prefect.cli", "serve", "--config", str(path)],
+        cwd=tmp_path, env=server_env(None, tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "server.manager.local.max_workers" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_constructor_does_no_io():
+    # No Prefect server answers here: building the manager must not care.
+    manager = PrefectManager({
+        "name": "pygeoapi_prefect.manager.PrefectManager",
+        "connection": f"http://127.0.0.1:{free_port()}/api",
+        "processes": {"hello-world": {"type": "process", "processor": {"name": "HelloWorld"}}},
+    })
+    assert manager.is_async
+    assert manager._api is None and manager._runner is None
+    assert (ROOT / "example-config.yml").exists()
