@@ -111,12 +111,25 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for pygeoapi.")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port for pygeoapi.")
-def serve(config: Path, openapi: Path | None, host: str, port: int) -> None:
+@click.option(
+    "--prefect-port", default=DEFAULT_PREFECT_PORT, show_default=True, type=int,
+    help="Port of the Prefect server started when PREFECT_API_URL is not set.",
+)
+@click.option(
+    "--prefect-home", default=PREFECT_HOME, show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="PREFECT_HOME (database, logs) of the Prefect server started here.",
+)
+def serve(
+    config: Path, openapi: Path | None, host: str, port: int, prefect_port: int,
+    prefect_home: Path,
+) -> None:
     """Serve pygeoapi with this manager, and a Prefect server unless one is set.
 
-    Starts a Prefect server with its UI on 127.0.0.1:4200 (state in
-    ./.prefect-home) unless PREFECT_API_URL names one, then serves pygeoapi.
-    Ctrl-C or SIGTERM stops everything it started.
+    Regenerates the OpenAPI document when it is missing or stale, starts a
+    Prefect server with its UI on 127.0.0.1:4200 (state in ./.prefect-home)
+    unless PREFECT_API_URL names one or one already answers there, then
+    serves pygeoapi. Ctrl-C or SIGTERM stops everything it started.
 
     \b
     Examples:
@@ -142,13 +155,16 @@ def serve(config: Path, openapi: Path | None, host: str, port: int) -> None:
                 click.echo(f"warning: no Prefect API answers at {api_url} (PREFECT_API_URL)", err=True)
             ui_url = api_url.rstrip("/").removesuffix("/api")
         else:
-            local = f"http://127.0.0.1:{DEFAULT_PREFECT_PORT}/api"
+            local = f"http://127.0.0.1:{prefect_port}/api"
             if prefect_answers(local):
                 click.echo(f"using the Prefect server already running at {local}")
             else:
                 click.echo("starting a Prefect server (the first start takes about 20 s)...")
-                prefect_server = PrefectServer(PREFECT_HOME, port=DEFAULT_PREFECT_PORT)
-                prefect_server.start()
+                prefect_server = PrefectServer(prefect_home, port=prefect_port)
+                try:
+                    prefect_server.start()
+                except RuntimeError as exc:
+                    raise click.ClickException(str(exc)) from exc
             api_url = local
             ui_url = local.removesuffix("/api")
             os.environ["PREFECT_API_URL"] = api_url

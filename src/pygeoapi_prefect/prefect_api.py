@@ -11,6 +11,7 @@ Prefect's own settings, so Prefect's documented environment variables work.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -35,10 +36,14 @@ REJECTED = "REJECT"
 
 
 def prefect_settings_api_url() -> str | None:
-    """The API URL from Prefect's settings (``PREFECT_API_URL`` or profile)."""
+    """The API URL from Prefect's settings (``PREFECT_API_URL`` or profile).
+
+    The environment is read at call time: Prefect's settings object is built
+    once at import, before ``pygeoapi-prefect serve`` may have set it.
+    """
     from prefect.settings import get_current_settings
 
-    url = get_current_settings().api.url
+    url = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
     return str(url).rstrip("/") if url else None
 
 

@@ -1,0 +1,82 @@
+"""The pygeoapi-prefect command line, run for real."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import yaml
+from click.testing import CliRunner
+from conftest import ROOT, pygeoapi_config, server_env
+
+from pygeoapi_prefect.cli import cli, default_openapi_path, openapi_is_current
+from pygeoapi_prefect.server import free_port, prefect_answers
+
+
+def test_openapi_command_regenerates_and_stamps(tmp_path):
+    config = tmp_path / "my-config.yml"
+    shutil.copy(ROOT / "example-config.yml", config)
+    result = CliRunner().invoke(cli, ["openapi", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    document = tmp_path / "my-openapi.yml"
+    assert default_openapi_path(config) == document
+    assert openapi_is_current(config, document)
+    assert "/processes/hello-world/execution" in yaml.safe_load(document.read_text())["paths"]
+    config.write_text(config.read_text() + "\n# changed\n")
+    assert not openapi_is_current(config, document)
+
+
+def test_example_openapi_is_current():
+    """The committed example-openapi.yml matches example-config.yml."""
+    assert openapi_is_current(ROOT / "example-config.yml", ROOT / "example-openapi.yml")
+
+
+def test_help_has_examples():
+    for command in (["serve", "--help"], ["openapi", "--help"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0
+        assert "Example" in result.output
+
+
+def test_serve_starts_prefect_and_stops_everything_on_sigterm(tmp_path):
+    port, prefect_port = free_port(), free_port()
+    config = tmp_path / "demo-config.yml"
+    config.write_text(yaml.safe_dump(pygeoapi_config(port, tmp_path / "results")))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pygeoapi_prefect.cli", "serve", "--config", str(config),
+             "--port", str(port), "--prefect-port", str(prefect_port)],
+            cwd=tmp_path, env=server_env(None, tmp_path / "home"), stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    prefect_url = f"http://127.0.0.1:{prefect_port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/processes", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        output = log.read_text()
+        assert f"pygeoapi:   http://127.0.0.1:{port}" in output
+        assert f"Prefect UI: http://127.0.0.1:{prefect_port}" in output
+        assert (tmp_path / ".prefect-home" / "prefect.db").exists()
+        assert (tmp_path / "demo-openapi.yml").exists()
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/processes/hello-world/execution",
+            json={"inputs": {"name": "demo"}}, timeout=30,
+        )
+        assert response.status_code == 200
+        assert prefect_answers(prefect_url)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    assert process.returncode == 0, log.read_text()
+    assert not prefect_answers(prefect_url, timeout=1)

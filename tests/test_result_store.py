@@ -1,0 +1,51 @@
+"""One contract for the result store, run over local and in-memory filesystems."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from pygeoapi_prefect.errors import ResultNotFound
+from pygeoapi_prefect.results import ResultStore
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request, tmp_path):
+    if request.param == "file":
+        return ResultStore(tmp_path.as_uri())
+    return ResultStore(f"memory://results-{uuid.uuid4()}")
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "value"),
+    [
+        ("application/json", {"id": "echo", "value": "hi"}),
+        ("application/json", [1, 2, {"a": None}]),
+        ("text/plain", "plain text é"),
+        ("image/png", b"\x89PNG\x00\xff"),
+    ],
+)
+def test_round_trip(store, mimetype, value):
+    job_id = str(uuid.uuid4())
+    manifest = store.write(job_id, mimetype, value, response="document", output_ids=("echo",))
+    read_manifest, read_value = store.read(job_id)
+    assert read_manifest == manifest
+    assert read_value == value
+    assert read_manifest.output_ids == ("echo",)
+    assert store.exists(job_id)
+
+
+def test_missing_results(store):
+    job_id = str(uuid.uuid4())
+    assert not store.exists(job_id)
+    with pytest.raises(ResultNotFound):
+        store.read(job_id)
+
+
+def test_delete(store):
+    job_id = str(uuid.uuid4())
+    store.write(job_id, "application/json", {"a": 1})
+    store.delete(job_id)
+    store.delete(job_id)  # deleting twice is fine
+    assert not store.exists(job_id)
