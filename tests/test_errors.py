@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT, pygeoapi_config, server_env
 from ogc import validate
 
-from pygeoapi_prefect.errors import ConfigError
+from pygeoapi_prefect.errors import ConfigError, PrefectUnavailable
 from pygeoapi_prefect.manager import PrefectManager
 from pygeoapi_prefect.server import free_port
 
@@ -83,11 +83,17 @@ def test_prefect_unreachable_is_503_within_10s(pygeoapi_factory, hanging_port, k
     assert server.client.get("/processes", params={"f": "json"}).status_code == 200
 
 
-def test_no_prefect_api_configured_is_503_naming_the_keys(pygeoapi_factory):
-    server = pygeoapi_factory(prefect_api_url=None)
-    response = server.client.get("/jobs", params={"f": "json"})
-    assert response.status_code == 503
-    assert "server.manager.connection" in response.json()["description"]
+def test_no_prefect_api_configured_is_503_naming_the_keys(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    manager = PrefectManager({
+        "name": "pygeoapi_prefect.manager.PrefectManager",
+        "processes": {"hello-world": {"type": "process", "processor": {"name": "HelloWorld"}}},
+    })
+    with pytest.raises(PrefectUnavailable) as caught:
+        manager.get_jobs()
+    assert caught.value.http_status_code == 503
+    assert "server.manager.connection" in caught.value.message
+    assert "PREFECT_API_URL" in caught.value.message
 
 
 @pytest.mark.parametrize(

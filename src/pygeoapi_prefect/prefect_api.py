@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PrefectAPI", "prefect_settings_api_url"]
 
-#: Pauses before retrying a 503 (each stretched by up to 2x at random).
+#: Pauses before retrying a 503 (each stretched by up to 2x at random; the
+#: last one repeats until the request's time is up).
 _RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
 
 #: Prefect's own refusal of a state transition (e.g. to Running after a cancel).
@@ -136,21 +137,24 @@ class PrefectAPI:
     def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
         """Send one request; map transport errors and 5xx answers onto ours.
 
-        A 503 is retried a few times within about a second: a Prefect server
+        A 503 is retried, with growing pauses, until ``timeout`` has passed: a Prefect server
         on SQLite answers 503 when its database is locked by a concurrent
         write, and the next attempt usually succeeds. (Creating a flow run is
         safe to retry: its idempotency key makes a second attempt return the
         first run.) A 404 is returned to the caller, who knows what it means.
         """
         deadline = time.monotonic() + self.timeout
-        for delay in (*_RETRY_DELAYS, None):
+        attempt = 0
+        while True:
             with self._errors(f"{method} {path}"):
                 response = self._http().request(method, path, json=json)
-            if response.status_code != 503 or delay is None:
+            if response.status_code != 503:
                 break
+            delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)] * (1 + random.random())
             if time.monotonic() + delay > deadline:
                 break
-            time.sleep(delay * (1 + random.random()))
+            attempt += 1
+            time.sleep(delay)
         if response.status_code == 503 or response.status_code == 502:
             raise PrefectUnavailable(
                 f"The Prefect API at {self.api_url} is unavailable "
