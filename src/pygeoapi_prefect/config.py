@@ -109,6 +109,16 @@ class ManagerConfig(_Strict):
             "503 (the connect phase is capped at 3 s)."
         ),
     )
+    api_write_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Prefect API writes (creating runs, setting states) one pygeoapi process "
+            "sends at once. 1 suits a Prefect server on SQLite, which serialises "
+            "writes and slows down under parallel ones; raise it for PostgreSQL."
+        ),
+    )
     output_dir: str | None = Field(
         default=None,
         description="pygeoapi's own key; used as the result store when `results.url` is not set.",

@@ -31,6 +31,8 @@ DISMISSED_TAG = "pygeoapi.dismissed"
 PROGRESS_LABEL = "pygeoapi.progress"
 MIMETYPE_LABEL = "pygeoapi.mimetype"
 RESPONSE_LABEL = "pygeoapi.response"
+#: The media type of a job whose run has no MIMETYPE_LABEL.
+DEFAULT_MIMETYPE = "application/json"
 
 #: The ``numberMatched`` of the job list the manager built last in this
 #: context (request thread); pygeoapi 0.24's API layer drops it, and
@@ -133,7 +135,7 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
         "started": started,
         "finished": finished,
         "updated": updated,
-        "mimetype": labels.get(MIMETYPE_LABEL) or "application/json",
+        "mimetype": labels.get(MIMETYPE_LABEL) or DEFAULT_MIMETYPE,
         "location": None,
         "response": labels.get(RESPONSE_LABEL) or "raw",
         "flow_run_name": run.get("name"),

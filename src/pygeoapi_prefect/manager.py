@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pygeoapi.process.base import BaseProcessor
@@ -86,6 +87,7 @@ class PrefectManager(BaseManager):
         self._api: PrefectAPI | None = None
         self._store: ResultStore | None = None
         self._runner: LocalRunner | None = None
+        self._threads: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"<PrefectManager> {self.config.connection or 'PREFECT_API_URL'}"
@@ -104,7 +106,11 @@ class PrefectManager(BaseManager):
                 )
             with self._lock:
                 if self._api is None:
-                    self._api = PrefectAPI(url, timeout=self.config.api_timeout)
+                    self._api = PrefectAPI(
+                        url,
+                        timeout=self.config.api_timeout,
+                        write_concurrency=self.config.api_write_concurrency,
+                    )
         return self._api
 
     @property
@@ -135,11 +141,23 @@ class PrefectManager(BaseManager):
                     )
         return self._runner
 
+    def _background(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            with self._lock:
+                if self._threads is None:
+                    self._threads = ThreadPoolExecutor(
+                        max_workers=4, thread_name_prefix="pygeoapi-prefect"
+                    )
+        return self._threads
+
     def close(self) -> None:
         """Stop the worker processes and close the Prefect connection."""
         if self._runner is not None:
             self._runner.shutdown()
             self._runner = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+            self._threads = None
         if self._api is not None:
             self._api.close()
 
@@ -170,10 +188,15 @@ class PrefectManager(BaseManager):
         if flow_runs is None:
             return {"jobs": [], "numberMatched": 0}
         limit = min(limit or 10, MAX_PAGE)
-        runs = self.api.filter_flow_runs(
-            flow_runs, sort="EXPECTED_START_TIME_DESC", limit=limit, offset=offset or 0
-        )
-        matched = self.api.count_flow_runs(flow_runs)
+        offset = offset or 0
+        # The page and the count are independent: ask for both at once.
+        counting = self._background().submit(self.api.count_flow_runs, flow_runs)
+        try:
+            runs = self.api.filter_flow_runs(
+                flow_runs, sort="EXPECTED_START_TIME_DESC", limit=limit, offset=offset
+            )
+        finally:
+            matched = counting.result()
         jobs.number_matched.set(matched)
         return {
             "jobs": [jobs.job_from_flow_run(run) for run in runs],
@@ -405,9 +428,10 @@ class PrefectManager(BaseManager):
 
     def _job_finished(self, request: JobRequest, outcome: Outcome) -> None:
         if outcome.ok:
-            self.api.update_labels(
-                request.job_id, {jobs.PROGRESS_LABEL: 100, jobs.MIMETYPE_LABEL: outcome.mimetype}
-            )
+            if outcome.mimetype != jobs.DEFAULT_MIMETYPE:
+                # Progress 100 follows from Completed; only a media type other
+                # than the default costs a write of its own.
+                self.api.update_labels(request.job_id, {jobs.MIMETYPE_LABEL: outcome.mimetype})
             self.api.set_state(request.job_id, _state("COMPLETED", "Job complete"))
         else:
             self.api.set_state(request.job_id, _state("FAILED", outcome.message))

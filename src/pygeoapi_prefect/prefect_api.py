@@ -59,11 +59,18 @@ class PrefectAPI:
     Args:
         api_url: Base URL of the Prefect API, ending in ``/api``.
         timeout: Seconds a request may take; connecting is capped at 3 s.
+        write_concurrency: How many writing requests may be in flight at once.
     """
 
-    def __init__(self, api_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, api_url: str, *, timeout: float = 5.0, write_concurrency: int = 1
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
+        # A Prefect server on SQLite serialises writes, and badly: measured
+        # here, 40 creates from 20 threads took 1.3 s one at a time, 3.2 s
+        # two at a time and 3.9 s all at once. Queueing them here is faster.
+        self._writes = threading.BoundedSemaphore(write_concurrency)
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._flow_ids: dict[str, str] = {}
@@ -112,7 +119,11 @@ class PrefectAPI:
             headers=headers,
             verify=verify,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 3.0)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            # Expire idle connections before the server's keep-alive (5 s by
+            # default) closes them under us.
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=16, keepalive_expiry=3.0
+            ),
         )
 
     def close(self) -> None:
@@ -134,6 +145,22 @@ class PrefectAPI:
                 "try again later"
             ) from exc
 
+    def _send(self, method: str, path: str, json: Any) -> httpx.Response:
+        gate = self._writes if method != "GET" and not path.endswith(("/filter", "/count")) else None
+        if gate is not None:
+            gate.acquire()
+        try:
+            try:
+                return self._http().request(method, path, json=json)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+                # A kept-alive connection the server closed as we reused it.
+                # Every request here is safe to send again (a create carries
+                # an idempotency key), so try once more on a new connection.
+                return self._http().request(method, path, json=json)
+        finally:
+            if gate is not None:
+                gate.release()
+
     def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
         """Send one request; map transport errors and 5xx answers onto ours.
 
@@ -147,7 +174,7 @@ class PrefectAPI:
         attempt = 0
         while True:
             with self._errors(f"{method} {path}"):
-                response = self._http().request(method, path, json=json)
+                response = self._send(method, path, json)
             if response.status_code != 503:
                 break
             delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)] * (1 + random.random())
