@@ -51,7 +51,9 @@ def write_config(folder: Path, port: int, manager: dict) -> Path:
     return path
 
 
-def start_pygeoapi(folder: Path, manager: dict, app_module: str, env: dict) -> tuple[subprocess.Popen, str]:
+def start_pygeoapi(
+    folder: Path, manager: dict, app_module: str, env: dict
+) -> tuple[subprocess.Popen, str]:
     from pygeoapi_prefect.cli import write_openapi
 
     port = free_port()
@@ -60,8 +62,11 @@ def start_pygeoapi(folder: Path, manager: dict, app_module: str, env: dict) -> t
     write_openapi(config, openapi)
     env = env | {"PYGEOAPI_CONFIG": str(config), "PYGEOAPI_OPENAPI": str(openapi)}
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, app_module, str(port)], env=env, cwd=folder,
-        stdout=subprocess.DEVNULL, stderr=(folder / "server.log").open("wb"),
+        [sys.executable, "-c", SERVE, app_module, str(port)],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "server.log").open("wb"),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -106,6 +111,7 @@ def burst(url: str, count: int = 20) -> float:
     """
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
+
         def submit(_: int) -> str:
             with httpx.Client(base_url=url, timeout=60) as client:
                 return execute(client, asynchronous=True).headers["Location"].rsplit("/", 1)[-1]
@@ -131,10 +137,18 @@ def fill_tinydb(path: Path, count: int) -> None:
     with tinydb.TinyDB(path) as db:
         db.insert_multiple(
             {
-                "type": "process", "identifier": str(uuid.uuid1()), "process_id": "hello-world",
-                "created": now, "started": now, "updated": now, "finished": now,
-                "status": "successful", "location": None, "mimetype": "application/json",
-                "message": "Job complete", "progress": 100,
+                "type": "process",
+                "identifier": str(uuid.uuid1()),
+                "process_id": "hello-world",
+                "created": now,
+                "started": now,
+                "updated": now,
+                "finished": now,
+                "status": "successful",
+                "location": None,
+                "mimetype": "application/json",
+                "message": "Job complete",
+                "progress": 100,
             }
             for _ in range(count)
         )
@@ -143,7 +157,8 @@ def fill_tinydb(path: Path, count: int) -> None:
 def fill_prefect(api: PrefectAPI, count: int) -> None:
     def create(_: int) -> None:
         api.create_flow_run(
-            flow_name="hello-world", state={"type": "COMPLETED", "name": "Completed"},
+            flow_name="hello-world",
+            state={"type": "COMPLETED", "name": "Completed"},
             tags=["pygeoapi", "pygeoapi.process:hello-world"],
             labels={"pygeoapi.progress": 100, "pygeoapi.mimetype": "application/json"},
         )
@@ -156,24 +171,34 @@ def fill_prefect(api: PrefectAPI, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sync", type=int, default=50, help="requests per median")
-    parser.add_argument("--existing", type=int, default=1000, help="jobs stored for the 'at N' rows")
+    parser.add_argument(
+        "--existing", type=int, default=1000, help="jobs stored for the 'at N' rows"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-bench-"))
     prefect = PrefectServer(work / "prefect-home", port=free_port())
     print(f"starting a Prefect server in {work} ...", file=sys.stderr)
     prefect.start(timeout=120)
-    env = dict(os.environ) | {"PREFECT_API_URL": prefect.api_url, "PREFECT_HOME": str(work / "home")}
+    env = dict(os.environ) | {
+        "PREFECT_API_URL": prefect.api_url,
+        "PREFECT_HOME": str(work / "home"),
+    }
     api = PrefectAPI(prefect.api_url, timeout=30)
     managers = {
         "tinydb": (
-            {"name": "TinyDB", "connection": str(work / "tinydb" / "jobs.db"),
-             "output_dir": str(work / "tinydb")},
+            {
+                "name": "TinyDB",
+                "connection": str(work / "tinydb" / "jobs.db"),
+                "output_dir": str(work / "tinydb"),
+            },
             "pygeoapi.flask_app",
         ),
         "prefect": (
-            {"name": "pygeoapi_prefect.manager.PrefectManager",
-             "results": {"url": str(work / "prefect-results")}},
+            {
+                "name": "pygeoapi_prefect.manager.PrefectManager",
+                "results": {"url": str(work / "prefect-results")},
+            },
             "pygeoapi_prefect.flask_app",
         ),
     }
@@ -187,13 +212,21 @@ def main() -> None:
             processes.append(process)
             with httpx.Client(base_url=url, timeout=60) as client:
                 results = rows.setdefault(name, {})
-                jobs = lambda: client.get("/jobs", params={"limit": 10, "f": "json"}).raise_for_status()  # noqa: E731
+
+                def jobs(client: httpx.Client = client) -> None:
+                    client.get("/jobs", params={"limit": 10, "f": "json"}).raise_for_status()
+
                 results["GET /jobs?limit=10, 0 jobs (ms)"] = median_ms(jobs, args.sync)
-                results["sync execute, few jobs (ms)"] = median_ms(lambda: execute(client), args.sync)
+                results["sync execute, few jobs (ms)"] = median_ms(
+                    lambda: execute(client), args.sync
+                )
                 results["async submit (ms)"] = median_ms(lambda: execute(client, True), args.sync)
                 # Let the submitted jobs drain before the burst is timed.
                 last = execute(client, True).headers["Location"].rsplit("/", 1)[-1]
-                while client.get(f"/jobs/{last}", params={"f": "json"}).json()["status"] in ("accepted", "running"):
+                while client.get(f"/jobs/{last}", params={"f": "json"}).json()["status"] in (
+                    "accepted",
+                    "running",
+                ):
                     time.sleep(0.2)
                 time.sleep(1)
                 results["burst of 20 async, all done (s)"] = burst(url)
@@ -202,8 +235,12 @@ def main() -> None:
                     fill_tinydb(work / "tinydb" / "jobs.db", args.existing)
                 else:
                     fill_prefect(api, args.existing)
-                results[f"GET /jobs?limit=10, {args.existing}+ jobs (ms)"] = median_ms(jobs, args.sync)
-                results[f"sync execute, {args.existing}+ jobs (ms)"] = median_ms(lambda: execute(client), args.sync)
+                results[f"GET /jobs?limit=10, {args.existing}+ jobs (ms)"] = median_ms(
+                    jobs, args.sync
+                )
+                results[f"sync execute, {args.existing}+ jobs (ms)"] = median_ms(
+                    lambda: execute(client), args.sync
+                )
     finally:
         for process in processes:
             process.terminate()
@@ -215,7 +252,8 @@ def main() -> None:
     print(f"|{'-' * (width + 2)}|-------:|--------:|------:|")
     for row, tinydb_value in rows["tinydb"].items():
         prefect_value = rows["prefect"][row]
-        print(f"| {row:<{width}} | {tinydb_value:6.1f} | {prefect_value:7.1f} | {prefect_value / tinydb_value:4.2f}x |")
+        ratio = prefect_value / tinydb_value
+        print(f"| {row:<{width}} | {tinydb_value:6.1f} | {prefect_value:7.1f} | {ratio:4.2f}x |")
 
 
 if __name__ == "__main__":

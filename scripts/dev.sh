@@ -2,7 +2,7 @@
 # Set everything up, then run the demo or the tests.
 #
 #   ./scripts/dev.sh demo [serve options]   pygeoapi + a Prefect server, example config
-#   ./scripts/dev.sh test [pytest options]  the test suite
+#   ./scripts/dev.sh test [pytest options]  lint (ruff, mypy --strict), then the test suite
 #
 # Needs Python 3.12 or newer. It is looked for in $PYTHON, on PATH and under
 # pyenv; none is downloaded. The virtual environment lives in .venv and is
@@ -64,6 +64,10 @@ case "$command" in
         ;;
     test)
         setup
+        echo "ruff and mypy..."
+        "$VENV/bin/ruff" check src tests benchmarks
+        "$VENV/bin/ruff" format --check --quiet src tests benchmarks
+        "$VENV/bin/mypy" src
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)

@@ -148,10 +148,21 @@ def start_pygeoapi(
     log_path = tmp / "pygeoapi.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pygeoapi_prefect.cli", "serve", "--config", str(config_path),
-             "--port", str(port)],
-            cwd=tmp, env=server_env(prefect_api_url, tmp / "prefect-home"),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "pygeoapi_prefect.cli",
+                "serve",
+                "--config",
+                str(config_path),
+                "--port",
+                str(port),
+            ],
+            cwd=tmp,
+            env=server_env(prefect_api_url, tmp / "prefect-home"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     server = Pygeoapi(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
     deadline = time.monotonic() + timeout

@@ -49,9 +49,21 @@ def test_serve_starts_prefect_and_stops_everything_on_sigterm(tmp_path):
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pygeoapi_prefect.cli", "serve", "--config", str(config),
-             "--port", str(port), "--prefect-port", str(prefect_port)],
-            cwd=tmp_path, env=server_env(None, tmp_path / "home"), stdout=out,
+            [
+                sys.executable,
+                "-m",
+                "pygeoapi_prefect.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--prefect-port",
+                str(prefect_port),
+            ],
+            cwd=tmp_path,
+            env=server_env(None, tmp_path / "home"),
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
     prefect_url = f"http://127.0.0.1:{prefect_port}/api"
@@ -71,7 +83,8 @@ def test_serve_starts_prefect_and_stops_everything_on_sigterm(tmp_path):
         assert (tmp_path / "demo-openapi.yml").exists()
         response = httpx.post(
             f"http://127.0.0.1:{port}/processes/hello-world/execution",
-            json={"inputs": {"name": "demo"}}, timeout=30,
+            json={"inputs": {"name": "demo"}},
+            timeout=30,
         )
         assert response.status_code == 200
         assert prefect_answers(prefect_url)

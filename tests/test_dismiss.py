@@ -13,7 +13,9 @@ def size(path):
 
 def test_dismiss_running_job_stops_it(pygeoapi, prefect_api, tmp_path):
     beats = tmp_path / "beats"
-    job_id = pygeoapi.execute("sleep", {"seconds": 60, "beats": str(beats)}, asynchronous=True).json()["jobID"]
+    job_id = pygeoapi.execute(
+        "sleep", {"seconds": 60, "beats": str(beats)}, asynchronous=True
+    ).json()["jobID"]
     pygeoapi.wait_for(job_id, "running")
     deadline = time.monotonic() + 10
     while size(beats) < 3 and time.monotonic() < deadline:
@@ -59,7 +61,9 @@ def test_dismiss_queued_job_never_runs(pygeoapi_factory, prefect_api, tmp_path):
     blocker = server.execute("sleep", {"seconds": 30}, asynchronous=True).json()["jobID"]
     server.wait_for(blocker, "running")
     beats = tmp_path / "queued-beats"
-    queued = server.execute("sleep", {"seconds": 1, "beats": str(beats)}, asynchronous=True).json()["jobID"]
+    queued = server.execute("sleep", {"seconds": 1, "beats": str(beats)}, asynchronous=True).json()[
+        "jobID"
+    ]
     assert server.job(queued).json()["status"] == "accepted"
     assert server.client.delete(f"/jobs/{queued}").status_code == 200
     assert server.client.delete(f"/jobs/{blocker}").status_code == 200
@@ -71,7 +75,9 @@ def test_dismiss_queued_job_never_runs(pygeoapi_factory, prefect_api, tmp_path):
 def test_cancel_from_prefect_stops_the_job(pygeoapi, prefect_api, tmp_path):
     """A cancellation made in Prefect (UI, CLI, another pygeoapi) stops the job too."""
     beats = tmp_path / "beats"
-    job_id = pygeoapi.execute("sleep", {"seconds": 60, "beats": str(beats)}, asynchronous=True).json()["jobID"]
+    job_id = pygeoapi.execute(
+        "sleep", {"seconds": 60, "beats": str(beats)}, asynchronous=True
+    ).json()["jobID"]
     pygeoapi.wait_for(job_id, "running")
     prefect_api.set_state(job_id, {"type": "CANCELLING", "name": "Cancelling"}, force=True)
     assert pygeoapi.job(job_id).json()["status"] == "dismissed"

@@ -85,10 +85,12 @@ def test_prefect_unreachable_is_503_within_10s(pygeoapi_factory, hanging_port, k
 
 def test_no_prefect_api_configured_is_503_naming_the_keys(monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    manager = PrefectManager({
-        "name": "pygeoapi_prefect.manager.PrefectManager",
-        "processes": {"hello-world": {"type": "process", "processor": {"name": "HelloWorld"}}},
-    })
+    manager = PrefectManager(
+        {
+            "name": "pygeoapi_prefect.manager.PrefectManager",
+            "processes": {"hello-world": {"type": "process", "processor": {"name": "HelloWorld"}}},
+        }
+    )
     with pytest.raises(PrefectUnavailable) as caught:
         manager.get_jobs()
     assert caught.value.http_status_code == 503
@@ -112,12 +114,18 @@ def test_malformed_config_names_the_yaml_key(manager, key):
 
 
 def test_malformed_config_stops_start_up_with_the_key(tmp_path):
-    config = pygeoapi_config(free_port(), tmp_path / "results", manager={"local": {"max_workers": -1}})
+    config = pygeoapi_config(
+        free_port(), tmp_path / "results", manager={"local": {"max_workers": -1}}
+    )
     path = tmp_path / "bad.yml"
     path.write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [sys.executable, "-m", "pygeoapi_prefect.cli", "serve", "--config", str(path)],
-        cwd=tmp_path, env=server_env(None, tmp_path), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env=server_env(None, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "server.manager.local.max_workers" in result.stderr
@@ -126,11 +134,13 @@ def test_malformed_config_stops_start_up_with_the_key(tmp_path):
 
 def test_constructor_does_no_io():
     # No Prefect server answers here: building the manager must not care.
-    manager = PrefectManager({
-        "name": "pygeoapi_prefect.manager.PrefectManager",
-        "connection": f"http://127.0.0.1:{free_port()}/api",
-        "processes": {"hello-world": {"type": "process", "processor": {"name": "HelloWorld"}}},
-    })
+    manager = PrefectManager(
+        {
+            "name": "pygeoapi_prefect.manager.PrefectManager",
+            "connection": f"http://127.0.0.1:{free_port()}/api",
+            "processes": {"hello-world": {"type": "process", "processor": {"name": "HelloWorld"}}},
+        }
+    )
     assert manager.is_async
     assert manager._api is None and manager._runner is None
     assert (ROOT / "example-config.yml").exists()

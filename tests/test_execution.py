@@ -77,7 +77,9 @@ def test_async_only_process_runs_async_without_asking(pygeoapi):
 
 
 def test_async_document_results(pygeoapi):
-    response = pygeoapi.execute("echo", {"echoInput": "Test"}, asynchronous=True, response="document")
+    response = pygeoapi.execute(
+        "echo", {"echoInput": "Test"}, asynchronous=True, response="document"
+    )
     job_id = response.json()["jobID"]
     pygeoapi.wait_for(job_id, "successful")
     results = pygeoapi.client.get(f"/jobs/{job_id}/results", params={"f": "json"})

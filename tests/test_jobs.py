@@ -23,8 +23,10 @@ def lister(prefect_server, tmp_path_factory):
     from conftest import start_pygeoapi
 
     server = start_pygeoapi(
-        tmp_path_factory.mktemp("lister"), prefect_server.api_url,
-        processes=LIST_PROCESSES, manager={"local": {"max_workers": 1}},
+        tmp_path_factory.mktemp("lister"),
+        prefect_server.api_url,
+        processes=LIST_PROCESSES,
+        manager={"local": {"max_workers": 1}},
     )
     yield server
     server.stop()
@@ -114,13 +116,18 @@ def test_status_document_fields(lister, tmp_path):
 
 def test_foreign_flow_runs_never_break_the_list(lister, prefect_api):
     foreign = [
-        prefect_api.create_flow_run(flow_name="not-a-job", state={"type": "COMPLETED", "name": "Completed"}, tags=[]),
         prefect_api.create_flow_run(
-            flow_name="other-process", state={"type": "RUNNING", "name": "Running"},
+            flow_name="not-a-job", state={"type": "COMPLETED", "name": "Completed"}, tags=[]
+        ),
+        prefect_api.create_flow_run(
+            flow_name="other-process",
+            state={"type": "RUNNING", "name": "Running"},
             tags=job_tags("process-not-in-this-config"),
         ),
         prefect_api.create_flow_run(
-            flow_name="hello-list", state={"type": "PAUSED", "name": "Paused"}, tags=["pygeoapi"],
+            flow_name="hello-list",
+            state={"type": "PAUSED", "name": "Paused"},
+            tags=["pygeoapi"],
         ),
     ]
     response = lister.client.get("/jobs", params={"limit": 200, "f": "json"})

@@ -35,7 +35,10 @@ def test_job_ids_must_be_uuids(bad):
 
 
 def test_job_id_is_canonicalised():
-    assert normalise_job_id("0B8F36A4-0C6E-4B52-9A3A-7B1D0E2C9F11") == "0b8f36a4-0c6e-4b52-9a3a-7b1d0e2c9f11"
+    assert (
+        normalise_job_id("0B8F36A4-0C6E-4B52-9A3A-7B1D0E2C9F11")
+        == "0b8f36a4-0c6e-4b52-9a3a-7b1d0e2c9f11"
+    )
 
 
 def test_process_id_from_tags():
@@ -50,7 +53,11 @@ def run(state_type, **extra):
         "updated": "2026-01-01T00:00:05.000000Z",
         "tags": ["pygeoapi", "pygeoapi.process:p"],
         "state_type": state_type,
-        "state": {"type": state_type, "timestamp": "2026-01-01T00:00:04.000000Z", "message": extra.pop("message", None)},
+        "state": {
+            "type": state_type,
+            "timestamp": "2026-01-01T00:00:04.000000Z",
+            "message": extra.pop("message", None),
+        },
         "labels": extra.pop("labels", {}),
         **extra,
     }
@@ -87,13 +94,20 @@ def test_crashed_is_failed_and_cancelling_is_dismissed():
 
 def test_results_document_shapes():
     ids = ("echo",)
-    assert results_document({"id": "echo", "value": "hi"}, "application/json", ids) == {"echo": "hi"}
-    assert results_document({"a": 1, "b": [1]}, "application/json", ("a", "b")) == {"a": 1, "b": [1]}
+    assert results_document({"id": "echo", "value": "hi"}, "application/json", ids) == {
+        "echo": "hi"
+    }
+    assert results_document({"a": 1, "b": [1]}, "application/json", ("a", "b")) == {
+        "a": 1,
+        "b": [1],
+    }
     assert results_document({"x": 1}, "application/json", ids) == {
         "echo": {"value": {"x": 1}, "mediaType": "application/json"}
     }
     assert results_document(b"\x00\x01", "image/png", ids)["echo"] == {
-        "value": "AAE=", "encoding": "base64", "mediaType": "image/png"
+        "value": "AAE=",
+        "encoding": "base64",
+        "mediaType": "image/png",
     }
     assert results_document("<a/>", "application/xml", ()) == {
         "result": {"value": "<a/>", "mediaType": "application/xml"}

@@ -71,11 +71,18 @@ def cli() -> None:
 
 @cli.command("openapi")
 @click.option(
-    "--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default="example-config.yml", show_default=True, help="pygeoapi config file.",
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="example-config.yml",
+    show_default=True,
+    help="pygeoapi config file.",
 )
 @click.option(
-    "--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Where to write the document [default: example-openapi.yml beside the config].",
 )
 def openapi_command(config: Path, output: Path | None) -> None:
@@ -101,27 +108,43 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 @cli.command("serve")
 @click.option(
-    "--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default="example-config.yml", show_default=True, help="pygeoapi config file.",
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="example-config.yml",
+    show_default=True,
+    help="pygeoapi config file.",
 )
 @click.option(
-    "--openapi", "openapi", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--openapi",
+    "openapi",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="OpenAPI document; regenerated when missing or stale "
     "[default: example-openapi.yml beside the config].",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for pygeoapi.")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port for pygeoapi.")
 @click.option(
-    "--prefect-port", default=DEFAULT_PREFECT_PORT, show_default=True, type=int,
+    "--prefect-port",
+    default=DEFAULT_PREFECT_PORT,
+    show_default=True,
+    type=int,
     help="Port of the Prefect server started when PREFECT_API_URL is not set.",
 )
 @click.option(
-    "--prefect-home", default=PREFECT_HOME, show_default=True,
+    "--prefect-home",
+    default=PREFECT_HOME,
+    show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="PREFECT_HOME (database, logs) of the Prefect server started here.",
 )
 def serve(
-    config: Path, openapi: Path | None, host: str, port: int, prefect_port: int,
+    config: Path,
+    openapi: Path | None,
+    host: str,
+    port: int,
+    prefect_port: int,
     prefect_home: Path,
 ) -> None:
     """Serve pygeoapi with this manager, and a Prefect server unless one is set.
@@ -147,12 +170,16 @@ def serve(
             write_openapi(config, openapi)
 
     signal.signal(signal.SIGTERM, _raise_stop)
+    # Also when started in the background of a shell, which ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     prefect_server = None
     api_url = os.environ.get("PREFECT_API_URL")
     try:
         if api_url:
             if not prefect_answers(api_url):
-                click.echo(f"warning: no Prefect API answers at {api_url} (PREFECT_API_URL)", err=True)
+                click.echo(
+                    f"warning: no Prefect API answers at {api_url} (PREFECT_API_URL)", err=True
+                )
             ui_url = api_url.rstrip("/").removesuffix("/api")
         else:
             local = f"http://127.0.0.1:{prefect_port}/api"

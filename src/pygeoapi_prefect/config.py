@@ -157,6 +157,7 @@ def load_config(manager_def: dict[str, Any]) -> ManagerConfig:
 
     Raises:
         ConfigError: naming each invalid key by its full YAML path.
+
     """
     try:
         return ManagerConfig.model_validate(manager_def)

@@ -86,6 +86,9 @@ def run_processor(
 def store_outcome(store: ResultStore, job_id: str, outcome: Outcome, response: str) -> None:
     """Write a successful outcome's output to the result store."""
     store.write(
-        job_id, outcome.mimetype, outcome.outputs, response=response,
+        job_id,
+        outcome.mimetype,
+        outcome.outputs,
+        response=response,
         output_ids=outcome.output_ids,
     )

@@ -25,9 +25,9 @@ import logging
 from typing import Any
 
 from flask import Response, request
+from pygeoapi.flask_app import APP, BLUEPRINT  # noqa: F401 - re-exported app
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
-from pygeoapi.flask_app import APP, BLUEPRINT  # noqa: F401 - re-exported app
 
 from pygeoapi_prefect.errors import PrefectManagerError
 from pygeoapi_prefect.jobs import number_matched
@@ -60,8 +60,14 @@ def _http_error(exc: HTTPException) -> Response | HTTPException:
     if request.path.split("/")[1:2] not in (["jobs"], ["processes"]):
         return exc
     code = "NotFound" if exc.code == 404 else exc.name.replace(" ", "")
-    body = {"type": code, "code": code, "title": exc.name, "status": exc.code,
-            "description": exc.description, "detail": exc.description}
+    body = {
+        "type": code,
+        "code": code,
+        "title": exc.name,
+        "status": exc.code,
+        "description": exc.description,
+        "detail": exc.description,
+    }
     return Response(json.dumps(body), status=exc.code or 500, mimetype=_JSON)
 
 
@@ -112,5 +118,7 @@ def _fix_job_documents(response: Response) -> Response:
         document = _clean_job(document)
     else:
         return response
-    response.set_data(json.dumps(document, indent=4 if APP.config.get("JSONIFY_PRETTYPRINT_REGULAR") else None))
+    response.set_data(
+        json.dumps(document, indent=4 if APP.config.get("JSONIFY_PRETTYPRINT_REGULAR") else None)
+    )
     return response

@@ -74,7 +74,7 @@ def process_id_of(tags: list[str]) -> str | None:
     """The process id named by a flow run's tags, if any."""
     for tag in tags:
         if tag.startswith(PROCESS_TAG_PREFIX):
-            return tag[len(PROCESS_TAG_PREFIX):]
+            return tag[len(PROCESS_TAG_PREFIX) :]
     return None
 
 
@@ -98,7 +98,7 @@ def _percent(value: Any) -> int:
 
 
 def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
-    """pygeoapi's job dict for a flow run of the Prefect REST API.
+    """Pygeoapi's job dict for a flow run of the Prefect REST API.
 
     Timestamps that do not apply (``started`` of a queued job, ``finished`` of
     a running one) are empty strings: pygeoapi's API layer sorts on

@@ -49,8 +49,8 @@ MAX_PAGE = 200
 MAX_PARAMETERS_BYTES = 256 * 1024
 
 _STATES_BY_STATUS: dict[JobStatus, list[str]] = {}
-for _state, _status in jobs.STATUS_BY_STATE.items():
-    _STATES_BY_STATUS.setdefault(_status, []).append(_state.value)
+for _state_type, _status in jobs.STATUS_BY_STATE.items():
+    _STATES_BY_STATUS.setdefault(_status, []).append(_state_type.value)
 
 
 def _state(kind: str, message: str | None = None) -> dict[str, Any]:
@@ -76,6 +76,7 @@ class PrefectManager(BaseManager):
 
     Raises:
         ConfigError: the ``server.manager`` block is invalid.
+
     """
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
@@ -167,9 +168,7 @@ class PrefectManager(BaseManager):
         process_tags = [jobs.job_tags(pid)[1] for pid in self.processes]
         if not process_tags:
             return None
-        flow_runs: dict[str, Any] = {
-            "tags": {"all_": [jobs.JOB_TAG], "any_": process_tags}
-        }
+        flow_runs: dict[str, Any] = {"tags": {"all_": [jobs.JOB_TAG], "any_": process_tags}}
         if status is not None:
             flow_runs["state"] = {"type": {"any_": _STATES_BY_STATUS[JobStatus(status)]}}
         return flow_runs
@@ -219,6 +218,7 @@ class PrefectManager(BaseManager):
 
         Raises:
             JobNotFound: no such job (or it was dismissed through the API).
+
         """
         return jobs.job_from_flow_run(self._read_job_run(job_id))
 
@@ -317,14 +317,13 @@ class PrefectManager(BaseManager):
 
         Returns:
             job id, media type, outputs, status, extra response headers.
+
         """
         processor = self.get_processor(process_id)
         response = requested_response or RequestedResponse.raw.value
         run_async, headers = self._choose_mode(processor, execution_mode)
         if run_async:
-            job_id = self._submit_async(
-                process_id, data_dict, requested_outputs, response
-            )
+            job_id = self._submit_async(process_id, data_dict, requested_outputs, response)
             return job_id, "application/json", None, JobStatus.accepted, headers
         job_id, mimetype, outputs = self._execute_sync(
             process_id, processor, data_dict, requested_outputs, response
@@ -399,7 +398,9 @@ class PrefectManager(BaseManager):
         requested_outputs: dict[str, Any] | None,
         response: str,
     ) -> tuple[str, str, Any]:
-        record = _SyncRecord(self, process_id, self._parameters(inputs, requested_outputs, response), response)
+        record = _SyncRecord(
+            self, process_id, self._parameters(inputs, requested_outputs, response), response
+        )
         if type(processor).set_job_id is not BaseProcessor.set_job_id:
             # The processor wants its job id while it runs: record it first.
             processor.set_job_id(record.begin())
@@ -412,8 +413,10 @@ class PrefectManager(BaseManager):
         if not outcome.ok:
             raise ProcessFailed(outcome.message)
         if response == RequestedResponse.document.value:
-            return job_id, "application/json", results_document(
-                outcome.outputs, outcome.mimetype, outcome.output_ids
+            return (
+                job_id,
+                "application/json",
+                results_document(outcome.outputs, outcome.mimetype, outcome.output_ids),
             )
         return job_id, outcome.mimetype, outcome.outputs
 

@@ -60,11 +60,10 @@ class PrefectAPI:
         api_url: Base URL of the Prefect API, ending in ``/api``.
         timeout: Seconds a request may take; connecting is capped at 3 s.
         write_concurrency: How many writing requests may be in flight at once.
+
     """
 
-    def __init__(
-        self, api_url: str, *, timeout: float = 5.0, write_concurrency: int = 1
-    ) -> None:
+    def __init__(self, api_url: str, *, timeout: float = 5.0, write_concurrency: int = 1) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         # A Prefect server on SQLite serialises writes, and badly: measured
@@ -105,9 +104,7 @@ class PrefectAPI:
         elif settings.api.auth_string:
             import base64
 
-            token = base64.b64encode(
-                settings.api.auth_string.get_secret_value().encode()
-            ).decode()
+            token = base64.b64encode(settings.api.auth_string.get_secret_value().encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         verify: Any = not settings.api.tls_insecure_skip_verify
         if verify and settings.api.ssl_cert_file:
@@ -141,12 +138,13 @@ class PrefectAPI:
         except httpx.TransportError as exc:
             logger.warning("Prefect API %s unreachable during %s: %r", self.api_url, what, exc)
             raise PrefectUnavailable(
-                f"The Prefect API at {self.api_url} is unreachable ({what}); "
-                "try again later"
+                f"The Prefect API at {self.api_url} is unreachable ({what}); try again later"
             ) from exc
 
     def _send(self, method: str, path: str, json: Any) -> httpx.Response:
-        gate = self._writes if method != "GET" and not path.endswith(("/filter", "/count")) else None
+        gate = (
+            self._writes if method != "GET" and not path.endswith(("/filter", "/count")) else None
+        )
         if gate is not None:
             gate.acquire()
         try:
@@ -190,7 +188,10 @@ class PrefectAPI:
         if response.status_code >= 400 and response.status_code != 404:
             logger.error(
                 "Prefect API %s %s answered %s: %s",
-                method, path, response.status_code, response.text[:500],
+                method,
+                path,
+                response.status_code,
+                response.text[:500],
             )
             raise PrefectRequestFailed(
                 f"The Prefect API refused {method} {path} ({response.status_code})"
@@ -228,7 +229,8 @@ class PrefectAPI:
         }
         if labels:
             body["labels"] = labels
-        return self.request("POST", "/flow_runs/", json=body).json()
+        run: dict[str, Any] = self.request("POST", "/flow_runs/", json=body).json()
+        return run
 
     def read_flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
         """The flow run, or ``None`` when Prefect has no run with this id."""
@@ -239,11 +241,12 @@ class PrefectAPI:
         self, flow_run_id: str, state: dict[str, Any], *, force: bool = False
     ) -> dict[str, Any]:
         """Propose a state; returns Prefect's orchestration result."""
-        return self.request(
+        result: dict[str, Any] = self.request(
             "POST",
             f"/flow_runs/{flow_run_id}/set_state",
             json={"state": state, "force": force},
         ).json()
+        return result
 
     def update_labels(self, flow_run_id: str, labels: dict[str, Any]) -> None:
         """Merge ``labels`` into the flow run's labels."""
@@ -257,11 +260,12 @@ class PrefectAPI:
         self, flow_runs: dict[str, Any], *, sort: str, limit: int, offset: int
     ) -> list[dict[str, Any]]:
         """One page of flow runs matching a ``FlowRunFilter`` body."""
-        return self.request(
+        runs: list[dict[str, Any]] = self.request(
             "POST",
             "/flow_runs/filter",
             json={"flow_runs": flow_runs, "sort": sort, "limit": limit, "offset": offset},
         ).json()
+        return runs
 
     def count_flow_runs(self, flow_runs: dict[str, Any]) -> int:
         """How many flow runs match a ``FlowRunFilter`` body."""

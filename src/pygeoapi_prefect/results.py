@@ -74,6 +74,7 @@ class ResultStore:
     Args:
         url: fsspec URL of the store's root.
         storage_options: keyword arguments for the filesystem.
+
     """
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -126,9 +127,7 @@ class ResultStore:
         with self._errors(f"write the results of job {job_id}"):
             self.fs.makedirs(self._path(job_id, ""), exist_ok=True)
             self.fs.pipe_file(self._path(job_id, OUTPUT), data)
-            self.fs.pipe_file(
-                self._path(job_id, MANIFEST), json.dumps(asdict(manifest)).encode()
-            )
+            self.fs.pipe_file(self._path(job_id, MANIFEST), json.dumps(asdict(manifest)).encode())
         return manifest
 
     def read_manifest(self, job_id: str) -> Manifest:
@@ -136,6 +135,7 @@ class ResultStore:
 
         Raises:
             ResultNotFound: the store has no (complete) output for this job.
+
         """
         try:
             with self._errors(f"read the results of job {job_id}"):

@@ -48,6 +48,7 @@ class JobHooks:
         finished: called with the outcome once the job has run.
         cancelled_elsewhere: polled while the job runs; True kills it.
         killed: called after a job's process was killed on dismissal.
+
     """
 
     started: Callable[[JobRequest], bool]
@@ -71,12 +72,12 @@ def _worker_main(conn: Connection, store_url: str, storage_options: dict[str, An
         try:
             processor = processors.get(request.process_id)
             if processor is None:
-                processor = processors[request.process_id] = load_processor(
-                    request.process_conf
-                )
+                processor = processors[request.process_id] = load_processor(request.process_conf)
             processor.set_job_id(request.job_id)
             outcome = run_processor(
-                processor, request.inputs, request.requested_outputs,
+                processor,
+                request.inputs,
+                request.requested_outputs,
                 job_label=f"job {request.job_id} of process {request.process_id}",
             )
             if outcome.ok:
@@ -202,6 +203,7 @@ class LocalRunner:
         max_workers: how many jobs run at once.
         cancel_check_seconds: how often a running job's cancellation elsewhere
             is checked.
+
     """
 
     def __init__(

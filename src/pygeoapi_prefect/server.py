@@ -47,10 +47,15 @@ class PrefectServer:
         host: address to bind; loopback by default.
         port: port to bind.
         log_file: where the server's output goes (default: ``home/server.log``).
+
     """
 
     def __init__(
-        self, home: Path, *, host: str = "127.0.0.1", port: int = 4200,
+        self,
+        home: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4200,
         log_file: Path | None = None,
     ) -> None:
         self.home = Path(home).resolve()
@@ -73,11 +78,12 @@ class PrefectServer:
         """The environment the server runs with."""
         env = dict(os.environ)
         env.pop("PREFECT_API_URL", None)
+        database = f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
         env |= {
             "PREFECT_HOME": str(self.home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
             "PREFECT_UI_API_URL": self.api_url,
         }
         return env
@@ -87,13 +93,24 @@ class PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the subprocess
         command = [
-            sys.executable, "-m", "prefect", "server", "start",
-            "--host", self.host, "--port", str(self.port),
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
         ]
         logger.info("starting a Prefect server on %s (PREFECT_HOME=%s)", self.ui_url, self.home)
         self.process = subprocess.Popen(
-            command, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -107,7 +124,9 @@ class PrefectServer:
                 return
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s; see {self.log_file}")
+        raise RuntimeError(
+            f"the Prefect server did not answer within {timeout:.0f} s; see {self.log_file}"
+        )
 
     def stop(self, *, timeout: float = 15.0) -> None:
         """Stop the server and everything it started."""
