@@ -24,11 +24,17 @@ def _metadata(process_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+SLEEP_INPUTS = {
+    "seconds": {"schema": {"type": "number", "minimum": 0, "maximum": 600}, "minOccurs": 0},
+    "beats": {"schema": {"type": "string"}, "minOccurs": 0},
+}
+
+
 class SleepProcessor(BaseProcessor):
     """Beats into a file every 0.05 s for ``seconds`` seconds."""
 
     def __init__(self, processor_def: dict[str, Any]) -> None:
-        super().__init__(processor_def, _metadata("sleep"))
+        super().__init__(processor_def, _metadata("sleep", inputs=SLEEP_INPUTS))
 
     def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
         beats = Path(data["beats"]) if data.get("beats") else None
@@ -47,7 +53,10 @@ class FailProcessor(BaseProcessor):
     """Always raises, with a message naming its input."""
 
     def __init__(self, processor_def: dict[str, Any]) -> None:
-        super().__init__(processor_def, _metadata("fail"))
+        super().__init__(
+            processor_def,
+            _metadata("fail", inputs={"what": {"schema": {"type": "string"}, "minOccurs": 0}}),
+        )
 
     def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
         raise ProcessorExecuteError(f"cannot handle {data.get('what', 'this')}")
@@ -82,5 +91,7 @@ class AsyncOnlyProcessor(SleepProcessor):
 
     def __init__(self, processor_def: dict[str, Any]) -> None:
         BaseProcessor.__init__(
-            self, processor_def, _metadata("async-only", jobControlOptions=["async-execute"])
+            self,
+            processor_def,
+            _metadata("async-only", jobControlOptions=["async-execute"], inputs=SLEEP_INPUTS),
         )

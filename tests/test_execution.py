@@ -35,7 +35,7 @@ def test_sync_document_is_results_map(pygeoapi):
 
 
 def test_sync_echo(pygeoapi):
-    response = pygeoapi.execute("echo", {"echoInput": "Echo"})
+    response = pygeoapi.execute("echo", {"echoInput": "Echo", "pause": 5.5})
     assert response.status_code == 200
     assert response.json() == {"id": "echoOutput", "value": "Echo"}
 
@@ -78,7 +78,7 @@ def test_async_only_process_runs_async_without_asking(pygeoapi):
 
 def test_async_document_results(pygeoapi):
     response = pygeoapi.execute(
-        "echo", {"echoInput": "Test"}, asynchronous=True, response="document"
+        "echo", {"echoInput": "Test", "pause": 5.5}, asynchronous=True, response="document"
     )
     job_id = response.json()["jobID"]
     pygeoapi.wait_for(job_id, "successful")

@@ -119,6 +119,15 @@ class ManagerConfig(_Strict):
             "writes and slows down under parallel ones; raise it for PostgreSQL."
         ),
     )
+    validate_inputs: bool = Field(
+        default=True,
+        description=(
+            "Check each execute request against the process description (required "
+            "and unknown inputs, JSON schema types, enums, bounds, minOccurs/maxOccurs, "
+            "unknown outputs) before a job is made; a mismatch answers 400 listing "
+            "every problem. Turn off only for processes whose descriptions are wrong."
+        ),
+    )
     output_dir: str | None = Field(
         default=None,
         description="pygeoapi's own key; used as the result store when `results.url` is not set.",

@@ -7,6 +7,7 @@ The tree::
      ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
      ├── ResultNotFound              also a pygeoapi JobResultNotFoundError
      └── ExecuteError                also a pygeoapi ProcessorExecuteError
+          ├── InvalidInputs          the execute request does not match the process: 400
           ├── ProcessFailed          the process raised during sync execution: 400
           ├── PrefectUnavailable     the Prefect API cannot be reached: 503
           ├── PrefectRequestFailed   the Prefect API answered with an error: 502
@@ -32,6 +33,7 @@ from pygeoapi.process.base import (
 __all__ = [
     "ConfigError",
     "ExecuteError",
+    "InvalidInputs",
     "JobNotFound",
     "PrefectManagerError",
     "PrefectRequestFailed",
@@ -69,6 +71,17 @@ class ResultNotFound(PrefectManagerError, JobResultNotFoundError):
 
 class ExecuteError(PrefectManagerError, ProcessorExecuteError):
     """Base of the errors that pygeoapi's execute endpoint maps itself."""
+
+
+class InvalidInputs(ExecuteError):
+    """The execute request does not match the process description; no job was made."""
+
+    ogc_exception_code = "InvalidParameterValue"
+    http_status_code = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, msg: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(msg)
+        self.problems = list(problems or [])
 
 
 class ProcessFailed(ExecuteError):

@@ -37,6 +37,7 @@ from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_o
 from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
 from pygeoapi_prefect.results import ResultStore, results_document
 from pygeoapi_prefect.runner import JobHooks, LocalRunner
+from pygeoapi_prefect.validation import check_execute_request
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +321,8 @@ class PrefectManager(BaseManager):
 
         """
         processor = self.get_processor(process_id)
+        if self.config.validate_inputs:
+            check_execute_request(process_id, processor.metadata, data_dict, requested_outputs)
         response = requested_response or RequestedResponse.raw.value
         run_async, headers = self._choose_mode(processor, execution_mode)
         if run_async:
