@@ -4,6 +4,7 @@ The tree::
 
     PrefectManagerError (pygeoapi ProcessorGenericError)
      ├── ConfigError                 start-up only: the manager config is invalid
+     ├── InvalidParameter            a bad job-list filter (status=..., datetime=...): 400
      ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
      ├── ResultNotFound              also a pygeoapi JobResultNotFoundError
      └── ExecuteError                also a pygeoapi ProcessorExecuteError
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "ExecuteError",
     "InvalidInputs",
+    "InvalidParameter",
     "JobNotFound",
     "PrefectManagerError",
     "PrefectRequestFailed",
@@ -53,6 +55,13 @@ class PrefectManagerError(ProcessorGenericError):
 
 class ConfigError(PrefectManagerError, ValueError):
     """The ``server.manager`` configuration is invalid (raised at start-up)."""
+
+
+class InvalidParameter(PrefectManagerError):
+    """A job-list query parameter has a value that cannot be used."""
+
+    ogc_exception_code = "InvalidParameterValue"
+    http_status_code = HTTPStatus.BAD_REQUEST
 
 
 class JobNotFound(PrefectManagerError, JobNotFoundError):

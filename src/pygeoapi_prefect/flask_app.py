@@ -5,6 +5,9 @@ Serve ``pygeoapi_prefect.flask_app:APP`` (e.g. with gunicorn) instead of
 own app object with three additions, each for a gap in pygeoapi 0.24's API
 layer (see docs/conformance.md):
 
+- the job-list filters of OGC API - Processes (``processID``, ``status``,
+  ``datetime``, ``minDuration``, ``maxDuration``, ``type``), which pygeoapi
+  does not pass to the manager, reach it (and bad values answer 400);
 - errors of the manager that pygeoapi does not catch (Prefect unreachable
   while listing jobs, say) become OGC exception documents with their HTTP
   status (503, 502, ...) instead of an HTML 500 page;
@@ -29,8 +32,9 @@ from pygeoapi.flask_app import APP, BLUEPRINT  # noqa: F401 - re-exported app
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from pygeoapi_prefect.errors import PrefectManagerError
+from pygeoapi_prefect.errors import InvalidParameter, PrefectManagerError
 from pygeoapi_prefect.jobs import number_matched
+from pygeoapi_prefect.query import current_query, parse_job_query
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +88,17 @@ def _is_json(response: Response) -> bool:
 
 
 @APP.before_request
-def _forget_number_matched() -> None:
+def _job_query() -> Response | None:
+    # pygeoapi passes only limit and offset to the manager: the job-list
+    # filters travel in a context variable of this request's thread.
     number_matched.set(None)
+    current_query.set(None)
+    if request.method == "GET" and request.path.rstrip("/") == "/jobs":
+        try:
+            current_query.set(parse_job_query(request.args.to_dict(flat=False)))
+        except InvalidParameter as exc:
+            return _manager_error(exc)
+    return None
 
 
 @APP.after_request

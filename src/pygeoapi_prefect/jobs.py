@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 
 from prefect.client.schemas.objects import StateType
@@ -21,6 +22,7 @@ __all__ = [
     "job_tags",
     "normalise_job_id",
     "process_id_of",
+    "run_duration",
 ]
 
 JOB_TAG = "pygeoapi"
@@ -95,6 +97,18 @@ def _percent(value: Any) -> int:
         return max(0, min(100, int(float(value))))
     except (TypeError, ValueError):
         return 0
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def run_duration(run: dict[str, Any], now: datetime) -> float | None:
+    """Seconds a flow run has run (until ``now`` if it still runs); None if never started."""
+    if not run.get("start_time"):
+        return None
+    end = _parse(run["end_time"]) if run.get("end_time") else now
+    return max(0.0, (end - _parse(run["start_time"])).total_seconds())
 
 
 def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pygeoapi.process.base import BaseProcessor
@@ -35,6 +37,7 @@ from pygeoapi_prefect.errors import (
 )
 from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
 from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
+from pygeoapi_prefect.query import JobQuery, current_query
 from pygeoapi_prefect.results import ResultStore, results_document
 from pygeoapi_prefect.runner import JobHooks, LocalRunner
 from pygeoapi_prefect.validation import check_execute_request
@@ -45,6 +48,9 @@ __all__ = ["PrefectManager"]
 
 #: Prefect refuses pages larger than this.
 MAX_PAGE = 200
+#: How many candidate runs a duration filter looks at, at most.
+MAX_DURATION_SCAN = 10_000
+_NEWEST_FIRST = "EXPECTED_START_TIME_DESC"
 #: Execute requests larger than this are not copied into the flow run's
 #: parameters (they still run); Prefect caps parameters at 512 KB by default.
 MAX_PARAMETERS_BYTES = 256 * 1024
@@ -165,13 +171,35 @@ class PrefectManager(BaseManager):
 
     # -- reading jobs -------------------------------------------------------
 
-    def _job_filter(self, status: JobStatus | None = None) -> dict[str, Any] | None:
-        process_tags = [jobs.job_tags(pid)[1] for pid in self.processes]
-        if not process_tags:
+    def _flow_run_filter(self, query: JobQuery) -> dict[str, Any] | None:
+        """The Prefect ``FlowRunFilter`` for a job query (``None``: nothing can match)."""
+        process_ids = [
+            pid for pid in self.processes if query.process_ids is None or pid in query.process_ids
+        ]
+        if not process_ids or (query.types is not None and "process" not in query.types):
             return None
-        flow_runs: dict[str, Any] = {"tags": {"all_": [jobs.JOB_TAG], "any_": process_tags}}
-        if status is not None:
-            flow_runs["state"] = {"type": {"any_": _STATES_BY_STATUS[JobStatus(status)]}}
+        flow_runs: dict[str, Any] = {
+            "tags": {"all_": [jobs.JOB_TAG], "any_": [jobs.job_tags(pid)[1] for pid in process_ids]}
+        }
+        if query.statuses is not None:
+            states = [state for status in query.statuses for state in _STATES_BY_STATUS[status]]
+            flow_runs["state"] = {"type": {"any_": states}}
+        if query.created_after is not None or query.created_before is not None:
+            # For job runs the expected start time is their creation time.
+            window: dict[str, str] = {}
+            if query.created_after is not None:
+                window["after_"] = query.created_after.isoformat()
+            if query.created_before is not None:
+                window["before_"] = query.created_before.isoformat()
+            flow_runs["expected_start_time"] = window
+        if query.filters_durations:
+            # Only started jobs have a duration; one of at least minDuration
+            # started at least that long ago. The rest is checked per run.
+            started: dict[str, Any] = {"is_null_": False}
+            if query.min_duration is not None:
+                cutoff = datetime.now(UTC) - timedelta(seconds=query.min_duration)
+                started["before_"] = cutoff.isoformat()
+            flow_runs["start_time"] = started
         return flow_runs
 
     def get_jobs(
@@ -179,29 +207,68 @@ class PrefectManager(BaseManager):
         status: JobStatus | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        *,
+        query: JobQuery | None = None,
     ) -> dict[str, Any]:
-        """One page of jobs, newest first, paged by the Prefect server.
+        """One page of jobs, newest first, filtered and paged by the Prefect server.
 
-        Only jobs of processes in this pygeoapi config are listed.
+        Only jobs of processes in this pygeoapi config are listed. The filters
+        come from ``query``, else from the ``GET /jobs`` request being served
+        (see :mod:`pygeoapi_prefect.query`); ``status`` is pygeoapi's own.
         """
-        flow_runs = self._job_filter(status)
-        if flow_runs is None:
-            return {"jobs": [], "numberMatched": 0}
+        query = query or current_query.get() or JobQuery()
+        if status is not None:
+            query = replace(query, statuses=(JobStatus(status),))
         limit = min(limit or 10, MAX_PAGE)
         offset = offset or 0
-        # The page and the count are independent: ask for both at once.
-        counting = self._background().submit(self.api.count_flow_runs, flow_runs)
-        try:
-            runs = self.api.filter_flow_runs(
-                flow_runs, sort="EXPECTED_START_TIME_DESC", limit=limit, offset=offset
-            )
-        finally:
-            matched = counting.result()
+        flow_runs = self._flow_run_filter(query)
+        runs: list[dict[str, Any]]
+        if flow_runs is None:
+            runs, matched = [], 0
+        elif query.filters_durations:
+            runs, matched = self._runs_by_duration(flow_runs, query, limit, offset)
+        else:
+            # The page and the count are independent: ask for both at once.
+            counting = self._background().submit(self.api.count_flow_runs, flow_runs)
+            try:
+                runs = self.api.filter_flow_runs(
+                    flow_runs, sort=_NEWEST_FIRST, limit=limit, offset=offset
+                )
+            finally:
+                matched = counting.result()
         jobs.number_matched.set(matched)
         return {
             "jobs": [jobs.job_from_flow_run(run) for run in runs],
             "numberMatched": matched,
         }
+
+    def _runs_by_duration(
+        self, flow_runs: dict[str, Any], query: JobQuery, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        # Prefect cannot filter on durations: walk the (server-narrowed)
+        # candidates newest first and keep those whose duration fits.
+        now = datetime.now(UTC)
+        matched: list[dict[str, Any]] = []
+        for start in range(0, MAX_DURATION_SCAN, MAX_PAGE):
+            page = self.api.filter_flow_runs(
+                flow_runs, sort=_NEWEST_FIRST, limit=MAX_PAGE, offset=start
+            )
+            for run in page:
+                duration = jobs.run_duration(run, now)
+                if duration is None:
+                    continue
+                if query.min_duration is not None and duration < query.min_duration:
+                    continue
+                if query.max_duration is not None and duration > query.max_duration:
+                    continue
+                matched.append(run)
+            if len(page) < MAX_PAGE:
+                break
+        else:
+            logger.warning(
+                "duration filter looked at the newest %d candidate jobs only", MAX_DURATION_SCAN
+            )
+        return matched[offset : offset + limit], len(matched)
 
     def _read_job_run(self, job_id: str) -> dict[str, Any]:
         canonical = jobs.normalise_job_id(job_id)
