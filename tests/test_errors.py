@@ -31,7 +31,7 @@ def test_sync_failure_is_400_with_the_process_message(pygeoapi, prefect_api):
 def test_hello_world_without_name_is_400(pygeoapi):
     response = pygeoapi.execute("hello-world", {"message": "no name"})
     assert response.status_code == 400
-    assert "Cannot process without a name" in response.json()["description"]
+    assert "missing required input 'name'" in response.json()["description"]
 
 
 def test_async_failure_says_why(pygeoapi):

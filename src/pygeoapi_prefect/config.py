@@ -139,6 +139,16 @@ class ManagerConfig(_Strict):
         description="Filled in by pygeoapi from the `resources` of type `process`.",
     )
 
+    @field_validator("results")
+    @classmethod
+    def _shared_store(cls, value: ResultStoreConfig) -> ResultStoreConfig:
+        if value.url and value.url.startswith("memory://"):
+            raise ValueError(
+                "a memory:// result store lives inside one process, but async jobs run in "
+                "worker processes: use a folder or object storage (results.url)"
+            )
+        return value
+
     @field_validator("connection")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

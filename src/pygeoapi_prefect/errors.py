@@ -6,7 +6,7 @@ The tree::
      ├── ConfigError                 start-up only: the manager config is invalid
      ├── InvalidParameter            a bad job-list filter (status=..., datetime=...): 400
      ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
-     ├── ResultNotFound              also a pygeoapi JobResultNotFoundError
+     ├── ResultNotFound              no results stored for the job: 404
      └── ExecuteError                also a pygeoapi ProcessorExecuteError
           ├── InvalidInputs          the execute request does not match the process: 400
           ├── ProcessFailed          the process raised during sync execution: 400
@@ -26,7 +26,6 @@ from http import HTTPStatus
 
 from pygeoapi.process.base import (
     JobNotFoundError,
-    JobResultNotFoundError,
     ProcessorExecuteError,
     ProcessorGenericError,
 )
@@ -71,8 +70,12 @@ class JobNotFound(PrefectManagerError, JobNotFoundError):
     http_status_code = HTTPStatus.NOT_FOUND
 
 
-class ResultNotFound(PrefectManagerError, JobResultNotFoundError):
-    """The job exists but its results are not (or no longer) in the result store."""
+class ResultNotFound(PrefectManagerError):
+    """The job has no results in the result store (never made, or dismissed).
+
+    Not a pygeoapi ``JobResultNotFoundError`` on purpose: pygeoapi answers
+    that with a 500, and a missing result is the client's 404.
+    """
 
     ogc_exception_code = "NoSuchJob"
     http_status_code = HTTPStatus.NOT_FOUND
@@ -112,6 +115,10 @@ class PrefectRequestFailed(ExecuteError):
 
     ogc_exception_code = "NoApplicableCode"
     http_status_code = HTTPStatus.BAD_GATEWAY
+
+    def __init__(self, msg: str, *, status: int | None = None) -> None:
+        super().__init__(msg)
+        self.status = status
 
 
 class ResultStoreError(ExecuteError):

@@ -46,6 +46,10 @@ _EMPTY = (None, "")
 
 @APP.errorhandler(PrefectManagerError)
 def _manager_error(exc: PrefectManagerError) -> Response:
+    return _error_response(exc)
+
+
+def _error_response(exc: PrefectManagerError) -> Response:
     body = {
         "type": exc.ogc_exception_code,
         "code": exc.ogc_exception_code,
@@ -97,7 +101,7 @@ def _job_query() -> Response | None:
         try:
             current_query.set(parse_job_query(request.args.to_dict(flat=False)))
         except InvalidParameter as exc:
-            return _manager_error(exc)
+            return _error_response(exc)
     return None
 
 

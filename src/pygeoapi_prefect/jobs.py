@@ -149,7 +149,12 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
         "started": started,
         "finished": finished,
         "updated": updated,
-        "mimetype": labels.get(MIMETYPE_LABEL) or DEFAULT_MIMETYPE,
+        # What GET /jobs/{id}/results serves: a results document is JSON.
+        "mimetype": (
+            DEFAULT_MIMETYPE
+            if labels.get(RESPONSE_LABEL) == "document"
+            else labels.get(MIMETYPE_LABEL) or DEFAULT_MIMETYPE
+        ),
         "location": None,
         "response": labels.get(RESPONSE_LABEL) or "raw",
         "flow_run_name": run.get("name"),

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -219,7 +221,7 @@ class PrefectManager(BaseManager):
         query = query or current_query.get() or JobQuery()
         if status is not None:
             query = replace(query, statuses=(JobStatus(status),))
-        limit = min(limit or 10, MAX_PAGE)
+        limit = limit or 10
         offset = offset or 0
         flow_runs = self._flow_run_filter(query)
         runs: list[dict[str, Any]]
@@ -231,9 +233,7 @@ class PrefectManager(BaseManager):
             # The page and the count are independent: ask for both at once.
             counting = self._background().submit(self.api.count_flow_runs, flow_runs)
             try:
-                runs = self.api.filter_flow_runs(
-                    flow_runs, sort=_NEWEST_FIRST, limit=limit, offset=offset
-                )
+                runs = self._page(flow_runs, limit, offset)
             finally:
                 matched = counting.result()
         jobs.number_matched.set(matched)
@@ -241,6 +241,20 @@ class PrefectManager(BaseManager):
             "jobs": [jobs.job_from_flow_run(run) for run in runs],
             "numberMatched": matched,
         }
+
+    def _page(self, flow_runs: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
+        # Prefect serves at most MAX_PAGE runs a call; pygeoapi's next link
+        # assumes the whole limit was served.
+        runs: list[dict[str, Any]] = []
+        while len(runs) < limit:
+            size = min(MAX_PAGE, limit - len(runs))
+            page = self.api.filter_flow_runs(
+                flow_runs, sort=_NEWEST_FIRST, limit=size, offset=offset + len(runs)
+            )
+            runs.extend(page)
+            if len(page) < size:
+                break
+        return runs
 
     def _runs_by_duration(
         self, flow_runs: dict[str, Any], query: JobQuery, limit: int, offset: int
@@ -300,7 +314,7 @@ class PrefectManager(BaseManager):
         canonical = jobs.normalise_job_id(job_id)
         if canonical is None:
             raise JobNotFound(f"No job with id {job_id!r}")
-        manifest, outputs = self.store.read(canonical)
+        manifest, outputs = self.store.read(canonical)  # ResultNotFound: a 404
         if manifest.response == RequestedResponse.document.value:
             return "application/json", results_document(
                 outputs, manifest.mimetype, manifest.output_ids
@@ -350,7 +364,10 @@ class PrefectManager(BaseManager):
     def delete_job(self, job_id: str) -> bool:
         """Dismiss a job: stop it, delete its results, and forget it.
 
-        The flow run stays in Prefect as history (Cancelled, tagged
+        The run is moved to Cancelling, which Prefect will not let become
+        Running or Completed any more, whichever pygeoapi instance (or
+        worker) holds it; the holder kills it and finishes it as Cancelled.
+        The flow run stays in Prefect as history (tagged
         ``pygeoapi.dismissed``); for pygeoapi the job is gone (404).
         """
         run = self._read_job_run(job_id)
@@ -360,10 +377,13 @@ class PrefectManager(BaseManager):
             JobStatus.running.value,
         ):
             self.api.set_state(
-                flow_run_id, _state("CANCELLED", "Dismissed through the OGC API"), force=True
+                flow_run_id, _state("CANCELLING", "Dismissed through the OGC API"), force=True
             )
-            if self._runner is not None:
-                self._runner.dismiss(flow_run_id)
+            if self._runner is not None and self._runner.dismiss(flow_run_id):
+                # It was ours and nothing of it runs any more.
+                self.api.set_state(
+                    flow_run_id, _state("CANCELLED", "Dismissed through the OGC API"), force=True
+                )
         self.store.delete(flow_run_id)
         tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
         self.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
@@ -441,13 +461,14 @@ class PrefectManager(BaseManager):
         requested_outputs: dict[str, Any] | None,
         response: str,
     ) -> str:
+        runner = self.runner  # started before the job exists: a failure leaves no orphan run
         job_id = self._create_run(
             process_id,
             _state("PENDING", "Job accepted and waiting to run"),
             labels={jobs.PROGRESS_LABEL: 0, jobs.RESPONSE_LABEL: response},
             parameters=self._parameters(inputs, requested_outputs, response),
         )
-        self.runner.submit(
+        runner.submit(
             JobRequest(
                 job_id=job_id,
                 process_id=process_id,
@@ -493,9 +514,11 @@ class PrefectManager(BaseManager):
     # -- hooks of the local runner (called from its threads) ------------------
 
     def _job_started(self, request: JobRequest) -> bool:
-        result = self.api.set_state(request.job_id, _state("RUNNING", "Job running"))
+        result = _persist(self.api.set_state, request.job_id, _state("RUNNING", "Job running"))
         if result.get("status") == REJECTED:
-            logger.info("job %s was not started: %s", request.job_id, result.get("details"))
+            # Dismissed meanwhile (Cancelling): finish the cancellation.
+            logger.info("job %s was dismissed before it started", request.job_id)
+            self._finish_cancelled(request.job_id)
             return False
         return True
 
@@ -504,24 +527,53 @@ class PrefectManager(BaseManager):
             if outcome.mimetype != jobs.DEFAULT_MIMETYPE:
                 # Progress 100 follows from Completed; only a media type other
                 # than the default costs a write of its own.
-                self.api.update_labels(request.job_id, {jobs.MIMETYPE_LABEL: outcome.mimetype})
-            self.api.set_state(request.job_id, _state("COMPLETED", "Job complete"))
+                _persist(
+                    self.api.update_labels,
+                    request.job_id,
+                    {jobs.MIMETYPE_LABEL: outcome.mimetype},
+                )
+            final = _state("COMPLETED", "Job complete")
         else:
-            self.api.set_state(request.job_id, _state("FAILED", outcome.message))
+            final = _state("FAILED", outcome.message)
+        if _persist(self.api.set_state, request.job_id, final).get("status") == REJECTED:
+            # Cancelled in Prefect after the last check: the output goes.
+            self._finish_cancelled(request.job_id)
 
     def _job_cancelled_elsewhere(self, request: JobRequest) -> bool:
         run = self.api.read_flow_run(request.job_id)
         return run is None or run.get("state_type") in ("CANCELLING", "CANCELLED")
 
     def _job_killed(self, request: JobRequest) -> None:
-        # The process is dead, so nothing can write results any more.
-        self.store.delete(request.job_id)
-        run = self.api.read_flow_run(request.job_id)
+        self._finish_cancelled(request.job_id)
+
+    def _finish_cancelled(self, job_id: str) -> None:
+        # Nothing of the job runs any more: drop its output, and end a
+        # cancellation asked for elsewhere as a worker would.
+        self.store.delete(job_id)
+        run = self.api.read_flow_run(job_id)
         if run is not None and run.get("state_type") == "CANCELLING":
-            # Cancelled in Prefect (UI, CLI): finish it as a worker would.
             self.api.set_state(
-                request.job_id, _state("CANCELLED", "Cancelled: the job's process was stopped")
+                job_id, _state("CANCELLED", "Cancelled: the job's process was stopped"), force=True
             )
+
+
+#: Pauses between attempts to record a job step in Prefect (about 30 s in all).
+_PERSIST_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def _persist(call: Callable[..., Any], *args: Any) -> Any:
+    """Call a Prefect API method, retrying while Prefect is out of reach.
+
+    Used for the steps of a job already running: losing one would leave the
+    job stuck, while the client is not waiting for it.
+    """
+    for delay in _PERSIST_DELAYS:
+        try:
+            return call(*args)
+        except PrefectUnavailable:
+            logger.warning("Prefect unreachable; retrying in %.1f s", delay)
+            time.sleep(delay)
+    return call(*args)
 
 
 class _SyncRecord:
@@ -599,10 +651,22 @@ class _SyncRecord:
             if self.error is not None or self.job_id is None:
                 raise self.error or PrefectUnavailable("The job could not be recorded in Prefect")
             job_id = self.job_id
-            if outcome.ok:
-                store_outcome(manager.store, job_id, outcome, self.response)
-                manager.api.update_labels(job_id, labels)
-            manager.api.set_state(job_id, final)
+            try:
+                if outcome.ok:
+                    store_outcome(manager.store, job_id, outcome, self.response)
+                    manager.api.update_labels(job_id, labels)
+                result = manager.api.set_state(job_id, final)
+            except PrefectManagerError as exc:
+                logger.warning("sync job %s could not be finished: %s", job_id, exc)
+                _persist(
+                    manager.api.set_state,
+                    job_id,
+                    _state("FAILED", f"The job could not be finished: {exc.message}"),
+                )
+                raise
+            if result.get("status") == REJECTED:
+                manager._finish_cancelled(job_id)
+                raise JobNotFound(f"Job {job_id} was dismissed while it ran")
             return job_id
         job_id = manager._create_run(
             self.process_id, final, labels=labels, parameters=self.parameters

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -130,23 +131,35 @@ class PrefectAPI:
                 self._client.close()
                 self._client = None
 
+    @property
+    def _shown_url(self) -> str:
+        # The URL as clients and logs may see it: never with credentials.
+        parts = urlsplit(self.api_url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         # The one place where transport errors become ours.
         try:
             yield
         except httpx.TransportError as exc:
-            logger.warning("Prefect API %s unreachable during %s: %r", self.api_url, what, exc)
+            logger.warning("Prefect API %s unreachable during %s: %r", self._shown_url, what, exc)
             raise PrefectUnavailable(
-                f"The Prefect API at {self.api_url} is unreachable ({what}); try again later"
+                f"The Prefect API at {self._shown_url} is unreachable ({what}); try again later"
             ) from exc
 
-    def _send(self, method: str, path: str, json: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, json: Any, deadline: float) -> httpx.Response:
         gate = (
             self._writes if method != "GET" and not path.endswith(("/filter", "/count")) else None
         )
-        if gate is not None:
-            gate.acquire()
+        if gate is not None and not gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise PrefectUnavailable(
+                f"The Prefect API at {self._shown_url} is too busy ({method} {path} waited "
+                f"{self.timeout:g} s); try again later"
+            )
         try:
             try:
                 return self._http().request(method, path, json=json)
@@ -159,20 +172,23 @@ class PrefectAPI:
             if gate is not None:
                 gate.release()
 
-    def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
-        """Send one request; map transport errors and 5xx answers onto ours.
+    def request(
+        self, method: str, path: str, *, json: Any = None, allow_404: bool = False
+    ) -> httpx.Response:
+        """Send one request; map transport errors and error answers onto ours.
 
-        A 503 is retried, with growing pauses, until ``timeout`` has passed: a Prefect server
-        on SQLite answers 503 when its database is locked by a concurrent
-        write, and the next attempt usually succeeds. (Creating a flow run is
-        safe to retry: its idempotency key makes a second attempt return the
-        first run.) A 404 is returned to the caller, who knows what it means.
+        A 503 is retried, with growing pauses, until ``timeout`` has passed:
+        a Prefect server on SQLite answers 503 when its database is locked by
+        a concurrent write, and the next attempt usually succeeds. (Creating
+        a flow run is safe to retry: its idempotency key makes a second
+        attempt return the first run.) Writes wait for their turn within the
+        same time. A 404 is returned only where the caller expects one.
         """
         deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
             with self._errors(f"{method} {path}"):
-                response = self._send(method, path, json)
+                response = self._send(method, path, json, deadline)
             if response.status_code != 503:
                 break
             delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)] * (1 + random.random())
@@ -180,23 +196,35 @@ class PrefectAPI:
                 break
             attempt += 1
             time.sleep(delay)
-        if response.status_code == 503 or response.status_code == 502:
+        if response.status_code in (502, 503):
             raise PrefectUnavailable(
-                f"The Prefect API at {self.api_url} is unavailable "
+                f"The Prefect API at {self._shown_url} is unavailable "
                 f"({response.status_code} on {method} {path}); try again later"
             )
-        if response.status_code >= 400 and response.status_code != 404:
-            logger.error(
-                "Prefect API %s %s answered %s: %s",
-                method,
-                path,
-                response.status_code,
-                response.text[:500],
-            )
+        if response.status_code == 404 and allow_404:
+            return response
+        if response.status_code >= 400:
+            # The body may echo what was sent (job inputs): debug level only.
+            logger.error("Prefect API %s %s answered %s", method, path, response.status_code)
+            logger.debug("Prefect API answer: %s", response.text[:500])
             raise PrefectRequestFailed(
-                f"The Prefect API refused {method} {path} ({response.status_code})"
+                f"The Prefect API refused {method} {path} ({response.status_code})",
+                status=response.status_code,
             )
         return response
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        return self._decode(self.request(method, path, json=body))
+
+    def _decode(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            request = response.request
+            raise PrefectRequestFailed(
+                f"The Prefect API at {self._shown_url} answered {request.method} "
+                f"{request.url.path} with no JSON; is it the API URL (ending in /api)?"
+            ) from exc
 
     # -- flows -------------------------------------------------------------
 
@@ -204,7 +232,7 @@ class PrefectAPI:
         """The id of the flow called ``name``, created on first use and cached."""
         flow_id = self._flow_ids.get(name)
         if flow_id is None:
-            flow_id = self.request("POST", "/flows/", json={"name": name}).json()["id"]
+            flow_id = str(self._json("POST", "/flows/", {"name": name})["id"])
             self._flow_ids[name] = flow_id
         return flow_id
 
@@ -229,23 +257,32 @@ class PrefectAPI:
         }
         if labels:
             body["labels"] = labels
-        run: dict[str, Any] = self.request("POST", "/flow_runs/", json=body).json()
+        try:
+            run: dict[str, Any] = self._json("POST", "/flow_runs/", body)
+        except PrefectRequestFailed as exc:
+            if exc.status not in (404, 409):
+                raise
+            # The flow was deleted in Prefect since it was cached: make it anew.
+            self._flow_ids.pop(flow_name, None)
+            body["flow_id"] = self.flow_id(flow_name)
+            run = self._json("POST", "/flow_runs/", body)
         return run
 
     def read_flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
         """The flow run, or ``None`` when Prefect has no run with this id."""
-        response = self.request("GET", f"/flow_runs/{flow_run_id}")
-        return None if response.status_code == 404 else response.json()
+        response = self.request("GET", f"/flow_runs/{flow_run_id}", allow_404=True)
+        if response.status_code == 404:
+            return None
+        run: dict[str, Any] = self._decode(response)
+        return run
 
     def set_state(
         self, flow_run_id: str, state: dict[str, Any], *, force: bool = False
     ) -> dict[str, Any]:
         """Propose a state; returns Prefect's orchestration result."""
-        result: dict[str, Any] = self.request(
-            "POST",
-            f"/flow_runs/{flow_run_id}/set_state",
-            json={"state": state, "force": force},
-        ).json()
+        result: dict[str, Any] = self._json(
+            "POST", f"/flow_runs/{flow_run_id}/set_state", {"state": state, "force": force}
+        )
         return result
 
     def update_labels(self, flow_run_id: str, labels: dict[str, Any]) -> None:
@@ -260,13 +297,13 @@ class PrefectAPI:
         self, flow_runs: dict[str, Any], *, sort: str, limit: int, offset: int
     ) -> list[dict[str, Any]]:
         """One page of flow runs matching a ``FlowRunFilter`` body."""
-        runs: list[dict[str, Any]] = self.request(
+        runs: list[dict[str, Any]] = self._json(
             "POST",
             "/flow_runs/filter",
-            json={"flow_runs": flow_runs, "sort": sort, "limit": limit, "offset": offset},
-        ).json()
+            {"flow_runs": flow_runs, "sort": sort, "limit": limit, "offset": offset},
+        )
         return runs
 
     def count_flow_runs(self, flow_runs: dict[str, Any]) -> int:
         """How many flow runs match a ``FlowRunFilter`` body."""
-        return int(self.request("POST", "/flow_runs/count", json={"flow_runs": flow_runs}).json())
+        return int(self._json("POST", "/flow_runs/count", {"flow_runs": flow_runs}))

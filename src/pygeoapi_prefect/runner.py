@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -58,8 +59,14 @@ class JobHooks:
 
 
 def _worker_main(conn: Connection, store_url: str, storage_options: dict[str, Any]) -> None:
-    # Ctrl-C goes to the whole process group; the parent stops us itself.
+    # Our own process group, so that a dismiss kills whatever the process
+    # started too; Ctrl-C is for the server, which stops us itself.
+    os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent starts us as a daemon (so it never waits for us at exit),
+    # but a processor may start processes of its own, which multiprocessing
+    # refuses to a daemon: inside this process, we are not one.
+    multiprocessing.current_process().daemon = False
     store = ResultStore(store_url, storage_options)
     processors: dict[str, Any] = {}
     while True:
@@ -99,7 +106,9 @@ class _Worker:
         self.process: Any = None
         self.conn: Connection | None = None
         self.current: JobRequest | None = None
-        self.kill_requested = threading.Event()
+        #: The id of the job to kill; checked against the job that runs, so a
+        #: late dismiss can never hit the next job.
+        self.kill_for: str | None = None
         self.idle = threading.Event()
         self.idle.set()
         self.thread = threading.Thread(
@@ -120,7 +129,10 @@ class _Worker:
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.process.kill()
             self.process.join(5)
         if self.conn is not None:
             try:
@@ -129,34 +141,50 @@ class _Worker:
                 pass  # already closed by a concurrent shutdown
         self.process = self.conn = None
 
+    def _kill_requested(self, request: JobRequest) -> bool:
+        return self.kill_for == request.job_id
+
     def _loop(self) -> None:
         while True:
             request = self.pool.queue.get()
             if request is None:
                 return
-            if self.process is None or not self.process.is_alive():
-                self.spawn()
+            with self.pool.lock:
+                if request.job_id in self.pool.dismissed:
+                    self.pool.dismissed.discard(request.job_id)
+                    continue
+                self.current = request
             self.idle.clear()
-            self.current = request
             try:
+                if self.process is None or not self.process.is_alive():
+                    self.spawn()
                 self._run(request)
-            except Exception:  # noqa: BLE001 - one job's bookkeeping must not stop the pool
+            except Exception as exc:  # noqa: BLE001 - one job must not stop the pool
                 logger.exception("local runner failed to handle job %s", request.job_id)
+                self._report_failure(request, exc)
             finally:
-                self.pool.dismissed.discard(request.job_id)
-                self.current = None
-                self.kill_requested.clear()
+                with self.pool.lock:
+                    self.current = None
+                    self.kill_for = None
                 self.idle.set()
+
+    def _report_failure(self, request: JobRequest, exc: Exception) -> None:
+        try:
+            self.pool.hooks.finished(
+                request, Outcome(ok=False, message=f"The job could not be run: {exc}")
+            )
+        except Exception:  # noqa: BLE001 - already logged above; nothing more to do
+            logger.exception("could not record the failure of job %s", request.job_id)
 
     def _run(self, request: JobRequest) -> None:
         hooks = self.pool.hooks
-        if request.job_id in self.pool.dismissed or not hooks.started(request):
+        if not hooks.started(request):
             return
         assert self.conn is not None
         self.conn.send(request)
         next_check = time.monotonic() + self.pool.cancel_check_seconds
         while True:
-            if self.kill_requested.is_set():
+            if self._kill_requested(request):
                 self._killed(request)
                 return
             try:
@@ -177,7 +205,7 @@ class _Worker:
                 if elsewhere:
                     self._killed(request)
                     return
-        if self.kill_requested.is_set() or request.job_id in self.pool.dismissed:
+        if self._kill_requested(request):
             self._killed(request)
             return
         hooks.finished(request, outcome)
@@ -218,6 +246,8 @@ class LocalRunner:
         self.hooks = hooks
         self.cancel_check_seconds = cancel_check_seconds
         self.queue: queue.Queue[JobRequest | None] = queue.Queue()
+        self.lock = threading.Lock()
+        #: Queued jobs dismissed before a worker took them.
         self.dismissed: set[str] = set()
         self.workers = [_Worker(self, index) for index in range(max_workers)]
         for worker in self.workers:
@@ -234,20 +264,23 @@ class LocalRunner:
         Returns once nothing of the job runs any more (or after ``timeout``);
         True if the job was running or queued here.
         """
-        self.dismissed.add(job_id)
-        for worker in self.workers:
-            current = worker.current
-            if current is not None and current.job_id == job_id:
-                worker.kill_requested.set()
-                deadline = time.monotonic() + timeout
-                while worker.current is current and time.monotonic() < deadline:
-                    time.sleep(_POLL_SECONDS)
-                return True
-        with self.queue.mutex:
-            queued = any(r is not None and r.job_id == job_id for r in self.queue.queue)
-        if not queued:
-            self.dismissed.discard(job_id)
-        return queued
+        with self.lock:
+            target = next(
+                (w for w in self.workers if w.current is not None and w.current.job_id == job_id),
+                None,
+            )
+            if target is None:
+                with self.queue.mutex:
+                    queued = any(r is not None and r.job_id == job_id for r in self.queue.queue)
+                if queued:
+                    self.dismissed.add(job_id)
+                return queued
+            target.kill_for = job_id
+            running = target.current
+        deadline = time.monotonic() + timeout
+        while target.current is running and time.monotonic() < deadline:
+            time.sleep(_POLL_SECONDS)
+        return True
 
     def shutdown(self) -> None:
         """Stop the worker processes; queued jobs are not run."""

@@ -35,7 +35,7 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator | None:
         # The process's own description is broken: not the client's fault.
         logger.warning("skipping an invalid input schema %s: %s", schema_json[:200], exc.message)
         return None
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 def _max_occurs(description: dict[str, Any]) -> float:
