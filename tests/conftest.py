@@ -30,6 +30,7 @@ STANDARD_PROCESSES: dict[str, str] = {
     "job-id": "pygeoapi_test_processes.JobIdProcessor",
     "bytes": "pygeoapi_test_processes.BytesProcessor",
     "async-only": "pygeoapi_test_processes.AsyncOnlyProcessor",
+    "spawning": "pygeoapi_test_processes.SpawningProcessor",
 }
 
 
@@ -102,12 +103,14 @@ def pygeoapi_config(
     *,
     processes: dict[str, str] | None = None,
     manager: dict[str, Any] | None = None,
+    max_items: int = 200,
 ) -> dict[str, Any]:
     """A minimal pygeoapi config using PrefectManager."""
     config = yaml.safe_load((ROOT / "example-config.yml").read_text())
     config["server"]["bind"] = {"host": "127.0.0.1", "port": port}
     config["server"]["url"] = f"http://127.0.0.1:{port}"
     config["server"]["pretty_print"] = False
+    config["server"]["limits"] = {"default_items": 10, "max_items": max_items}
     config["server"]["manager"] = {
         "name": "pygeoapi_prefect.manager.PrefectManager",
         "results": {"url": str(results_dir)},
@@ -136,6 +139,7 @@ def start_pygeoapi(
     *,
     processes: dict[str, str] | None = None,
     manager: dict[str, Any] | None = None,
+    max_items: int = 200,
     timeout: float = 60,
 ) -> Pygeoapi:
     """Write a config into ``tmp`` and serve it with ``pygeoapi-prefect serve``."""
@@ -143,7 +147,11 @@ def start_pygeoapi(
     results_dir = tmp / "results"
     config_path = tmp / "pygeoapi-config.yml"
     config_path.write_text(
-        yaml.safe_dump(pygeoapi_config(port, results_dir, processes=processes, manager=manager))
+        yaml.safe_dump(
+            pygeoapi_config(
+                port, results_dir, processes=processes, manager=manager, max_items=max_items
+            )
+        )
     )
     log_path = tmp / "pygeoapi.log"
     with log_path.open("wb") as log:

@@ -95,3 +95,23 @@ class AsyncOnlyProcessor(SleepProcessor):
             processor_def,
             _metadata("async-only", jobControlOptions=["async-execute"], inputs=SLEEP_INPUTS),
         )
+
+
+def _square(n: int) -> int:
+    return n * n
+
+
+class SpawningProcessor(BaseProcessor):
+    """Starts processes of its own (as scientific code often does)."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, _metadata("spawning"))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(2, mp_context=context) as pool:
+            squares = list(pool.map(_square, range(4)))
+        return "application/json", {"id": "result", "value": squares}

@@ -87,3 +87,44 @@ def test_cancel_from_prefect_stops_the_job(pygeoapi, prefect_api, tmp_path):
     assert size(beats) == settled
     assert prefect_api.read_flow_run(job_id)["state_type"] == "CANCELLED"
     assert not (pygeoapi.results_dir / job_id).exists()
+
+
+def test_dismiss_through_another_instance_stops_a_queued_job(
+    pygeoapi_factory, prefect_api, tmp_path
+):
+    """Instance A holds the job in its queue; the DELETE reaches instance B."""
+    a = pygeoapi_factory(manager={"local": {"max_workers": 1}})
+    b = pygeoapi_factory(manager={"results": {"url": str(a.results_dir)}})
+    blocker = a.execute("sleep", {"seconds": 4}, asynchronous=True).json()["jobID"]
+    a.wait_for(blocker, "running")
+    beats = tmp_path / "never"
+    queued = a.execute("sleep", {"seconds": 1, "beats": str(beats)}, asynchronous=True).json()[
+        "jobID"
+    ]
+    response = b.client.delete(f"/jobs/{queued}")
+    assert response.status_code == 200
+    assert a.job(queued).status_code == 404
+    a.wait_for(blocker, "successful", timeout=30)
+    deadline = time.monotonic() + 10
+    while prefect_api.read_flow_run(queued)["state_type"] != "CANCELLED":
+        assert time.monotonic() < deadline, prefect_api.read_flow_run(queued)["state_type"]
+        time.sleep(0.2)
+    assert not beats.exists(), "the dismissed job ran"
+
+
+def test_dismiss_through_another_instance_stops_a_running_job(
+    pygeoapi_factory, prefect_api, tmp_path
+):
+    a = pygeoapi_factory()
+    b = pygeoapi_factory(manager={"results": {"url": str(a.results_dir)}})
+    beats = tmp_path / "beats"
+    job_id = a.execute("sleep", {"seconds": 60, "beats": str(beats)}, asynchronous=True).json()[
+        "jobID"
+    ]
+    a.wait_for(job_id, "running")
+    assert b.client.delete(f"/jobs/{job_id}").status_code == 200
+    time.sleep(3)  # within cancel_check_seconds (1 s) and the kill
+    settled = size(beats)
+    time.sleep(1.0)
+    assert size(beats) == settled, "the dismissed job is still working"
+    assert prefect_api.read_flow_run(job_id)["state_type"] == "CANCELLED"

@@ -128,3 +128,10 @@ def test_results_readable_by_another_instance(pygeoapi, pygeoapi_factory):
     assert other.job(job_id).json()["status"] == "successful"
     results = other.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
     assert results.json() == {"id": "echo", "value": "Hello Shared!"}
+
+
+def test_async_process_may_start_processes_of_its_own(pygeoapi):
+    job_id = pygeoapi.execute("spawning", {}, asynchronous=True).json()["jobID"]
+    pygeoapi.wait_for(job_id, "successful", timeout=60)
+    results = pygeoapi.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
+    assert results.json() == {"id": "result", "value": [0, 1, 4, 9]}

@@ -37,6 +37,9 @@ __all__ = ["JobHooks", "LocalRunner"]
 
 _CTX = multiprocessing.get_context("spawn")
 _POLL_SECONDS = 0.05
+_READY = "ready"
+#: How long a new worker process may take to import what it needs.
+_START_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,11 @@ def _worker_main(conn: Connection, store_url: str, storage_options: dict[str, An
     # but a processor may start processes of its own, which multiprocessing
     # refuses to a daemon: inside this process, we are not one.
     multiprocessing.current_process().daemon = False
+    import pygeoapi.plugin  # noqa: F401 - the slow import, done before we say ready
+
     store = ResultStore(store_url, storage_options)
     processors: dict[str, Any] = {}
+    conn.send(_READY)
     while True:
         try:
             request: JobRequest | None = conn.recv()
@@ -105,6 +111,7 @@ class _Worker:
         self.index = index
         self.process: Any = None
         self.conn: Connection | None = None
+        self.ready = False
         self.current: JobRequest | None = None
         #: The id of the job to kill; checked against the job that runs, so a
         #: late dismiss can never hit the next job.
@@ -126,6 +133,16 @@ class _Worker:
         process.start()
         child.close()
         self.process, self.conn = process, parent
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait for the worker process to have started (so a job's run time is its own)."""
+        if self.ready:
+            return
+        assert self.conn is not None
+        if not self.conn.poll(_START_SECONDS) or self.conn.recv() != _READY:
+            raise RuntimeError(f"the worker process did not start within {_START_SECONDS:.0f} s")
+        self.ready = True
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
@@ -158,6 +175,7 @@ class _Worker:
             try:
                 if self.process is None or not self.process.is_alive():
                     self.spawn()
+                self.wait_ready()
                 self._run(request)
             except Exception as exc:  # noqa: BLE001 - one job must not stop the pool
                 logger.exception("local runner failed to handle job %s", request.job_id)
