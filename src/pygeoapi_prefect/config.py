@@ -7,6 +7,7 @@ Validated once, when pygeoapi builds the manager; a mistake is reported as a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pygeoapi_prefect.errors import ConfigError
 
-__all__ = ["LocalExecutionConfig", "ManagerConfig", "ResultStoreConfig", "load_config"]
+__all__ = [
+    "CallbacksConfig",
+    "LocalExecutionConfig",
+    "ManagerConfig",
+    "ResultStoreConfig",
+    "load_config",
+]
 
 YAML_PREFIX = "server.manager"
 DEFAULT_RESULTS_DIR = "pygeoapi-results"
@@ -76,6 +83,39 @@ class LocalExecutionConfig(_Strict):
     )
 
 
+class CallbacksConfig(_Strict):
+    """Delivery of OGC ``subscriber`` callbacks (``server.manager.callbacks``)."""
+
+    allow: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Internal destinations that callbacks may reach anyway: networks "
+            "(`10.0.0.0/8`, `127.0.0.1`) or host names. Loopback, private, link-local "
+            "and reserved addresses are refused otherwise (a 400 at submission)."
+        ),
+    )
+    timeout: float = Field(default=10, gt=0, le=120, description="Seconds one delivery may take.")
+    retries: int = Field(
+        default=4,
+        ge=0,
+        le=10,
+        description="Further attempts after a failed delivery, 1, 2, 4... s apart.",
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _parseable(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{entry!r} is not a network (like 10.0.0.0/8)") from exc
+            elif not entry.strip():
+                raise ValueError("an empty entry")
+        return value
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -134,6 +174,7 @@ class ManagerConfig(_Strict):
     )
     results: ResultStoreConfig = Field(default_factory=ResultStoreConfig)
     local: LocalExecutionConfig = Field(default_factory=LocalExecutionConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Filled in by pygeoapi from the `resources` of type `process`.",

@@ -30,6 +30,7 @@ class JobRequest:
     inputs: dict[str, Any]
     requested_outputs: dict[str, Any] | None = None
     response: str = "raw"
+    subscriber: dict[str, str] | None = None
 
 
 @dataclass

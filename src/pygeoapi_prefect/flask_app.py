@@ -28,7 +28,7 @@ import logging
 from typing import Any
 
 from flask import Response, request
-from pygeoapi.flask_app import APP, BLUEPRINT  # noqa: F401 - re-exported app
+from pygeoapi.flask_app import APP, api_
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
@@ -83,12 +83,52 @@ def _clean_job(job: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in job.items() if value not in _EMPTY}
 
 
+def _with_links(job: dict[str, Any]) -> dict[str, Any]:
+    # statusInfo links: the job itself, its results (pygeoapi's, retitled),
+    # and its flow run in the Prefect UI.
+    job_url = f"{api_.base_url}/jobs/{job['jobID']}"
+    links = [link for link in job.get("links", []) if link.get("rel") != "self"]
+    for link in links:
+        if link.get("rel", "").endswith("/results"):
+            link["title"] = f"Results of job {job['jobID']}"
+    links.insert(
+        0, {"href": f"{job_url}?f=json", "rel": "self", "type": _JSON, "title": "This job"}
+    )
+    ui_url = getattr(api_.manager, "flow_run_url", None)
+    if ui_url is not None:
+        links.append(
+            {
+                "href": ui_url(job["jobID"]),
+                "rel": "related",
+                "type": "text/html",
+                "title": "This job's flow run in the Prefect UI",
+            }
+        )
+    job["links"] = links
+    return job
+
+
 def _is_json(response: Response) -> bool:
     return (
         response.mimetype == _JSON
         and not response.headers.get("Content-Encoding")
         and not response.direct_passthrough
     )
+
+
+def _monitor_links(response: Response) -> Response:
+    # OGC /req/core/process-execute-sync-*: point the client at its job.
+    location = response.headers.get("Location")
+    if location and response.status_code in (200, 201):
+        response.headers.add(
+            "Link", f'<{location}>; rel="monitor"; type="{_JSON}"; title="Job status"'
+        )
+        response.headers.add(
+            "Link",
+            f'<{location}/results>; rel="http://www.opengis.net/def/rel/ogc/1.0/results"; '
+            f'title="Job results"',
+        )
+    return response
 
 
 @APP.before_request
@@ -107,12 +147,14 @@ def _job_query() -> Response | None:
 
 @APP.after_request
 def _fix_job_documents(response: Response) -> Response:
-    parts = request.path.rstrip("/").split("/")
-    if "jobs" not in parts or parts[-1] == "results":
-        return response
     if not isinstance(response.headers, Headers):
         # pygeoapi assigns a plain dict, which hides the media type from Flask.
         response.headers = Headers(response.headers)
+    parts = request.path.rstrip("/").split("/")
+    if request.method == "POST" and parts[-1] == "execution":
+        return _monitor_links(response)
+    if "jobs" not in parts or parts[-1] == "results":
+        return response
     if request.method == "DELETE" and response.status_code == 200:
         document = json.loads(response.get_data())
         document.setdefault("type", "process")
@@ -123,7 +165,7 @@ def _fix_job_documents(response: Response) -> Response:
         return response
     document = json.loads(response.get_data())
     if isinstance(document.get("jobs"), list):
-        jobs = [_clean_job(job) for job in document["jobs"]]
+        jobs = [_with_links(_clean_job(job)) for job in document["jobs"]]
         # pygeoapi re-sorts each page by start time; the manager's order is
         # newest first by creation, which is what the page was cut from.
         jobs.sort(key=lambda job: job.get("created", ""), reverse=True)
@@ -132,7 +174,7 @@ def _fix_job_documents(response: Response) -> Response:
         if matched is not None:
             document["numberMatched"] = matched
     elif "jobID" in document:
-        document = _clean_job(document)
+        document = _with_links(_clean_job(document))
     else:
         return response
     response.set_data(

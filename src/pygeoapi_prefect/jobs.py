@@ -23,6 +23,7 @@ __all__ = [
     "normalise_job_id",
     "process_id_of",
     "run_duration",
+    "status_document",
 ]
 
 JOB_TAG = "pygeoapi"
@@ -160,3 +161,20 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
         "flow_run_name": run.get("name"),
         "deployment_id": run.get("deployment_id"),
     }
+
+
+def status_document(job: dict[str, Any]) -> dict[str, Any]:
+    """An OGC statusInfo document for a job dict (keys without a value left out)."""
+    document = {
+        "type": "process",
+        "jobID": job["identifier"],
+        "processID": job["process_id"],
+        "status": job["status"],
+        "message": job["message"],
+        "progress": job["progress"],
+        "created": job["created"],
+        "started": job["started"],
+        "finished": job["finished"],
+        "updated": job["updated"],
+    }
+    return {key: value for key, value in document.items() if value not in (None, "")}

@@ -30,6 +30,7 @@ from pygeoapi.util import (
 )
 
 from pygeoapi_prefect import jobs
+from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.config import ManagerConfig, load_config
 from pygeoapi_prefect.errors import (
     JobNotFound,
@@ -92,7 +93,12 @@ class PrefectManager(BaseManager):
         super().__init__(manager_def)
         self.config: ManagerConfig = load_config(manager_def)
         self.is_async = True
-        self.supports_subscribing = False
+        self.supports_subscribing = True
+        self.callbacks = CallbackPolicy(
+            self.config.callbacks.allow,
+            timeout=self.config.callbacks.timeout,
+            retries=self.config.callbacks.retries,
+        )
         self._lock = threading.Lock()
         self._api: PrefectAPI | None = None
         self._store: ResultStore | None = None
@@ -159,6 +165,10 @@ class PrefectManager(BaseManager):
                         max_workers=4, thread_name_prefix="pygeoapi-prefect"
                     )
         return self._threads
+
+    def flow_run_url(self, job_id: str) -> str:
+        """The page of the job's flow run in the Prefect UI."""
+        return f"{self.api.ui_url}/runs/flow-run/{job_id}"
 
     def close(self) -> None:
         """Stop the worker processes and close the Prefect connection."""
@@ -410,13 +420,17 @@ class PrefectManager(BaseManager):
         processor = self.get_processor(process_id)
         if self.config.validate_inputs:
             check_execute_request(process_id, processor.metadata, data_dict, requested_outputs)
+        callbacks = _subscriber(subscriber)
+        self.callbacks.check(callbacks)
         response = requested_response or RequestedResponse.raw.value
         run_async, headers = self._choose_mode(processor, execution_mode)
         if run_async:
-            job_id = self._submit_async(process_id, data_dict, requested_outputs, response)
+            job_id = self._submit_async(
+                process_id, data_dict, requested_outputs, response, callbacks
+            )
             return job_id, "application/json", None, JobStatus.accepted, headers
         job_id, mimetype, outputs = self._execute_sync(
-            process_id, processor, data_dict, requested_outputs, response
+            process_id, processor, data_dict, requested_outputs, response, callbacks
         )
         return job_id, mimetype, outputs, JobStatus.successful, headers
 
@@ -444,10 +458,19 @@ class PrefectManager(BaseManager):
         return run_async, {"Preference-Applied": applied}
 
     def _parameters(
-        self, inputs: dict[str, Any], requested_outputs: dict[str, Any] | None, response: str
+        self,
+        inputs: dict[str, Any],
+        requested_outputs: dict[str, Any] | None,
+        response: str,
+        subscriber: dict[str, str] | None,
     ) -> dict[str, Any]:
         # Shown in the Prefect UI with the run; very large requests are left out.
-        parameters = {"inputs": inputs, "outputs": requested_outputs, "response": response}
+        parameters = {
+            "inputs": inputs,
+            "outputs": requested_outputs,
+            "response": response,
+            "subscriber": subscriber,
+        }
         try:
             size = len(json.dumps(parameters, default=str))
         except (TypeError, ValueError):
@@ -460,13 +483,14 @@ class PrefectManager(BaseManager):
         inputs: dict[str, Any],
         requested_outputs: dict[str, Any] | None,
         response: str,
+        subscriber: dict[str, str] | None,
     ) -> str:
         runner = self.runner  # started before the job exists: a failure leaves no orphan run
         job_id = self._create_run(
             process_id,
             _state("PENDING", "Job accepted and waiting to run"),
             labels={jobs.PROGRESS_LABEL: 0, jobs.RESPONSE_LABEL: response},
-            parameters=self._parameters(inputs, requested_outputs, response),
+            parameters=self._parameters(inputs, requested_outputs, response, subscriber),
         )
         runner.submit(
             JobRequest(
@@ -476,6 +500,7 @@ class PrefectManager(BaseManager):
                 inputs=inputs,
                 requested_outputs=requested_outputs,
                 response=response,
+                subscriber=subscriber,
             )
         )
         logger.debug("job %s of process %s accepted", job_id, process_id)
@@ -488,9 +513,14 @@ class PrefectManager(BaseManager):
         inputs: dict[str, Any],
         requested_outputs: dict[str, Any] | None,
         response: str,
+        subscriber: dict[str, str] | None,
     ) -> tuple[str, str, Any]:
         record = _SyncRecord(
-            self, process_id, self._parameters(inputs, requested_outputs, response), response
+            self,
+            process_id,
+            self._parameters(inputs, requested_outputs, response, subscriber),
+            response,
+            subscriber,
         )
         if type(processor).set_job_id is not BaseProcessor.set_job_id:
             # The processor wants its job id while it runs: record it first.
@@ -502,14 +532,34 @@ class PrefectManager(BaseManager):
         )
         job_id = record.finish(outcome)
         if not outcome.ok:
+            self._notify_status(job_id, "failedUri", subscriber)
             raise ProcessFailed(outcome.message)
+        document = results_document(outcome.outputs, outcome.mimetype, outcome.output_ids)
+        self.callbacks.send(subscriber, "successUri", document)
         if response == RequestedResponse.document.value:
-            return (
-                job_id,
-                "application/json",
-                results_document(outcome.outputs, outcome.mimetype, outcome.output_ids),
-            )
+            return job_id, "application/json", document
         return job_id, outcome.mimetype, outcome.outputs
+
+    def _notify_status(self, job_id: str, key: str, subscriber: dict[str, str] | None) -> None:
+        if not subscriber or not subscriber.get(key):
+            return
+        try:
+            document = jobs.status_document(self.get_job(job_id))
+        except PrefectManagerError as exc:  # a callback never fails a job
+            logger.warning("no %s callback for job %s: %s", key, job_id, exc)
+            return
+        self.callbacks.send(subscriber, key, document)
+
+    def _notify_results(self, job_id: str, subscriber: dict[str, str] | None) -> None:
+        if not subscriber or not subscriber.get("successUri"):
+            return
+        try:
+            manifest, outputs = self.store.read(job_id)
+        except PrefectManagerError as exc:
+            logger.warning("no successUri callback for job %s: %s", job_id, exc)
+            return
+        document = results_document(outputs, manifest.mimetype, manifest.output_ids)
+        self.callbacks.send(subscriber, "successUri", document)
 
     # -- hooks of the local runner (called from its threads) ------------------
 
@@ -520,6 +570,7 @@ class PrefectManager(BaseManager):
             logger.info("job %s was dismissed before it started", request.job_id)
             self._finish_cancelled(request.job_id)
             return False
+        self._notify_status(request.job_id, "inProgressUri", request.subscriber)
         return True
 
     def _job_finished(self, request: JobRequest, outcome: Outcome) -> None:
@@ -538,6 +589,10 @@ class PrefectManager(BaseManager):
         if _persist(self.api.set_state, request.job_id, final).get("status") == REJECTED:
             # Cancelled in Prefect after the last check: the output goes.
             self._finish_cancelled(request.job_id)
+        elif outcome.ok:
+            self._notify_results(request.job_id, request.subscriber)
+        else:
+            self._notify_status(request.job_id, "failedUri", request.subscriber)
 
     def _job_cancelled_elsewhere(self, request: JobRequest) -> bool:
         run = self.api.read_flow_run(request.job_id)
@@ -576,6 +631,18 @@ def _persist(call: Callable[..., Any], *args: Any) -> Any:
     return call(*args)
 
 
+def _subscriber(subscriber: Subscriber | None) -> dict[str, str] | None:
+    # pygeoapi's Subscriber, as the OGC keys (what travels with the job).
+    if subscriber is None:
+        return None
+    found = {
+        "successUri": subscriber.success_uri,
+        "inProgressUri": subscriber.in_progress_uri,
+        "failedUri": subscriber.failed_uri,
+    }
+    return {key: value for key, value in found.items() if value}
+
+
 class _SyncRecord:
     """The flow run of one sync job, created as late as the job allows.
 
@@ -586,9 +653,15 @@ class _SyncRecord:
     """
 
     def __init__(
-        self, manager: PrefectManager, process_id: str, parameters: dict[str, Any], response: str
+        self,
+        manager: PrefectManager,
+        process_id: str,
+        parameters: dict[str, Any],
+        response: str,
+        subscriber: dict[str, str] | None,
     ) -> None:
         self.manager = manager
+        self.subscriber = subscriber
         self.process_id = process_id
         self.parameters = parameters
         self.response = response
@@ -618,6 +691,7 @@ class _SyncRecord:
             raise
         finally:
             self._created.set()
+        self.manager._notify_status(self.job_id, "inProgressUri", self.subscriber)
         return self.job_id
 
     def begin_after(self, seconds: float) -> None:
