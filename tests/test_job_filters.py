@@ -145,3 +145,27 @@ def test_pages_larger_than_prefects_limit(jobs, prefect_api):
     assert document["numberMatched"] == 208
     assert len(ids(document)) == 208
     time.sleep(0)
+
+
+def test_manager_takes_raw_filters_as_pygeoapi_would_pass_them(jobs, prefect_server):
+    """The signature the proposed pygeoapi change (docs/) calls."""
+    from pygeoapi_prefect.errors import InvalidParameter
+    from pygeoapi_prefect.manager import PrefectManager
+
+    server, made = jobs
+    manager = PrefectManager(
+        {
+            "name": "pygeoapi_prefect.manager.PrefectManager",
+            "connection": prefect_server.api_url,
+            "processes": {pid: {"processor": {"name": name}} for pid, name in PROCESSES.items()},
+        }
+    )
+    try:
+        found = manager.get_jobs(limit=50, offset=0, filters={"status": ["failed"]})
+        assert {job["identifier"] for job in found["jobs"]} == set(made["fail"])
+        with pytest.raises(InvalidParameter, match="status"):
+            manager.get_jobs(filters={"status": ["nope"]})
+        with pytest.raises(ValueError):
+            manager.get_jobs(filters={"minDuration": ["-3"]})
+    finally:
+        manager.close()

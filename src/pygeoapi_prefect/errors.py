@@ -31,6 +31,7 @@ from pygeoapi.process.base import (
 )
 
 __all__ = [
+    "EXCEPTION_TYPES",
     "ConfigError",
     "ExecuteError",
     "InvalidInputs",
@@ -45,6 +46,15 @@ __all__ = [
 ]
 
 
+_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+#: pygeoapi's short exception codes that OGC API - Processes 1.0 gives a URI.
+EXCEPTION_TYPES = {
+    "NoSuchProcess": _EXCEPTIONS + "no-such-process",
+    "NoSuchJob": _EXCEPTIONS + "no-such-job",
+    "ResultNotReady": _EXCEPTIONS + "result-not-ready",
+}
+
+
 class PrefectManagerError(ProcessorGenericError):
     """Root of every error this package raises."""
 
@@ -56,7 +66,7 @@ class ConfigError(PrefectManagerError, ValueError):
     """The ``server.manager`` configuration is invalid (raised at start-up)."""
 
 
-class InvalidParameter(PrefectManagerError):
+class InvalidParameter(PrefectManagerError, ValueError):
     """A job-list query parameter has a value that cannot be used."""
 
     ogc_exception_code = "InvalidParameterValue"

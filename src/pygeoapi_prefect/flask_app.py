@@ -15,7 +15,11 @@ layer (see docs/conformance.md):
   ``null`` or ``""`` where the OGC schema wants a date-time, and the job
   list keeps the manager's newest-first order;
 - the answer to ``DELETE /jobs/{id}`` is a JSON statusInfo document with
-  ``type: process``, served as ``application/json``.
+  ``type: process``, served as ``application/json``;
+- execution responses link to their job (``Link: rel=monitor``), status
+  documents to themselves, their results and their Prefect flow run;
+- exception types are the OGC URIs where the standard has one, and
+  ``/conformance`` declares the job-list and dismiss classes.
 
 Like pygeoapi's app, importing this module reads ``PYGEOAPI_CONFIG`` and
 ``PYGEOAPI_OPENAPI``.
@@ -32,7 +36,7 @@ from pygeoapi.flask_app import APP, api_
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from pygeoapi_prefect.errors import InvalidParameter, PrefectManagerError
+from pygeoapi_prefect.errors import EXCEPTION_TYPES, InvalidParameter, PrefectManagerError
 from pygeoapi_prefect.jobs import number_matched
 from pygeoapi_prefect.query import current_query, parse_job_query
 
@@ -42,6 +46,9 @@ __all__ = ["APP"]
 
 _JSON = "application/json"
 _EMPTY = (None, "")
+_CONFORMANCE = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
+#: Conformance classes this manager implements beyond those pygeoapi declares.
+EXTRA_CONFORMANCE = [_CONFORMANCE + "job-list", _CONFORMANCE + "dismiss"]
 
 
 @APP.errorhandler(PrefectManagerError)
@@ -51,7 +58,7 @@ def _manager_error(exc: PrefectManagerError) -> Response:
 
 def _error_response(exc: PrefectManagerError) -> Response:
     body = {
-        "type": exc.ogc_exception_code,
+        "type": EXCEPTION_TYPES.get(str(exc.ogc_exception_code), exc.ogc_exception_code),
         "code": exc.ogc_exception_code,
         "title": exc.ogc_exception_code,
         "status": int(exc.http_status_code),
@@ -116,6 +123,35 @@ def _is_json(response: Response) -> bool:
     )
 
 
+def _add_conformance(response: Response) -> Response:
+    document = json.loads(response.get_data())
+    classes = document.get("conformsTo", [])
+    document["conformsTo"] = classes + [c for c in EXTRA_CONFORMANCE if c not in classes]
+    response.set_data(json.dumps(document))
+    return response
+
+
+def _exception_type(response: Response, parts: list[str]) -> Response:
+    # OGC exception types are URIs; pygeoapi writes short codes (kept in
+    # "code"), and calls an unknown job an invalid parameter.
+    if not _is_json(response):
+        return response
+    try:
+        document = json.loads(response.get_data())
+    except ValueError:
+        return response
+    if not isinstance(document, dict) or "type" not in document:
+        return response
+    code = str(document.get("code", document["type"]))
+    if response.status_code == 404 and len(parts) == 3 and parts[1] == "jobs":
+        code = "NoSuchJob"
+    document["code"] = code
+    document["type"] = EXCEPTION_TYPES.get(code, document["type"])
+    document.setdefault("status", response.status_code)
+    response.set_data(json.dumps(document))
+    return response
+
+
 def _monitor_links(response: Response) -> Response:
     # OGC /req/core/process-execute-sync-*: point the client at its job.
     location = response.headers.get("Location")
@@ -151,6 +187,10 @@ def _fix_job_documents(response: Response) -> Response:
         # pygeoapi assigns a plain dict, which hides the media type from Flask.
         response.headers = Headers(response.headers)
     parts = request.path.rstrip("/").split("/")
+    if parts[1:] == ["conformance"] and response.status_code == 200 and _is_json(response):
+        return _add_conformance(response)
+    if parts[1:2] in (["jobs"], ["processes"]) and response.status_code >= 400:
+        return _exception_type(response, parts)
     if request.method == "POST" and parts[-1] == "execution":
         return _monitor_links(response)
     if "jobs" not in parts or parts[-1] == "results":

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -40,7 +40,7 @@ from pygeoapi_prefect.errors import (
 )
 from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
 from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
-from pygeoapi_prefect.query import JobQuery, current_query
+from pygeoapi_prefect.query import JobQuery, current_query, parse_job_query
 from pygeoapi_prefect.results import ResultStore, results_document
 from pygeoapi_prefect.runner import JobHooks, LocalRunner
 from pygeoapi_prefect.validation import check_execute_request
@@ -94,6 +94,8 @@ class PrefectManager(BaseManager):
         self.config: ManagerConfig = load_config(manager_def)
         self.is_async = True
         self.supports_subscribing = True
+        #: Read by the pygeoapi change proposed in docs/pygeoapi-job-list-filters.patch.
+        self.supports_job_filters = True
         self.callbacks = CallbackPolicy(
             self.config.callbacks.allow,
             timeout=self.config.callbacks.timeout,
@@ -220,14 +222,22 @@ class PrefectManager(BaseManager):
         limit: int | None = None,
         offset: int | None = None,
         *,
+        filters: Mapping[str, list[str]] | None = None,
         query: JobQuery | None = None,
     ) -> dict[str, Any]:
         """One page of jobs, newest first, filtered and paged by the Prefect server.
 
-        Only jobs of processes in this pygeoapi config are listed. The filters
-        come from ``query``, else from the ``GET /jobs`` request being served
-        (see :mod:`pygeoapi_prefect.query`); ``status`` is pygeoapi's own.
+        Only jobs of processes in this pygeoapi config are listed. The
+        job-list filters come from ``query``, else ``filters`` (raw query
+        parameters, as the pygeoapi change in docs/ would pass them), else
+        the ``GET /jobs`` request being served (see
+        :mod:`pygeoapi_prefect.query`); ``status`` is pygeoapi's own.
+
+        Raises:
+            InvalidParameter: a filter value cannot be used (also a ValueError).
         """
+        if query is None and filters:
+            query = parse_job_query(filters)
         query = query or current_query.get() or JobQuery()
         if status is not None:
             query = replace(query, statuses=(JobStatus(status),))
