@@ -154,36 +154,49 @@ def start_pygeoapi(
         )
     )
     log_path = tmp / "pygeoapi.log"
+    process = spawn_serve(
+        config_path, port, tmp, server_env(prefect_api_url, tmp / "prefect-home"), log_path
+    )
+    server = Pygeoapi(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
+    try:
+        wait_serving(process, server.base_url, log_path, timeout)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
+
+
+def spawn_serve(
+    config_path: Path, port: int, cwd: Path, env: dict[str, str], log_path: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """Start ``pygeoapi-prefect serve`` in a subprocess, its output into ``log_path``."""
+    command = [sys.executable, "-m", "pygeoapi_prefect.cli", "serve"]
+    command += ["--config", str(config_path), "--port", str(port), *extra]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pygeoapi_prefect.cli",
-                "serve",
-                "--config",
-                str(config_path),
-                "--port",
-                str(port),
-            ],
-            cwd=tmp,
-            env=server_env(prefect_api_url, tmp / "prefect-home"),
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    server = Pygeoapi(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
+
+
+def wait_serving(
+    process: subprocess.Popen[bytes], base_url: str, log_path: Path, timeout: float
+) -> None:
+    """Wait until pygeoapi answers /processes; raise with its log if it does not."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"pygeoapi exited: {log_path.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{server.base_url}/processes", timeout=2).status_code == 200:
-                return server
+            if httpx.get(f"{base_url}/processes", timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    server.stop()
     raise RuntimeError(f"pygeoapi did not start: {log_path.read_text()[-3000:]}")
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT, pygeoapi_config, server_env
+from conftest import ROOT, pygeoapi_config, server_env, spawn_serve, wait_serving
 
 from pygeoapi_prefect.cli import cli, default_openapi_path, openapi_is_current
 from pygeoapi_prefect.server import free_port, prefect_answers
@@ -47,35 +44,11 @@ def test_serve_starts_prefect_and_stops_everything_on_sigterm(tmp_path):
     config = tmp_path / "demo-config.yml"
     config.write_text(yaml.safe_dump(pygeoapi_config(port, tmp_path / "results")))
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pygeoapi_prefect.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-                "--prefect-port",
-                str(prefect_port),
-            ],
-            cwd=tmp_path,
-            env=server_env(None, tmp_path / "home"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    env = server_env(None, tmp_path / "home")
+    process = spawn_serve(config, port, tmp_path, env, log, "--prefect-port", str(prefect_port))
     prefect_url = f"http://127.0.0.1:{prefect_port}/api"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/processes", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_serving(process, f"http://127.0.0.1:{port}", log, timeout=120)
         output = log.read_text()
         assert f"pygeoapi:   http://127.0.0.1:{port}" in output
         assert f"Prefect UI: http://127.0.0.1:{prefect_port}" in output

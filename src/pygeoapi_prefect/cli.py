@@ -69,8 +69,7 @@ def cli() -> None:
     """Run pygeoapi processes as Prefect flow runs."""
 
 
-@cli.command("openapi")
-@click.option(
+_config_option = click.option(
     "--config",
     "config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -78,6 +77,10 @@ def cli() -> None:
     show_default=True,
     help="pygeoapi config file.",
 )
+
+
+@cli.command("openapi")
+@_config_option
 @click.option(
     "--output",
     "output",
@@ -107,14 +110,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 @cli.command("serve")
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default="example-config.yml",
-    show_default=True,
-    help="pygeoapi config file.",
-)
+@_config_option
 @click.option(
     "--openapi",
     "openapi",
