@@ -46,6 +46,44 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         server.stop()
 
 
+@dataclass
+class S3:
+    """A real S3-compatible HTTP server (moto's) on loopback, with one bucket."""
+
+    endpoint: str
+    bucket: str
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"client_kwargs": {"endpoint_url": self.endpoint}}
+
+
+#: Test credentials, given the standard AWS way (environment), never in YAML.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "pygeoapi-prefect-test",
+    "AWS_SECRET_ACCESS_KEY": "pygeoapi-prefect-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(S3_ENV)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}).mkdir("pygeoapi-test")
+        yield S3(endpoint, "pygeoapi-test")
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def prefect_api(prefect_server: PrefectServer) -> PrefectAPI:
     return PrefectAPI(prefect_server.api_url, timeout=10)
@@ -128,6 +166,7 @@ def server_env(prefect_api_url: str | None, home: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PREFECT_HOME"] = str(home)
     env.pop("PREFECT_API_URL", None)
+    env.update(S3_ENV)
     if prefect_api_url:
         env["PREFECT_API_URL"] = prefect_api_url
     return env

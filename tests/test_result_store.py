@@ -10,10 +10,13 @@ from pygeoapi_prefect.errors import ResultNotFound
 from pygeoapi_prefect.results import ResultStore
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "s3"])
 def store(request, tmp_path):
     if request.param == "file":
         return ResultStore(tmp_path.as_uri())
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3")
+        return ResultStore(f"s3://{s3.bucket}/results-{uuid.uuid4()}", s3.storage_options)
     return ResultStore(f"memory://results-{uuid.uuid4()}")
 
 
@@ -49,3 +52,13 @@ def test_delete(store):
     store.delete(job_id)
     store.delete(job_id)  # deleting twice is fine
     assert not store.exists(job_id)
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/etc/passwd", "a/../../b", "", "X" * 36])
+def test_job_ids_cannot_leave_the_store(tmp_path, bad):
+    store = ResultStore((tmp_path / "store").as_uri())
+    with pytest.raises(ResultNotFound):
+        store.write(bad, "application/json", {"a": 1})
+    with pytest.raises(ResultNotFound):
+        store.read(bad)
+    assert list(tmp_path.iterdir()) == []

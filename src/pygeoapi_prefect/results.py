@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -97,6 +98,14 @@ class ResultStore:
         return self._fs
 
     def _path(self, job_id: str, name: str) -> str:
+        # Defence in depth: only a canonical UUID becomes a key, so no job id
+        # can name anything outside <store>/<uuid>/.
+        try:
+            canonical = str(uuid.UUID(job_id))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ResultNotFound(f"No results are stored for job {job_id!r}") from exc
+        if canonical != job_id:
+            raise ResultNotFound(f"No results are stored for job {job_id!r}")
         self.fs  # noqa: B018 - sets self._root
         return f"{self._root}/{job_id}/{name}"
 
