@@ -22,7 +22,7 @@ from pygeoapi_prefect.server import PrefectServer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
-STANDARD_PROCESSES: dict[str, str] = {
+STANDARD_PROCESSES: dict[str, str | dict[str, Any]] = {
     "hello-world": "HelloWorld",
     "echo": "Echo",
     "sleep": "pygeoapi_test_processes.SleepProcessor",
@@ -31,6 +31,11 @@ STANDARD_PROCESSES: dict[str, str] = {
     "bytes": "pygeoapi_test_processes.BytesProcessor",
     "async-only": "pygeoapi_test_processes.AsyncOnlyProcessor",
     "spawning": "pygeoapi_test_processes.SpawningProcessor",
+    "hi-prefect-world": {
+        "name": "pygeoapi_prefect.processes.FlowProcessor",
+        "flow": "pygeoapi_prefect.examples.hi_prefect_world:hi_prefect_world",
+        "metadata": {"title": "Hi, Prefect world"},
+    },
 }
 
 
@@ -139,7 +144,7 @@ def pygeoapi_config(
     port: int,
     results_dir: Path,
     *,
-    processes: dict[str, str] | None = None,
+    processes: dict[str, str | dict[str, Any]] | None = None,
     manager: dict[str, Any] | None = None,
     max_items: int = 200,
 ) -> dict[str, Any]:
@@ -155,7 +160,7 @@ def pygeoapi_config(
         **(manager or {}),
     }
     config["resources"] = {
-        pid: {"type": "process", "processor": {"name": name}}
+        pid: {"type": "process", "processor": name if isinstance(name, dict) else {"name": name}}
         for pid, name in (processes or STANDARD_PROCESSES).items()
     }
     return config
@@ -176,7 +181,7 @@ def start_pygeoapi(
     tmp: Path,
     prefect_api_url: str | None,
     *,
-    processes: dict[str, str] | None = None,
+    processes: dict[str, str | dict[str, Any]] | None = None,
     manager: dict[str, Any] | None = None,
     max_items: int = 200,
     timeout: float = 60,

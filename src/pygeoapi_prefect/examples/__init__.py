@@ -1,0 +1,1 @@
+"""Example processes shipped with pygeoapi-prefect."""

@@ -1,0 +1,179 @@
+"""Prefect flows published as OGC processes.
+
+Point a pygeoapi process resource at any Prefect flow; its OGC description is
+derived from the flow (name, version, docstring, and the JSON schema Prefect
+builds from the signature and type hints), and anything in ``metadata``
+overrides it::
+
+    resources:
+      hi-prefect-world:
+        type: process
+        processor:
+          name: pygeoapi_prefect.processes.FlowProcessor
+          flow: pygeoapi_prefect.examples.hi_prefect_world:hi_prefect_world
+          metadata:                 # optional, merged over the derived description
+            title: Hi, Prefect world
+
+Run through PrefectManager, each job is a flow run like any other; locally the
+flow's function runs in the job's worker process (or in the request, sync).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from pygeoapi.process.base import BaseProcessor
+
+if TYPE_CHECKING:
+    from prefect import Flow
+
+__all__ = ["FlowProcessor", "describe_flow", "load_flow"]
+
+OUTPUT_ID = "result"
+#: Google-style docstring sections: the description ends where they begin.
+_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Examples?):\s*$")
+
+
+def load_flow(reference: str) -> Flow[..., Any]:
+    """Import ``package.module:attribute`` and check that it is a Prefect flow.
+
+    Raises:
+        ValueError: the reference is malformed or names something else.
+    """
+    from prefect import Flow
+
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"flow {reference!r} must be written 'package.module:flow_function'")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"flow {reference!r} cannot be imported: {exc}") from exc
+    if not isinstance(found, Flow):
+        raise ValueError(f"{reference!r} is not a Prefect flow (decorate it with @flow)")
+    return found
+
+
+def _docstring_parts(flow: Flow[..., Any]) -> tuple[str, str]:
+    text = inspect.cleandoc(flow.description or inspect.getdoc(flow.fn) or "")
+    lines = []
+    for line in text.splitlines():
+        if _SECTION.match(line):
+            break
+        lines.append(line)
+    paragraphs = [p.strip() for p in "\n".join(lines).split("\n\n") if p.strip()]
+    title = paragraphs[0].replace("\n", " ") if paragraphs else flow.name
+    description = " ".join(p.replace("\n", " ") for p in paragraphs) or title
+    return title, description
+
+
+def _with_definitions(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    # Prefect puts nested models in a shared "definitions"; each input's schema
+    # must carry the ones it refers to, to stand alone.
+    if definitions and "#/definitions/" in json.dumps(schema):
+        return {**schema, "definitions": definitions}
+    return schema
+
+
+def _output_schema(flow: Flow[..., Any]) -> dict[str, Any]:
+    annotation = inspect.signature(flow.fn).return_annotation
+    if annotation is inspect.Signature.empty:
+        return {}
+    from pydantic import TypeAdapter
+
+    try:
+        return TypeAdapter(annotation).json_schema()
+    except Exception:  # noqa: BLE001 - an exotic annotation just gives no schema
+        return {}
+
+
+def describe_flow(flow: Flow[..., Any], process_id: str | None = None) -> dict[str, Any]:
+    """The OGC process description of a flow."""
+    title, description = _docstring_parts(flow)
+    parameters = flow.parameters.model_dump()
+    definitions = parameters.get("definitions") or {}
+    required = set(parameters.get("required") or [])
+    inputs = {}
+    for name, schema in (parameters.get("properties") or {}).items():
+        schema = {k: v for k, v in schema.items() if k not in ("position", "title", "description")}
+        inputs[name] = {
+            "title": (parameters["properties"][name].get("title") or name),
+            "description": parameters["properties"][name].get("description", ""),
+            "schema": _with_definitions(schema, definitions),
+            "minOccurs": 1 if name in required else 0,
+            "maxOccurs": 1,
+        }
+    return {
+        "version": flow.version or "0.1.0",
+        "id": process_id or flow.name,
+        "title": title,
+        "description": description,
+        "jobControlOptions": ["sync-execute", "async-execute"],
+        "keywords": ["prefect"],
+        "links": [],
+        "inputs": inputs,
+        "outputs": {
+            OUTPUT_ID: {
+                "title": "Result",
+                "description": f"What the flow {flow.name!r} returns",
+                "schema": _output_schema(flow),
+            }
+        },
+    }
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+class FlowProcessor(BaseProcessor):  # type: ignore[misc]
+    """A pygeoapi processor that runs a Prefect flow.
+
+    Args:
+        processor_def: pygeoapi's processor block: ``name`` (this class),
+            ``flow`` (``package.module:flow_function``) and optionally
+            ``metadata`` (merged over the derived OGC description).
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        if "flow" not in processor_def:
+            raise ValueError(
+                "a FlowProcessor needs 'flow: package.module:flow_function' in its processor block"
+            )
+        self.flow = load_flow(processor_def["flow"])
+        metadata = _merged(describe_flow(self.flow), processor_def.get("metadata") or {})
+        super().__init__(processor_def, metadata)
+        self.job_id: str | None = None
+
+    def set_job_id(self, job_id: str) -> None:
+        """Keep the job id: a flow may want it (e.g. for file names)."""
+        self.job_id = job_id
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        """Call the flow's function with the inputs; its return value is the output."""
+        result = _jsonable(self.flow.fn(**data))
+        if isinstance(result, bytes):
+            return "application/octet-stream", result
+        return "application/json", {"id": OUTPUT_ID, "value": result}
+
+    def __repr__(self) -> str:
+        return f"<FlowProcessor> {self.flow.name}"
