@@ -66,3 +66,49 @@ def test_serve_starts_prefect_and_stops_everything_on_sigterm(tmp_path):
         process.wait(30)
     assert process.returncode == 0, log.read_text()
     assert not prefect_answers(prefect_url, timeout=1)
+
+
+def write_config(tmp_path, **manager):
+    config = pygeoapi_config(free_port(), tmp_path / "results", manager=manager)
+    path = tmp_path / "doctor-config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_doctor_all_good(tmp_path, prefect_server, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    path = write_config(tmp_path, connection=prefect_server.api_url)
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "ok   prefect: Prefect" in result.output
+    assert "ok   results: result store" in result.output
+    assert "ok   process hello-world: loads" in result.output
+    assert "all good" in result.output
+
+
+def test_doctor_says_what_is_wrong_and_how_to_fix_it(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    path = write_config(
+        tmp_path,
+        connection=f"http://127.0.0.1:{free_port()}/api",
+        results={"url": str(blocker / "results")},
+    )
+    config = yaml.safe_load(path.read_text())
+    config["resources"]["broken"] = {"type": "process", "processor": {"name": "no.such.Thing"}}
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "FAIL prefect:" in result.output
+    assert "fix: start a Prefect server" in result.output
+    assert "FAIL results:" in result.output
+    assert "FAIL process broken: cannot be loaded" in result.output
+    assert "3 check(s) failed" in result.output
+
+
+def test_doctor_names_a_bad_key(tmp_path):
+    path = write_config(tmp_path, local={"max_workers": 0})
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "server.manager.local.max_workers" in result.output

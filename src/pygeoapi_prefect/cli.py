@@ -216,6 +216,32 @@ def serve(
             prefect_server.stop()
 
 
+@cli.command("doctor")
+@_config_option
+def doctor(config: Path) -> None:
+    """Check the config, the Prefect API, the result store and every process.
+
+    Says what is wrong and how to fix it; exits with 1 if anything is.
+
+    \b
+    Examples:
+        pygeoapi-prefect doctor
+        PREFECT_API_URL=http://prefect:4200/api pygeoapi-prefect doctor --config prod.yml
+    """
+    from pygeoapi_prefect.doctor import run_checks
+
+    failed = 0
+    for check in run_checks(config):
+        mark = click.style("ok  ", fg="green") if check.ok else click.style("FAIL", fg="red")
+        click.echo(f"{mark} {check.name}: {check.detail}")
+        if not check.ok:
+            failed += 1
+            click.echo(f"     fix: {check.fix}")
+    if failed:
+        raise click.ClickException(f"{failed} check(s) failed")
+    click.echo("all good")
+
+
 def _close_manager() -> None:
     from pygeoapi.flask_app import api_
 
