@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -214,6 +215,89 @@ def serve(
     finally:
         if prefect_server is not None:
             prefect_server.stop()
+
+
+def _deploy_options(command: Any) -> Any:
+    options = [
+        click.argument("process_id"),
+        _config_option,
+        click.option(
+            "--deployment-name",
+            default="default",
+            show_default=True,
+            help="Name of the deployment (it is shown as PROCESS_ID/NAME).",
+        ),
+        click.option(
+            "--work-pool",
+            default="pygeoapi",
+            show_default=True,
+            help="Work pool whose workers run the jobs (it must exist).",
+        ),
+        click.option(
+            "--prefect-queue-name",
+            "--work-queue",
+            "work_queue",
+            default=None,
+            help="Work queue in the pool [default: the pool's default queue].",
+        ),
+        click.option(
+            "--storage-block-name",
+            default=None,
+            help="TYPE/NAME of a storage block to upload the flow code to, e.g. "
+            "remote-file-system/test-sb1 [default: a local folder].",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command("deploy-process-as-flow")
+@_deploy_options
+def deploy_process_as_flow(
+    process_id: str,
+    config: Path,
+    deployment_name: str,
+    work_pool: str,
+    work_queue: str | None,
+    storage_block_name: str | None,
+) -> None:
+    """Create or update the Prefect deployment of a pygeoapi process.
+
+    Works for Prefect-flow processes (FlowProcessor) and standard pygeoapi
+    processes alike. The deployment is tagged like the process's jobs, so
+    runs started from the Prefect UI or CLI show up in /jobs. Set
+    PREFECT_API_URL to the Prefect server first.
+
+    \b
+    Examples:
+        pygeoapi-prefect deploy-process-as-flow hi-prefect-world --work-pool pygeoapi
+        PYGEOAPI_CONFIG=example-config.yml pygeoapi-prefect deploy-process-as-flow \\
+            hi-prefect-world --prefect-queue-name=test --deployment-name=test \\
+            --storage-block-name=remote-file-system/test-sb1
+    """
+    from pygeoapi_prefect.deploy import DeployError, DeployRequest, deploy_process
+
+    request = DeployRequest(
+        config_path=Path(os.environ.get("PYGEOAPI_CONFIG") or config)
+        if config == Path("example-config.yml")
+        else config,
+        process_id=process_id,
+        deployment_name=deployment_name,
+        work_pool=work_pool,
+        work_queue=work_queue,
+        storage_block=storage_block_name,
+    )
+    click.echo(f"deploying {process_id} to work pool {work_pool}...")
+    try:
+        with _config_errors(request.config_path):
+            name = deploy_process(request)
+    except DeployError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"deployment {name} is ready; run it with: prefect deployment run {name}")
+
+
+cli.add_command(deploy_process_as_flow, "deploy-as-prefect-flow")
 
 
 @cli.command("doctor")

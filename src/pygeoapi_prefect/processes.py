@@ -32,7 +32,7 @@ from pygeoapi.process.base import BaseProcessor
 if TYPE_CHECKING:
     from prefect import Flow
 
-__all__ = ["FlowProcessor", "describe_flow", "load_flow"]
+__all__ = ["FlowProcessor", "describe_flow", "load_flow", "package_result"]
 
 OUTPUT_ID = "result"
 #: Google-style docstring sections: the description ends where they begin.
@@ -137,12 +137,15 @@ def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _jsonable(value: Any) -> Any:
+def package_result(value: Any) -> tuple[str, Any]:
+    """(media type, pygeoapi output) for what a flow returned."""
     from pydantic import BaseModel
 
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return value
+        value = value.model_dump(mode="json")
+    if isinstance(value, bytes):
+        return "application/octet-stream", value
+    return "application/json", {"id": OUTPUT_ID, "value": value}
 
 
 class FlowProcessor(BaseProcessor):  # type: ignore[misc]
@@ -170,10 +173,7 @@ class FlowProcessor(BaseProcessor):  # type: ignore[misc]
 
     def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
         """Call the flow's function with the inputs; its return value is the output."""
-        result = _jsonable(self.flow.fn(**data))
-        if isinstance(result, bytes):
-            return "application/octet-stream", result
-        return "application/json", {"id": OUTPUT_ID, "value": result}
+        return package_result(self.flow.fn(**data))
 
     def __repr__(self) -> str:
         return f"<FlowProcessor> {self.flow.name}"

@@ -1,0 +1,112 @@
+"""The flows that Prefect workers run for deployed pygeoapi processes.
+
+A deployment made by ``pygeoapi-prefect deploy-process-as-flow`` runs one of
+these, from a small generated module that names the process and the result
+store. Each runs the process inside a real flow run (so tasks, logs and
+retries are Prefect's) and writes the output to the result store under the
+flow run id, which is the job id, before the run completes.
+
+- :func:`job_flow` wraps a Prefect flow (a ``FlowProcessor`` process): the
+  deployment keeps the flow's own parameters, so ``prefect deployment run
+  hi-prefect-world/test --param name=johnny`` works, plus two optional ones
+  (``pygeoapi_job_id``, accepted for the Prefect-2-era CLI examples, and
+  ``pygeoapi_response``, ``raw`` or ``document``).
+- :func:`process_flow` runs a standard pygeoapi processor; its parameters are
+  ``inputs`` (and ``outputs``) as in an OGC execute request.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+from prefect import Flow, flow
+
+from pygeoapi_prefect.execute import Outcome, load_processor, run_processor, store_outcome
+from pygeoapi_prefect.results import ResultStore
+
+__all__ = ["job_flow", "process_flow"]
+
+_EXTRA = (
+    inspect.Parameter("pygeoapi_job_id", inspect.Parameter.KEYWORD_ONLY, default=None),
+    inspect.Parameter("pygeoapi_response", inspect.Parameter.KEYWORD_ONLY, default="raw"),
+)
+
+
+def _current_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id)
+
+
+def job_flow(
+    user_flow: Flow[..., Any],
+    *,
+    results_url: str,
+    storage_options: dict[str, Any] | None = None,
+) -> Flow[..., Any]:
+    """The deployable flow for a Prefect-flow process: the flow, storing its output."""
+    store = ResultStore(results_url, storage_options)
+    signature = inspect.signature(user_flow.fn)
+
+    @functools.wraps(user_flow.fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("pygeoapi_job_id", None)
+        response = kwargs.pop("pygeoapi_response", "raw") or "raw"
+        result = user_flow.fn(*args, **kwargs)
+        from pygeoapi_prefect.processes import package_result
+
+        mimetype, outputs = package_result(result)
+        outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
+        store_outcome(store, _current_run_id(), outcome, response)
+        return result
+
+    parameters = list(signature.parameters.values())
+    keyword_only_at = next(
+        (i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD),
+        len(parameters),
+    )
+    parameters[keyword_only_at:keyword_only_at] = _EXTRA
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return flow(
+        name=user_flow.name,
+        version=user_flow.version,
+        description=user_flow.description,
+        retries=user_flow.retries,
+        retry_delay_seconds=user_flow.retry_delay_seconds,
+        timeout_seconds=user_flow.timeout_seconds,
+        log_prints=user_flow.log_prints,
+    )(run)
+
+
+def process_flow(
+    process_id: str,
+    process_conf: dict[str, Any],
+    *,
+    results_url: str,
+    storage_options: dict[str, Any] | None = None,
+) -> Flow[..., Any]:
+    """The deployable flow for a standard pygeoapi process."""
+    store = ResultStore(results_url, storage_options)
+
+    def run(
+        inputs: dict[str, Any],
+        outputs: dict[str, Any] | None = None,
+        pygeoapi_job_id: str | None = None,
+        pygeoapi_response: str = "raw",
+    ) -> Any:
+        """Run the pygeoapi process with OGC execute-request inputs."""
+        job_id = _current_run_id()
+        processor = load_processor(process_conf)
+        processor.set_job_id(job_id)
+        outcome = run_processor(
+            processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
+        )
+        if not outcome.ok:
+            raise RuntimeError(outcome.message)
+        store_outcome(store, job_id, outcome, pygeoapi_response or "raw")
+        return outcome.outputs
+
+    run.__name__ = process_id.replace("-", "_")
+    return flow(name=process_id, description=f"The pygeoapi process {process_id!r}")(run)
