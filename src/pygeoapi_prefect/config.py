@@ -116,6 +116,23 @@ class CallbacksConfig(_Strict):
         return value
 
 
+class DeploymentsConfig(_Strict):
+    """Jobs of processes run by Prefect workers (``server.manager.deployments``)."""
+
+    sync_timeout: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a sync request waits for a deployment's job; then it answers 504 "
+            "and the job goes on (follow it at /jobs/{id})."
+        ),
+    )
+    poll_seconds: float = Field(
+        default=0.25, gt=0, le=10, description="How often a waiting sync request checks its job."
+    )
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -175,6 +192,7 @@ class ManagerConfig(_Strict):
     results: ResultStoreConfig = Field(default_factory=ResultStoreConfig)
     local: LocalExecutionConfig = Field(default_factory=LocalExecutionConfig)
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Filled in by pygeoapi from the `resources` of type `process`.",

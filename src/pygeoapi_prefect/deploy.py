@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.jobs import job_tags
+from pygeoapi_prefect.prefect_api import prefect_settings_api_url
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,20 @@ def deploy_process(request: DeployRequest) -> str:
             "results go to %s, a local folder: workers elsewhere cannot write there", results_url
         )
     source = module_source(request.process_id, resource, results)
+    api_url = prefect_settings_api_url()
+    if not api_url:
+        raise DeployError(
+            "PREFECT_API_URL is not set: point it at the Prefect server's API "
+            "(e.g. http://127.0.0.1:4200/api)"
+        )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # The environment as it is now: Prefect's settings were read at import.
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        return _deploy(request, source)
+
+
+def _deploy(request: DeployRequest, source: str) -> str:
     _check_pool(request.work_pool)
 
     from prefect import Flow

@@ -11,6 +11,8 @@ The tree::
           ├── InvalidInputs          the execute request does not match the process: 400
           ├── ProcessFailed          the process raised during sync execution: 400
           ├── PrefectUnavailable     the Prefect API cannot be reached: 503
+          ├── DeploymentMissing      the process's deployment is not in Prefect: 503
+          ├── JobStillRunning        a sync deployment job outlived its wait: 504
           ├── PrefectRequestFailed   the Prefect API answered with an error: 502
           └── ResultStoreError       the result store cannot be read or written: 503
 
@@ -33,6 +35,8 @@ from pygeoapi.process.base import (
 __all__ = [
     "EXCEPTION_TYPES",
     "ConfigError",
+    "DeploymentMissing",
+    "JobStillRunning",
     "ExecuteError",
     "InvalidInputs",
     "InvalidParameter",
@@ -118,6 +122,20 @@ class PrefectUnavailable(ExecuteError):
 
     ogc_exception_code = "NoApplicableCode"
     http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class DeploymentMissing(ExecuteError):
+    """The process runs on a Prefect deployment that Prefect does not have."""
+
+    ogc_exception_code = "NoApplicableCode"
+    http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class JobStillRunning(ExecuteError):
+    """A sync request stopped waiting for its job, which goes on."""
+
+    ogc_exception_code = "NoApplicableCode"
+    http_status_code = HTTPStatus.GATEWAY_TIMEOUT
 
 
 class PrefectRequestFailed(ExecuteError):

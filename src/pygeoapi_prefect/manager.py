@@ -33,13 +33,16 @@ from pygeoapi_prefect import jobs
 from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.config import ManagerConfig, load_config
 from pygeoapi_prefect.errors import (
+    DeploymentMissing,
     JobNotFound,
+    JobStillRunning,
     PrefectManagerError,
     PrefectUnavailable,
     ProcessFailed,
 )
 from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
 from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
+from pygeoapi_prefect.processes import FlowProcessor
 from pygeoapi_prefect.query import JobQuery, current_query, parse_job_query
 from pygeoapi_prefect.results import ResultStore, results_document
 from pygeoapi_prefect.runner import JobHooks, LocalRunner
@@ -106,6 +109,7 @@ class PrefectManager(BaseManager):
         self._store: ResultStore | None = None
         self._runner: LocalRunner | None = None
         self._threads: ThreadPoolExecutor | None = None
+        self._deployment_ids: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<PrefectManager> {self.config.connection or 'PREFECT_API_URL'}"
@@ -434,6 +438,19 @@ class PrefectManager(BaseManager):
         self.callbacks.check(callbacks)
         response = requested_response or RequestedResponse.raw.value
         run_async, headers = self._choose_mode(processor, execution_mode)
+        deployment = (self.processes[process_id].get("processor") or {}).get("deployment")
+        if deployment:
+            job_id, mimetype, outputs, status = self._run_deployment(
+                process_id,
+                processor,
+                deployment,
+                data_dict,
+                requested_outputs,
+                response,
+                callbacks,
+                wait=not run_async,
+            )
+            return job_id, mimetype, outputs, status, headers
         if run_async:
             job_id = self._submit_async(
                 process_id, data_dict, requested_outputs, response, callbacks
@@ -549,6 +566,67 @@ class PrefectManager(BaseManager):
         if response == RequestedResponse.document.value:
             return job_id, "application/json", document
         return job_id, outcome.mimetype, outcome.outputs
+
+    def _run_deployment(
+        self,
+        process_id: str,
+        processor: BaseProcessor,
+        deployment: str,
+        inputs: dict[str, Any],
+        requested_outputs: dict[str, Any] | None,
+        response: str,
+        subscriber: dict[str, str] | None,
+        *,
+        wait: bool,
+    ) -> tuple[str, str, Any, JobStatus]:
+        # A Prefect worker runs the job (pygeoapi_prefect.deployed), writing
+        # its output to the result store; here it is only created, and
+        # awaited for a sync request.
+        deployment_id = self._deployment_ids.get(deployment)
+        if deployment_id is None:
+            deployment_id = self.api.deployment_id(deployment)
+            if deployment_id is None:
+                raise DeploymentMissing(
+                    f"Process {process_id!r} runs on the Prefect deployment {deployment!r}, "
+                    "which does not exist: run `pygeoapi-prefect deploy-process-as-flow "
+                    f"{process_id}`"
+                )
+            self._deployment_ids[deployment] = deployment_id
+        if isinstance(processor, FlowProcessor):
+            parameters = {**inputs, "pygeoapi_response": response}
+        else:
+            parameters = {
+                "inputs": inputs,
+                "outputs": requested_outputs,
+                "pygeoapi_response": response,
+            }
+        run = self.api.create_deployment_run(
+            deployment_id,
+            parameters=parameters,
+            tags=jobs.job_tags(process_id),
+            labels={jobs.RESPONSE_LABEL: response},
+        )
+        job_id = str(run["id"])
+        if not wait:
+            return job_id, "application/json", None, JobStatus.accepted
+        deadline = time.monotonic() + self.config.deployments.sync_timeout
+        while True:
+            job = self.get_job(job_id)
+            if job["status"] not in (JobStatus.accepted.value, JobStatus.running.value):
+                break
+            if time.monotonic() > deadline:
+                raise JobStillRunning(
+                    f"Job {job_id} is still {job['status']} after "
+                    f"{self.config.deployments.sync_timeout:g} s; it goes on: "
+                    f"follow it at /jobs/{job_id}"
+                )
+            time.sleep(self.config.deployments.poll_seconds)
+        if job["status"] != JobStatus.successful.value:
+            self._notify_status(job_id, "failedUri", subscriber)
+            raise ProcessFailed(job["message"])
+        self._notify_results(job_id, subscriber)
+        mimetype, outputs = self.get_job_result(job_id)
+        return job_id, mimetype, outputs, JobStatus.successful
 
     def _notify_status(self, job_id: str, key: str, subscriber: dict[str, str] | None) -> None:
         if not subscriber or not subscriber.get(key):

@@ -236,6 +236,37 @@ class PrefectAPI:
             self._flow_ids[name] = flow_id
         return flow_id
 
+    def deployment_id(self, name: str) -> str | None:
+        """The id of deployment ``flow/deployment``, or None if Prefect has none."""
+        flow_name, _, deployment = name.partition("/")
+        response = self.request(
+            "GET", f"/deployments/name/{flow_name}/{deployment}", allow_404=True
+        )
+        if response.status_code == 404:
+            return None
+        return str(self._decode(response)["id"])
+
+    def create_deployment_run(
+        self,
+        deployment_id: str,
+        *,
+        parameters: dict[str, Any],
+        tags: list[str],
+        labels: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create a (scheduled) flow run of a deployment, for its workers to run."""
+        body: dict[str, Any] = {
+            "parameters": parameters,
+            "tags": tags,
+            "idempotency_key": str(uuid.uuid4()),
+        }
+        if labels:
+            body["labels"] = labels
+        run: dict[str, Any] = self._json(
+            "POST", f"/deployments/{deployment_id}/create_flow_run", body
+        )
+        return run
+
     # -- flow runs ---------------------------------------------------------
 
     def create_flow_run(

@@ -1,0 +1,175 @@
+"""Processes on Prefect deployments, run by a real `prefect worker` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import ROOT, STANDARD_PROCESSES, pygeoapi_config, server_env, start_pygeoapi
+
+from pygeoapi_prefect.cli import cli
+from pygeoapi_prefect.deploy import module_source
+from pygeoapi_prefect.server import free_port
+
+POOL = "pygeoapi-test-pool"
+DEPLOYED = {
+    "hi-prefect-world": STANDARD_PROCESSES["hi-prefect-world"],
+    "hello-world": "HelloWorld",
+    "sleep": "pygeoapi_test_processes.SleepProcessor",
+    "fail": "pygeoapi_test_processes.FailProcessor",
+}
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server, prefect_api, tmp_path_factory):
+    """A work pool, a worker, the test processes deployed, and pygeoapi using them."""
+    folder = tmp_path_factory.mktemp("deployments")
+    prefect_api.request("POST", "/work_pools/", json={"name": POOL, "type": "process"})
+    env = server_env(prefect_server.api_url, folder / "prefect-home")
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
+    with (folder / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                POOL,
+                "--type",
+                "process",
+            ],
+            env=env,
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    config = pygeoapi_config(free_port(), folder / "results", processes=DEPLOYED)
+    config_path = folder / "deploy-config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_API_URL", prefect_server.api_url)
+        for process_id in DEPLOYED:
+            result = runner.invoke(
+                cli,
+                [
+                    "deploy-process-as-flow",
+                    process_id,
+                    "--config",
+                    str(config_path),
+                    "--deployment-name",
+                    "test",
+                    "--work-pool",
+                    POOL,
+                ],
+                catch_exceptions=False,
+            )
+            assert result.exit_code == 0, result.output
+            config["resources"][process_id]["processor"] = {
+                **config["resources"][process_id]["processor"],
+                "deployment": f"{process_id}/test",
+            }
+    server = start_pygeoapi(
+        tmp_path_factory.mktemp("deployed-pygeoapi"),
+        prefect_server.api_url,
+        processes={pid: resource["processor"] for pid, resource in config["resources"].items()},
+        manager={"results": {"url": str(folder / "results")}},
+    )
+    yield server
+    server.stop()
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(30)
+
+
+def test_generated_module_for_a_flow_process():
+    source = module_source(
+        "hi-prefect-world",
+        {"processor": STANDARD_PROCESSES["hi-prefect-world"]},
+        {"url": "s3://b/p", "storage_options": {}},
+    )
+    assert "from pygeoapi_prefect.examples.hi_prefect_world import hi_prefect_world" in source
+    assert "job_flow(_user_flow, results_url='s3://b/p'" in source
+    compile(source, "generated.py", "exec")
+
+
+def test_async_and_sync_through_pygeoapi(deployed, prefect_api):
+    job_id = deployed.execute("hi-prefect-world", {"name": "Worker"}, asynchronous=True).json()[
+        "jobID"
+    ]
+    deployed.wait_for(job_id, "successful", timeout=90)
+    results = deployed.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
+    assert results.json() == {"id": "result", "value": "Hi from Prefect, Worker!"}
+    run = prefect_api.read_flow_run(job_id)
+    assert run["deployment_id"] is not None
+
+    sync = deployed.execute("hello-world", {"name": "sync"}, response="document")
+    assert sync.status_code == 200, sync.text
+    assert sync.json() == {"echo": "Hello sync!"}
+
+
+def test_runs_started_in_prefect_are_jobs(deployed, prefect_api):
+    deployment_id = prefect_api.deployment_id("hi-prefect-world/test")
+    run = prefect_api.create_deployment_run(
+        deployment_id,
+        parameters={"name": "johnny", "message": "wazaaap", "pygeoapi_job_id": "test-id-1"},
+        tags=[],
+    )
+    job = deployed.wait_for(run["id"], "successful", timeout=90)
+    assert job["processID"] == "hi-prefect-world"
+    results = deployed.client.get(f"/jobs/{run['id']}/results", params={"f": "json"})
+    assert results.json() == {"id": "result", "value": "Hi from Prefect, johnny! wazaaap"}
+
+
+def test_failure_says_why(deployed):
+    job_id = deployed.execute("fail", {"what": "on a worker"}, asynchronous=True).json()["jobID"]
+    job = deployed.wait_for(job_id, "failed", timeout=90)
+    assert "cannot handle on a worker" in job["message"]
+
+
+def test_dismiss_kills_the_workers_flow_process(deployed, prefect_api, tmp_path):
+    beats = tmp_path / "beats"
+    job_id = deployed.execute(
+        "sleep", {"seconds": 120, "beats": str(beats)}, asynchronous=True
+    ).json()["jobID"]
+    deployed.wait_for(job_id, "running", timeout=90)
+    deadline = time.monotonic() + 30
+    while not beats.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert deployed.client.delete(f"/jobs/{job_id}").status_code == 200
+    deadline = time.monotonic() + 30
+    while prefect_api.read_flow_run(job_id)["state_type"] != "CANCELLED":
+        assert time.monotonic() < deadline, "the worker never cancelled the run"
+        time.sleep(0.5)
+    settled = beats.stat().st_size
+    time.sleep(1.0)
+    assert beats.stat().st_size == settled, "the dismissed flow is still working"
+    assert deployed.job(job_id).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["no-such-process"], "no process 'no-such-process'"),
+        (["hello-world", "--work-pool", "no-such-pool"], "work pool 'no-such-pool' does not exist"),
+        (
+            ["hello-world", "--work-pool", POOL, "--storage-block-name", "remote-file-system/nope"],
+            "storage block 'remote-file-system/nope' cannot be loaded",
+        ),
+    ],
+)
+def test_deploy_errors_are_clear(deployed, prefect_server, monkeypatch, args, fragment):
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+    result = CliRunner().invoke(
+        cli, ["deploy-process-as-flow", *args, "--config", str(ROOT / "example-config.yml")]
+    )
+    assert result.exit_code == 1
+    assert fragment in result.output
