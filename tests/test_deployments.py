@@ -173,3 +173,65 @@ def test_deploy_errors_are_clear(deployed, prefect_server, monkeypatch, args, fr
     )
     assert result.exit_code == 1
     assert fragment in result.output
+
+
+def test_flow_code_on_s3_through_a_storage_block(
+    deployed, prefect_server, prefect_api, s3, tmp_path
+):
+    """The seed's MinIO walk-through, on moto's S3 server: block, deploy, worker, run."""
+    from prefect.filesystems import RemoteFileSystem
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        RemoteFileSystem(
+            basepath=f"s3://{s3.bucket}/flows",
+            settings={
+                "key": "pygeoapi-prefect-test",
+                "secret": "pygeoapi-prefect-test-secret",
+                "client_kwargs": {"endpoint_url": s3.endpoint},
+            },
+        ).save("test-sb1", overwrite=True)
+    config = yaml.safe_load(deployed.config_path.read_text())
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = server_env(prefect_server.api_url, tmp_path / "home")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pygeoapi_prefect.cli",
+            "deploy-process-as-flow",
+            "hi-prefect-world",
+            "--config",
+            str(config_path),
+            "--prefect-queue-name",
+            "default",
+            "--deployment-name",
+            "minio",
+            "--work-pool",
+            POOL,
+            "--storage-block-name",
+            "remote-file-system/test-sb1",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hi-prefect-world/minio" in result.stdout
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.endpoint})
+    assert fs.exists(f"{s3.bucket}/flows/pygeoapi_hi_prefect_world.py")
+    deployment = prefect_api.request("GET", "/deployments/name/hi-prefect-world/minio").json()
+    assert "pygeoapi-prefect-test-secret" not in str(deployment)
+
+    run = prefect_api.create_deployment_run(
+        deployment["id"], parameters={"name": "from S3"}, tags=[]
+    )
+    deployed.wait_for(run["id"], "successful", timeout=120)
+    results = deployed.client.get(f"/jobs/{run['id']}/results", params={"f": "json"})
+    assert results.json() == {"id": "result", "value": "Hi from Prefect, from S3!"}
