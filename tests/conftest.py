@@ -31,6 +31,7 @@ STANDARD_PROCESSES: dict[str, str | dict[str, Any]] = {
     "bytes": "pygeoapi_test_processes.BytesProcessor",
     "async-only": "pygeoapi_test_processes.AsyncOnlyProcessor",
     "spawning": "pygeoapi_test_processes.SpawningProcessor",
+    "progress": "pygeoapi_test_processes.ProgressProcessor",
     "hi-prefect-world": {
         "name": "pygeoapi_prefect.processes.FlowProcessor",
         "flow": "pygeoapi_prefect.examples.hi_prefect_world:hi_prefect_world",

@@ -115,3 +115,17 @@ class SpawningProcessor(BaseProcessor):
         with ProcessPoolExecutor(2, mp_context=context) as pool:
             squares = list(pool.map(_square, range(4)))
         return "application/json", {"id": "result", "value": squares}
+
+
+class ProgressProcessor(BaseProcessor):
+    """Reports 50% with a message, then waits ``seconds``."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, _metadata("progress", inputs=SLEEP_INPUTS))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        from pygeoapi_prefect import report_progress
+
+        report_progress(50, "halfway there")
+        time.sleep(float(data.get("seconds", 1)))
+        return "application/json", {"id": "result", "value": "done"}

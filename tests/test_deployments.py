@@ -23,6 +23,7 @@ DEPLOYED = {
     "hello-world": "HelloWorld",
     "sleep": "pygeoapi_test_processes.SleepProcessor",
     "fail": "pygeoapi_test_processes.FailProcessor",
+    "progress": "pygeoapi_test_processes.ProgressProcessor",
 }
 
 
@@ -235,3 +236,17 @@ def test_flow_code_on_s3_through_a_storage_block(
     deployed.wait_for(run["id"], "successful", timeout=120)
     results = deployed.client.get(f"/jobs/{run['id']}/results", params={"f": "json"})
     assert results.json() == {"id": "result", "value": "Hi from Prefect, from S3!"}
+
+
+def test_progress_reported_from_the_workers_flow(deployed):
+    job_id = deployed.execute("progress", {"seconds": 6}, asynchronous=True).json()["jobID"]
+    deadline = time.monotonic() + 60
+    while True:
+        job = deployed.job(job_id).json()
+        if job.get("progress") == 50:
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "running"
+    assert job["message"] == "halfway there"
+    assert deployed.wait_for(job_id, "successful", timeout=60)["progress"] == 100

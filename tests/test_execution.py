@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from ogc import validate
 
@@ -135,3 +136,25 @@ def test_async_process_may_start_processes_of_its_own(pygeoapi):
     pygeoapi.wait_for(job_id, "successful", timeout=60)
     results = pygeoapi.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
     assert results.json() == {"id": "result", "value": [0, 1, 4, 9]}
+
+
+def test_progress_reported_by_the_process(pygeoapi):
+    job_id = pygeoapi.execute("progress", {"seconds": 3}, asynchronous=True).json()["jobID"]
+    deadline = time.monotonic() + 30
+    while True:
+        job = pygeoapi.job(job_id).json()
+        if job.get("progress") == 50:
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["status"] == "running"
+    assert job["message"] == "halfway there"
+    done = pygeoapi.wait_for(job_id, "successful")
+    assert done["progress"] == 100
+    assert done["message"] == "Job complete"
+
+
+def test_progress_outside_a_job_is_ignored():
+    from pygeoapi_prefect import report_progress
+
+    report_progress(10, "nobody listens")

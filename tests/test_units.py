@@ -21,7 +21,7 @@ def test_every_prefect_state_is_mapped():
 
 
 def test_public_names():
-    assert sorted(pygeoapi_prefect.__all__) == ["PrefectManager", "__version__"]
+    assert sorted(pygeoapi_prefect.__all__) == ["PrefectManager", "__version__", "report_progress"]
     from pygeoapi_prefect.manager import PrefectManager
 
     assert pygeoapi_prefect.PrefectManager is PrefectManager

@@ -7,7 +7,8 @@ Enable it in the pygeoapi config with
 from __future__ import annotations
 
 from pygeoapi_prefect.manager import PrefectManager
+from pygeoapi_prefect.progress import report_progress
 
-__all__ = ["PrefectManager", "__version__"]
+__all__ = ["PrefectManager", "__version__", "report_progress"]
 
 __version__ = "0.1.0"

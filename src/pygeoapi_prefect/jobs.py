@@ -32,6 +32,7 @@ PROCESS_TAG_PREFIX = "pygeoapi.process:"
 #: in Prefect as history, but is no longer a pygeoapi job.
 DISMISSED_TAG = "pygeoapi.dismissed"
 PROGRESS_LABEL = "pygeoapi.progress"
+MESSAGE_LABEL = "pygeoapi.message"
 MIMETYPE_LABEL = "pygeoapi.mimetype"
 RESPONSE_LABEL = "pygeoapi.response"
 #: The media type of a job whose run has no MIMETYPE_LABEL.
@@ -144,7 +145,11 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
         "identifier": run["id"],
         "process_id": process_id_of(run.get("tags") or []) or "",
         "status": status.value,
-        "message": state.get("message") or _DEFAULT_MESSAGES[status],
+        "message": (
+            (labels.get(MESSAGE_LABEL) if status is JobStatus.running else None)
+            or state.get("message")
+            or _DEFAULT_MESSAGES[status]
+        ),
         "progress": _percent(progress),
         "created": run["created"],
         "started": started,

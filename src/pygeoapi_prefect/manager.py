@@ -43,6 +43,7 @@ from pygeoapi_prefect.errors import (
 from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
 from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
 from pygeoapi_prefect.processes import FlowProcessor
+from pygeoapi_prefect.progress import reporting_to
 from pygeoapi_prefect.query import JobQuery, current_query, parse_job_query
 from pygeoapi_prefect.results import ResultStore, results_document
 from pygeoapi_prefect.runner import JobHooks, LocalRunner
@@ -148,6 +149,7 @@ class PrefectManager(BaseManager):
     def runner(self) -> LocalRunner:
         """The pool of worker processes for async jobs, started on first use."""
         if self._runner is None:
+            api = self.api  # outside the lock, which building the client takes too
             with self._lock:
                 if self._runner is None:
                     self._runner = LocalRunner(
@@ -160,6 +162,7 @@ class PrefectManager(BaseManager):
                         ),
                         max_workers=self.config.local.max_workers,
                         cancel_check_seconds=self.config.local.cancel_check_seconds,
+                        api_url=api.api_url,
                     )
         return self._runner
 
@@ -554,9 +557,10 @@ class PrefectManager(BaseManager):
             processor.set_job_id(record.begin())
         else:
             record.begin_after(self.config.local.sync_visible_after)
-        outcome = run_processor(
-            processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
-        )
+        with reporting_to(record.report):
+            outcome = run_processor(
+                processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
+            )
         job_id = record.finish(outcome)
         if not outcome.ok:
             self._notify_status(job_id, "failedUri", subscriber)
@@ -781,6 +785,14 @@ class _SyncRecord:
             self._created.set()
         self.manager._notify_status(self.job_id, "inProgressUri", self.subscriber)
         return self.job_id
+
+    def report(self, percent: int, message: str | None) -> None:
+        """Store progress once the job is recorded (a fast job's is not)."""
+        if self._created.is_set() and self.job_id:
+            labels: dict[str, Any] = {jobs.PROGRESS_LABEL: percent}
+            if message is not None:
+                labels[jobs.MESSAGE_LABEL] = message
+            self.manager.api.update_labels(self.job_id, labels)
 
     def begin_after(self, seconds: float) -> None:
         """Call :meth:`begin` in the background if the job is still running then."""

@@ -29,6 +29,7 @@ from pygeoapi_prefect.execute import (
     run_processor,
     store_outcome,
 )
+from pygeoapi_prefect.progress import labels_reporter, reporting_to
 from pygeoapi_prefect.results import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ class JobHooks:
     killed: Callable[[JobRequest], None]
 
 
-def _worker_main(conn: Connection, store_url: str, storage_options: dict[str, Any]) -> None:
+def _worker_main(
+    conn: Connection, store_url: str, storage_options: dict[str, Any], api_url: str | None
+) -> None:
     # Our own process group, so that a dismiss kills whatever the process
     # started too; Ctrl-C is for the server, which stops us itself.
     os.setsid()
@@ -87,12 +90,14 @@ def _worker_main(conn: Connection, store_url: str, storage_options: dict[str, An
             if processor is None:
                 processor = processors[request.process_id] = load_processor(request.process_conf)
             processor.set_job_id(request.job_id)
-            outcome = run_processor(
-                processor,
-                request.inputs,
-                request.requested_outputs,
-                job_label=f"job {request.job_id} of process {request.process_id}",
-            )
+            reporter = labels_reporter(api_url, request.job_id) if api_url else None
+            with reporting_to(reporter):
+                outcome = run_processor(
+                    processor,
+                    request.inputs,
+                    request.requested_outputs,
+                    job_label=f"job {request.job_id} of process {request.process_id}",
+                )
             if outcome.ok:
                 store_outcome(store, request.job_id, outcome, request.response)
             # The output is in the store; only the summary crosses the pipe.
@@ -126,7 +131,7 @@ class _Worker:
         parent, child = _CTX.Pipe()
         process = _CTX.Process(
             target=_worker_main,
-            args=(child, self.pool.store.url, self.pool.store.storage_options),
+            args=(child, self.pool.store.url, self.pool.store.storage_options, self.pool.api_url),
             name=f"pygeoapi-prefect-worker-{self.index}",
             daemon=True,
         )
@@ -249,6 +254,7 @@ class LocalRunner:
         max_workers: how many jobs run at once.
         cancel_check_seconds: how often a running job's cancellation elsewhere
             is checked.
+        api_url: the Prefect API the workers report progress to.
 
     """
 
@@ -259,8 +265,10 @@ class LocalRunner:
         *,
         max_workers: int = 2,
         cancel_check_seconds: float = 1.0,
+        api_url: str | None = None,
     ) -> None:
         self.store = store
+        self.api_url = api_url
         self.hooks = hooks
         self.cancel_check_seconds = cancel_check_seconds
         self.queue: queue.Queue[JobRequest | None] = queue.Queue()

@@ -1,0 +1,82 @@
+"""Progress reported by a running process, shown in its job's status.
+
+Call :func:`report_progress` from a process (a pygeoapi processor's
+``execute`` or a Prefect flow published as a process)::
+
+    from pygeoapi_prefect import report_progress
+
+    report_progress(50, "halfway through the tiles")
+
+The percentage and message are stored on the job's flow run (labels
+``pygeoapi.progress`` and ``pygeoapi.message``) and show in ``GET /jobs/{id}``.
+It works wherever the job runs: a local worker process, the request of a
+sync job, or a Prefect worker. Outside a job it does nothing. Reporting never
+fails the job: a progress update that cannot be stored is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from pygeoapi_prefect.errors import PrefectManagerError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["report_progress", "reporting_to"]
+
+Reporter = Callable[[int, "str | None"], None]
+_reporter: ContextVar[Reporter | None] = ContextVar("pygeoapi_prefect_reporter", default=None)
+
+
+@contextmanager
+def reporting_to(reporter: Reporter | None) -> Iterator[None]:
+    """Send the :func:`report_progress` calls made inside to ``reporter``."""
+    token = _reporter.set(reporter)
+    try:
+        yield
+    finally:
+        _reporter.reset(token)
+
+
+def labels_reporter(api_url: str, job_id: str) -> Reporter:
+    """A reporter that stores progress on the job's flow run."""
+    from pygeoapi_prefect.jobs import MESSAGE_LABEL, PROGRESS_LABEL
+    from pygeoapi_prefect.prefect_api import PrefectAPI
+
+    api = PrefectAPI(api_url)
+
+    def report(percent: int, message: str | None) -> None:
+        labels: dict[str, object] = {PROGRESS_LABEL: percent}
+        if message is not None:
+            labels[MESSAGE_LABEL] = message
+        api.update_labels(job_id, labels)
+
+    return report
+
+
+def _prefect_run_reporter() -> Reporter | None:
+    # Inside a flow run that a Prefect worker runs (a deployed process).
+    from prefect.runtime import flow_run
+
+    from pygeoapi_prefect.prefect_api import prefect_settings_api_url
+
+    run_id, api_url = flow_run.id, prefect_settings_api_url()
+    if not run_id or not api_url:
+        return None
+    return labels_reporter(api_url, str(run_id))
+
+
+def report_progress(percent: int, message: str | None = None) -> None:
+    """Report how far the running job is (0-100), with an optional message."""
+    percent = max(0, min(100, int(percent)))
+    reporter = _reporter.get() or _prefect_run_reporter()
+    if reporter is None:
+        logger.debug("progress %s%% reported outside a job: ignored", percent)
+        return
+    try:
+        reporter(percent, message)
+    except PrefectManagerError as exc:
+        logger.warning("progress %s%% could not be stored: %s", percent, exc)
