@@ -74,9 +74,10 @@ _config_option = click.option(
     "--config",
     "config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PYGEOAPI_CONFIG",
     default="example-config.yml",
     show_default=True,
-    help="pygeoapi config file.",
+    help="pygeoapi config file [env: PYGEOAPI_CONFIG].",
 )
 
 
@@ -279,9 +280,7 @@ def deploy_process_as_flow(
     from pygeoapi_prefect.deploy import DeployError, DeployRequest, deploy_process
 
     request = DeployRequest(
-        config_path=Path(os.environ.get("PYGEOAPI_CONFIG") or config)
-        if config == Path("example-config.yml")
-        else config,
+        config_path=config,
         process_id=process_id,
         deployment_name=deployment_name,
         work_pool=work_pool,
