@@ -39,8 +39,10 @@ make_server("127.0.0.1", int(sys.argv[2]), module.APP, threaded=True).serve_fore
 """
 
 
-def write_config(folder: Path, port: int, manager: dict) -> Path:
+def write_config(folder: Path, port: int, manager: dict, processors: dict | None = None) -> Path:
     config = yaml.safe_load((ROOT / "example-config.yml").read_text())
+    for process_id, processor in (processors or {}).items():
+        config["resources"][process_id]["processor"] = processor
     config["server"]["bind"] = {"host": "127.0.0.1", "port": port}
     config["server"]["url"] = f"http://127.0.0.1:{port}"
     config["server"]["pretty_print"] = False
@@ -52,12 +54,12 @@ def write_config(folder: Path, port: int, manager: dict) -> Path:
 
 
 def start_pygeoapi(
-    folder: Path, manager: dict, app_module: str, env: dict
+    folder: Path, manager: dict, app_module: str, env: dict, processors: dict | None = None
 ) -> tuple[subprocess.Popen, str]:
     from pygeoapi_prefect.cli import write_openapi
 
     port = free_port()
-    config = write_config(folder, port, manager)
+    config = write_config(folder, port, manager, processors)
     openapi = folder / "openapi.yml"
     write_openapi(config, openapi)
     env = env | {"PYGEOAPI_CONFIG": str(config), "PYGEOAPI_OPENAPI": str(openapi)}
