@@ -250,3 +250,14 @@ def test_progress_reported_from_the_workers_flow(deployed):
     assert job["status"] == "running"
     assert job["message"] == "halfway there"
     assert deployed.wait_for(job_id, "successful", timeout=60)["progress"] == 100
+
+
+def test_generated_module_names_a_results_block_not_its_credentials():
+    source = module_source(
+        "hello-world",
+        {"processor": {"name": "HelloWorld"}},
+        {"url": "", "storage_options": {}, "block": "remote-file-system/results"},
+    )
+    assert "results_block='remote-file-system/results'" in source
+    assert "results_url" not in source
+    compile(source, "generated.py", "exec")

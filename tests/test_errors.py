@@ -107,6 +107,7 @@ def test_no_prefect_api_configured_is_503_naming_the_keys(monkeypatch):
         ({"results": "not-a-mapping"}, "server.manager.results"),
         ({"api_timeout": "soon"}, "server.manager.api_timeout"),
         ({"results": {"url": "memory://x"}}, "server.manager.results"),
+        ({"results": {"url": "/x", "block": "remote-file-system/y"}}, "server.manager.results"),
     ],
 )
 def test_malformed_config_names_the_yaml_key(manager, key):

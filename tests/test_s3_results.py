@@ -38,3 +38,29 @@ def test_jobs_write_and_read_results_on_s3(s3, pygeoapi_factory):
     secret = S3_ENV["AWS_SECRET_ACCESS_KEY"]
     assert secret not in json.dumps(status)
     assert secret not in server.log_path.read_text()
+
+
+def test_result_store_from_a_prefect_block(s3, prefect_server, pygeoapi_factory):
+    """Credentials in a Prefect block; the pygeoapi config only names the block."""
+    from prefect.filesystems import RemoteFileSystem
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        RemoteFileSystem(
+            basepath=f"s3://{s3.bucket}/from-block",
+            settings={
+                "key": S3_ENV["AWS_ACCESS_KEY_ID"],
+                "secret": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+                "client_kwargs": {"endpoint_url": s3.endpoint},
+            },
+        ).save("results-store", overwrite=True)
+    server = pygeoapi_factory(manager={"results": {"block": "remote-file-system/results-store"}})
+    assert "secret" not in server.config_path.read_text()
+    job_id = server.execute("hello-world", {"name": "block"}, asynchronous=True).json()["jobID"]
+    server.wait_for(job_id, "successful")
+    results = server.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
+    assert results.json() == {"id": "echo", "value": "Hello block!"}
+    sync_id = server.execute("hello-world", {"name": "b"}).headers["Location"].rsplit("/", 1)[-1]
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.endpoint})
+    assert fs.exists(f"{s3.bucket}/from-block/{job_id}/output")
+    assert fs.exists(f"{s3.bucket}/from-block/{sync_id}/output")

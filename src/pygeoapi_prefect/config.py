@@ -12,7 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pygeoapi_prefect.errors import ConfigError
 
@@ -51,6 +58,22 @@ class ResultStoreConfig(_Strict):
             "Keep credentials out of here: use the environment or config files."
         ),
     )
+    block: str | None = Field(
+        default=None,
+        description=(
+            "A Prefect filesystem block (`TYPE/NAME`, e.g. `remote-file-system/results`) "
+            "whose basepath and settings (credentials included) define the store, "
+            "instead of `url` and `storage_options`; loaded on first use."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ResultStoreConfig:
+        if self.block and (self.url or self.storage_options):
+            raise ValueError("give either `block` or `url`/`storage_options`, not both")
+        if self.block is not None and "/" not in self.block:
+            raise ValueError(f"`block` must be TYPE/NAME, got {self.block!r}")
+        return self
 
 
 class LocalExecutionConfig(_Strict):

@@ -63,9 +63,12 @@ def module_name(process_id: str) -> str:
 
 
 def module_source(process_id: str, resource: dict[str, Any], results: dict[str, Any]) -> str:
-    """The generated module for a process (``results``: url and storage_options)."""
+    """The generated module for a process (``results``: url and storage_options, or block)."""
     processor = resource.get("processor") or {}
-    store = f"results_url={results['url']!r}, storage_options={results['storage_options']!r}"
+    if results.get("block"):
+        store = f"results_block={results['block']!r}"
+    else:
+        store = f"results_url={results['url']!r}, storage_options={results['storage_options']!r}"
     if processor.get("name") == FLOW_PROCESSOR:
         module, _, attribute = str(processor.get("flow", "")).partition(":")
         return (
@@ -125,8 +128,12 @@ def deploy_process(request: DeployRequest) -> str:
             f"no process {request.process_id!r} in {request.config_path} (it has: {known})"
         )
     manager = load_config({**(config.get("server", {}).get("manager") or {}), "processes": {}})
-    results_url = manager.results_url()
-    results = {"url": results_url, "storage_options": manager.results.storage_options}
+    results_url = "" if manager.results.block else manager.results_url()
+    results = {
+        "url": results_url,
+        "storage_options": manager.results.storage_options,
+        "block": manager.results.block,
+    }
     if request.storage_block and results_url.startswith("file://"):
         logger.warning(
             "results go to %s, a local folder: workers elsewhere cannot write there", results_url

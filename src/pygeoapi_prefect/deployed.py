@@ -43,11 +43,12 @@ def _current_run_id() -> str:
 def job_flow(
     user_flow: Flow[..., Any],
     *,
-    results_url: str,
+    results_url: str = "",
     storage_options: dict[str, Any] | None = None,
+    results_block: str | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a Prefect-flow process: the flow, storing its output."""
-    store = ResultStore(results_url, storage_options)
+    store = ResultStore(results_url, storage_options, block=results_block)
     signature = inspect.signature(user_flow.fn)
 
     @functools.wraps(user_flow.fn)
@@ -84,11 +85,12 @@ def process_flow(
     process_id: str,
     process_conf: dict[str, Any],
     *,
-    results_url: str,
+    results_url: str = "",
     storage_options: dict[str, Any] | None = None,
+    results_block: str | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a standard pygeoapi process."""
-    store = ResultStore(results_url, storage_options)
+    store = ResultStore(results_url, storage_options, block=results_block)
 
     def run(
         inputs: dict[str, Any],

@@ -140,9 +140,11 @@ class PrefectManager(BaseManager):
     def store(self) -> ResultStore:
         """The result store."""
         if self._store is None:
-            self._store = ResultStore(
-                self.config.results_url(), self.config.results.storage_options
-            )
+            results = self.config.results
+            if results.block:
+                self._store = ResultStore(block=results.block, api_url=self.api.api_url)
+            else:
+                self._store = ResultStore(self.config.results_url(), results.storage_options)
         return self._store
 
     @property

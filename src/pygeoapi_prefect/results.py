@@ -78,14 +78,44 @@ class ResultStore:
 
     """
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "",
+        storage_options: dict[str, Any] | None = None,
+        *,
+        block: str | None = None,
+        api_url: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
+        self.block = block
+        self.api_url = api_url
         self._fs: AbstractFileSystem | None = None
         self._root = ""
 
+    def _load_block(self) -> None:
+        # A Prefect filesystem block (basepath + fsspec settings) names the
+        # store; its credentials never appear in a pygeoapi config.
+        from prefect.blocks.core import Block
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        updates = {PREFECT_API_URL: self.api_url} if self.api_url else {}
+        try:
+            with temporary_settings(updates=updates):
+                found = Block.load(str(self.block))
+        except Exception as exc:  # noqa: BLE001 - Prefect raises many kinds here
+            raise ValueError(f"block {self.block!r} cannot be loaded: {exc}") from exc
+        basepath = getattr(found, "basepath", None)
+        if not basepath:
+            raise ValueError(f"block {self.block!r} has no basepath: use a filesystem block")
+        self.url = str(basepath).rstrip("/")
+        settings = getattr(found, "settings", None) or {}
+        if hasattr(settings, "get_secret_value"):
+            settings = settings.get_secret_value()
+        self.storage_options = dict(settings)
+
     def __repr__(self) -> str:
-        return f"ResultStore({self.url!r})"
+        return f"ResultStore({self.url or self.block!r})"
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -94,6 +124,8 @@ class ResultStore:
             from fsspec.core import url_to_fs
 
             with self._errors("open"):
+                if self.block and not self.url:
+                    self._load_block()
                 self._fs, self._root = url_to_fs(self.url, **self.storage_options)
         return self._fs
 

@@ -267,6 +267,7 @@ class LocalRunner:
         cancel_check_seconds: float = 1.0,
         api_url: str | None = None,
     ) -> None:
+        store.fs  # noqa: B018 - resolve a block-defined store once, for the workers
         self.store = store
         self.api_url = api_url
         self.hooks = hooks
