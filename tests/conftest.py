@@ -188,6 +188,7 @@ def start_pygeoapi(
     timeout: float = 60,
 ) -> Pygeoapi:
     """Write a config into ``tmp`` and serve it with ``pygeoapi-prefect serve``."""
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     results_dir = tmp / "results"
     config_path = tmp / "pygeoapi-config.yml"

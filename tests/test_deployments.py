@@ -261,3 +261,92 @@ def test_generated_module_names_a_results_block_not_its_credentials():
     assert "results_block='remote-file-system/results'" in source
     assert "results_url" not in source
     compile(source, "generated.py", "exec")
+
+
+FOREIGN_FLOW = '''
+from prefect import flow
+
+
+@flow(name="someone-elses-flow")
+def someone_elses_flow(count: int = 1) -> int:
+    """Count things.
+
+    Args:
+        count: How many.
+    """
+    return count * 2
+'''
+
+
+def test_published_deployments_are_processes(
+    deployed, prefect_server, prefect_api, tmp_path, monkeypatch
+):
+    """Deployments tagged pygeoapi.publish appear as processes, without a config entry."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+    config = yaml.safe_load(deployed.config_path.read_text())
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "deploy-process-as-flow",
+            "hi-prefect-world",
+            "--config",
+            str(config_path),
+            "--deployment-name",
+            "published",
+            "--work-pool",
+            POOL,
+            "--publish",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+
+    # Someone else's flow, deployed with Prefect alone and tagged to publish.
+    (tmp_path / "foreign.py").write_text(FOREIGN_FLOW)
+    from prefect import Flow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        Flow.from_source(source=str(tmp_path), entrypoint="foreign.py:someone_elses_flow").deploy(
+            name="prod",
+            work_pool_name=POOL,
+            tags=["pygeoapi.publish"],
+            build=False,
+            push=False,
+            print_next_steps=False,
+            ignore_warnings=True,
+        )
+
+    server = start_pygeoapi(
+        tmp_path / "pygeoapi",
+        prefect_server.api_url,
+        processes={"echo": "Echo"},
+        manager={
+            "results": config["server"]["manager"]["results"],
+            "publish": {"enabled": True, "refresh_seconds": 0},
+        },
+    )
+    try:
+        listed = server.client.get("/processes", params={"f": "json"}).json()
+        ids = {process["id"] for process in listed["processes"]}
+        assert {"echo", "hi-prefect-world", "someone-elses-flow-prod"} <= ids
+        described = server.client.get("/processes/someone-elses-flow-prod", params={"f": "json"})
+        assert described.json()["title"] == "Count things."
+        assert described.json()["inputs"]["count"]["schema"]["type"] == "integer"
+
+        ours = server.execute("hi-prefect-world", {"name": "published"})
+        assert ours.status_code == 200, ours.text
+        assert ours.json() == {"id": "result", "value": "Hi from Prefect, published!"}
+
+        job_id = server.execute("someone-elses-flow-prod", {"count": 3}, asynchronous=True).json()[
+            "jobID"
+        ]
+        job = server.wait_for(job_id, "successful", timeout=90)
+        assert job["processID"] == "someone-elses-flow-prod"
+        # Its flow does not write to the result store: no results, a clear 404.
+        missing = server.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
+        assert missing.status_code == 404
+        assert server.execute("someone-elses-flow-prod", {"count": "x"}).status_code == 400
+    finally:
+        server.stop()

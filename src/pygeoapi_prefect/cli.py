@@ -247,6 +247,14 @@ def _deploy_options(command: Any) -> Any:
             help="TYPE/NAME of a storage block to upload the flow code to, e.g. "
             "remote-file-system/test-sb1 [default: a local folder].",
         ),
+        click.option(
+            "--publish",
+            "publish_tag",
+            flag_value="pygeoapi.publish",
+            default=None,
+            help="Tag the deployment pygeoapi.publish, so that pygeoapi servers with "
+            "server.manager.publish.enabled list it as a process without a config entry.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -262,6 +270,7 @@ def deploy_process_as_flow(
     work_pool: str,
     work_queue: str | None,
     storage_block_name: str | None,
+    publish_tag: str | None,
 ) -> None:
     """Create or update the Prefect deployment of a pygeoapi process.
 
@@ -286,6 +295,7 @@ def deploy_process_as_flow(
         work_pool=work_pool,
         work_queue=work_queue,
         storage_block=storage_block_name,
+        publish_tag=publish_tag,
     )
     click.echo(f"deploying {process_id} to work pool {work_pool}...")
     try:

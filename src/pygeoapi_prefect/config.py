@@ -156,6 +156,26 @@ class DeploymentsConfig(_Strict):
     )
 
 
+class PublishConfig(_Strict):
+    """Publishing Prefect deployments as processes (``server.manager.publish``)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Publish every deployment tagged `tag` as an OGC process.",
+    )
+    tag: str = Field(
+        default="pygeoapi.publish",
+        min_length=1,
+        description="The deployment tag that publishes a deployment.",
+    )
+    refresh_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="How long the list of published deployments is reused before it is read again.",
+    )
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -216,6 +236,7 @@ class ManagerConfig(_Strict):
     local: LocalExecutionConfig = Field(default_factory=LocalExecutionConfig)
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Filled in by pygeoapi from the `resources` of type `process`.",

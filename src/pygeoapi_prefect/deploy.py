@@ -44,6 +44,7 @@ class DeployRequest:
     work_queue: str | None = None
     storage_block: str | None = None
     code_dir: Path = Path(".pygeoapi-prefect/deployments")
+    publish_tag: str | None = None
 
 
 def _read_config(config_path: Path) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def _deploy(request: DeployRequest, source: str) -> str:
         name=request.deployment_name,
         work_pool_name=request.work_pool,
         work_queue_name=request.work_queue,
-        tags=job_tags(request.process_id),
+        tags=job_tags(request.process_id) + ([request.publish_tag] if request.publish_tag else []),
         build=False,
         push=False,
         print_next_steps=False,

@@ -9,8 +9,11 @@ store (:mod:`pygeoapi_prefect.results`).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +45,7 @@ from pygeoapi_prefect.errors import (
 )
 from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
 from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
-from pygeoapi_prefect.processes import FlowProcessor
+from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor, describe_deployment
 from pygeoapi_prefect.progress import reporting_to
 from pygeoapi_prefect.query import JobQuery, current_query, parse_job_query
 from pygeoapi_prefect.results import ResultStore, results_document
@@ -94,6 +97,8 @@ class PrefectManager(BaseManager):
     """
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
+        self._published: dict[str, dict[str, Any]] = {}
+        self._published_at = -math.inf
         super().__init__(manager_def)
         self.config: ManagerConfig = load_config(manager_def)
         self.is_async = True
@@ -114,6 +119,53 @@ class PrefectManager(BaseManager):
 
     def __repr__(self) -> str:
         return f"<PrefectManager> {self.config.connection or 'PREFECT_API_URL'}"
+
+    # -- processes: the configured ones, and published deployments -----------
+
+    @property
+    def processes(self) -> collections.OrderedDict[str, dict[str, Any]]:
+        """The processes of the pygeoapi config, then the published deployments."""
+        published = self._published_processes()
+        if not published:
+            # The very mapping pygeoapi's BaseManager.__init__ fills in.
+            return self._configured
+        processes = collections.OrderedDict(self._configured)
+        for process_id, resource in published.items():
+            processes.setdefault(process_id, resource)  # the config wins
+        return processes
+
+    @processes.setter
+    def processes(self, value: dict[str, dict[str, Any]]) -> None:
+        self._configured = collections.OrderedDict(value)
+
+    def _published_processes(self) -> dict[str, dict[str, Any]]:
+        config = getattr(self, "config", None)
+        if config is None or not config.publish.enabled:
+            return {}
+        if time.monotonic() - self._published_at < config.publish.refresh_seconds:
+            return self._published
+        try:
+            deployments = self.api.deployments_tagged(config.publish.tag)
+        except PrefectManagerError as exc:
+            # Keep serving what was known; the next request tries again.
+            logger.warning("published deployments not refreshed: %s", exc)
+            return self._published
+        published: dict[str, dict[str, Any]] = {}
+        for deployment in deployments:
+            process_id = jobs.process_id_of(deployment.get("tags") or []) or _slug(
+                f"{deployment['flow_name']}-{deployment['name']}"
+            )
+            published[process_id] = {
+                "type": "process",
+                "processor": {
+                    "name": "pygeoapi_prefect.processes.DeploymentProcessor",
+                    "deployment": f"{deployment['flow_name']}/{deployment['name']}",
+                    "metadata": describe_deployment(deployment, process_id),
+                    "stores_results": jobs.process_id_of(deployment.get("tags") or []) is not None,
+                },
+            }
+        self._published, self._published_at = published, time.monotonic()
+        return published
 
     # -- lazily built parts -----------------------------------------------
 
@@ -598,7 +650,9 @@ class PrefectManager(BaseManager):
                     f"{process_id}`"
                 )
             self._deployment_ids[deployment] = deployment_id
-        if isinstance(processor, FlowProcessor):
+        if isinstance(processor, DeploymentProcessor) and not processor.stores_results:
+            parameters = dict(inputs)  # someone else's flow: only its own parameters
+        elif isinstance(processor, FlowProcessor | DeploymentProcessor):
             parameters = {**inputs, "pygeoapi_response": response}
         else:
             parameters = {
@@ -723,6 +777,10 @@ def _persist(call: Callable[..., Any], *args: Any) -> Any:
             logger.warning("Prefect unreachable; retrying in %.1f s", delay)
             time.sleep(delay)
     return call(*args)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def _subscriber(subscriber: Subscriber | None) -> dict[str, str] | None:

@@ -267,6 +267,22 @@ class PrefectAPI:
         )
         return run
 
+    def deployments_tagged(self, tag: str) -> list[dict[str, Any]]:
+        """Deployments carrying ``tag``, each with its flow's name as ``flow_name``."""
+        deployments: list[dict[str, Any]] = self._json(
+            "POST", "/deployments/filter", {"deployments": {"tags": {"all_": [tag]}}, "limit": 200}
+        )
+        flow_ids = sorted({d["flow_id"] for d in deployments})
+        flows = (
+            self._json("POST", "/flows/filter", {"flows": {"id": {"any_": flow_ids}}})
+            if flow_ids
+            else []
+        )
+        names = {flow["id"]: flow["name"] for flow in flows}
+        for deployment in deployments:
+            deployment["flow_name"] = names.get(deployment["flow_id"], "")
+        return deployments
+
     # -- flow runs ---------------------------------------------------------
 
     def create_flow_run(

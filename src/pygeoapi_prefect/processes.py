@@ -32,7 +32,15 @@ from pygeoapi.process.base import BaseProcessor
 if TYPE_CHECKING:
     from prefect import Flow
 
-__all__ = ["FlowProcessor", "describe_flow", "load_flow", "package_result"]
+__all__ = [
+    "DeploymentProcessor",
+    "FlowProcessor",
+    "describe_deployment",
+    "describe_flow",
+    "inputs_from_schema",
+    "load_flow",
+    "package_result",
+]
 
 OUTPUT_ID = "result"
 #: Google-style docstring sections: the description ends where they begin.
@@ -59,15 +67,15 @@ def load_flow(reference: str) -> Flow[..., Any]:
     return found
 
 
-def _docstring_parts(flow: Flow[..., Any]) -> tuple[str, str]:
-    text = inspect.cleandoc(flow.description or inspect.getdoc(flow.fn) or "")
+def _split_docstring(text: str, fallback: str) -> tuple[str, str]:
+    """(title, description) of a docstring: its first paragraph, and all before its sections."""
     lines = []
-    for line in text.splitlines():
+    for line in inspect.cleandoc(text).splitlines():
         if _SECTION.match(line):
             break
         lines.append(line)
     paragraphs = [p.strip() for p in "\n".join(lines).split("\n\n") if p.strip()]
-    title = paragraphs[0].replace("\n", " ") if paragraphs else flow.name
+    title = paragraphs[0].replace("\n", " ") if paragraphs else fallback
     description = " ".join(p.replace("\n", " ") for p in paragraphs) or title
     return title, description
 
@@ -92,22 +100,36 @@ def _output_schema(flow: Flow[..., Any]) -> dict[str, Any]:
         return {}
 
 
-def describe_flow(flow: Flow[..., Any], process_id: str | None = None) -> dict[str, Any]:
-    """The OGC process description of a flow."""
-    title, description = _docstring_parts(flow)
-    parameters = flow.parameters.model_dump()
+def inputs_from_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """OGC input descriptions from a Prefect parameter schema.
+
+    Parameters named ``pygeoapi_*`` (set by pygeoapi itself) are left out.
+    """
     definitions = parameters.get("definitions") or {}
     required = set(parameters.get("required") or [])
     inputs = {}
-    for name, schema in (parameters.get("properties") or {}).items():
-        schema = {k: v for k, v in schema.items() if k not in ("position", "title", "description")}
+    for name, prefect_schema in (parameters.get("properties") or {}).items():
+        if name.startswith("pygeoapi_"):
+            continue
+        schema = {
+            k: v for k, v in prefect_schema.items() if k not in ("position", "title", "description")
+        }
         inputs[name] = {
-            "title": (parameters["properties"][name].get("title") or name),
-            "description": parameters["properties"][name].get("description", ""),
+            "title": prefect_schema.get("title") or name,
+            "description": prefect_schema.get("description", ""),
             "schema": _with_definitions(schema, definitions),
             "minOccurs": 1 if name in required else 0,
             "maxOccurs": 1,
         }
+    return inputs
+
+
+def describe_flow(flow: Flow[..., Any], process_id: str | None = None) -> dict[str, Any]:
+    """The OGC process description of a flow."""
+    title, description = _split_docstring(
+        flow.description or inspect.getdoc(flow.fn) or "", flow.name
+    )
+    inputs = inputs_from_schema(flow.parameters.model_dump())
     return {
         "version": flow.version or "0.1.0",
         "id": process_id or flow.name,
@@ -177,3 +199,41 @@ class FlowProcessor(BaseProcessor):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<FlowProcessor> {self.flow.name}"
+
+
+def describe_deployment(deployment: dict[str, Any], process_id: str) -> dict[str, Any]:
+    """The OGC process description of a Prefect deployment (REST API document)."""
+    title, description = _split_docstring(deployment.get("description") or "", process_id)
+    return {
+        "version": deployment.get("version") or "0.1.0",
+        "id": process_id,
+        "title": title,
+        "description": description,
+        "jobControlOptions": ["sync-execute", "async-execute"],
+        "keywords": ["prefect", "deployment"],
+        "links": [],
+        "inputs": inputs_from_schema(deployment.get("parameter_openapi_schema") or {}),
+        "outputs": {OUTPUT_ID: {"title": "Result", "schema": {}}},
+    }
+
+
+class DeploymentProcessor(BaseProcessor):  # type: ignore[misc]
+    """A Prefect deployment published as a process (``publish`` in the manager config).
+
+    Its jobs always run on the deployment; the description comes from the
+    deployment's parameter schema.
+
+    Args:
+        processor_def: ``deployment`` (``flow/deployment``), ``metadata``
+            (the OGC description) and ``stores_results`` (whether the
+            deployment was made by ``deploy-process-as-flow``, whose flows
+            write to the result store).
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, processor_def["metadata"])
+        self.stores_results = bool(processor_def.get("stores_results"))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        """Never called: the manager runs these jobs on their deployment."""
+        raise RuntimeError("a published deployment runs on its Prefect workers only")
