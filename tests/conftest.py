@@ -32,6 +32,7 @@ STANDARD_PROCESSES: dict[str, str | dict[str, Any]] = {
     "async-only": "pygeoapi_test_processes.AsyncOnlyProcessor",
     "spawning": "pygeoapi_test_processes.SpawningProcessor",
     "progress": "pygeoapi_test_processes.ProgressProcessor",
+    "big": "pygeoapi_test_processes.BigProcessor",
     "hi-prefect-world": {
         "name": "pygeoapi_prefect.processes.FlowProcessor",
         "flow": "pygeoapi_prefect.examples.hi_prefect_world:hi_prefect_world",

@@ -129,3 +129,17 @@ class ProgressProcessor(BaseProcessor):
         report_progress(50, "halfway there")
         time.sleep(float(data.get("seconds", 1)))
         return "application/json", {"id": "result", "value": "done"}
+
+
+class BigProcessor(BaseProcessor):
+    """Returns ``megabytes`` MB of binary output."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(
+            processor_def,
+            _metadata("big", inputs={"megabytes": {"schema": {"type": "integer"}, "minOccurs": 1}}),
+        )
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        block = bytes(range(256)) * 4096  # 1 MiB
+        return "application/octet-stream", block * int(data["megabytes"])

@@ -158,3 +158,21 @@ def test_progress_outside_a_job_is_ignored():
     from pygeoapi_prefect import report_progress
 
     report_progress(10, "nobody listens")
+
+
+def test_large_raw_results_are_streamed(pygeoapi):
+    import hashlib
+
+    job_id = pygeoapi.execute("big", {"megabytes": 32}, asynchronous=True).json()["jobID"]
+    pygeoapi.wait_for(job_id, "successful", timeout=60)
+    expected = hashlib.sha256(bytes(range(256)) * 4096 * 32).hexdigest()
+    digest, received = hashlib.sha256(), 0
+    with pygeoapi.client.stream("GET", f"/jobs/{job_id}/results") as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        assert response.headers["Content-Length"] == str(32 * 1024 * 1024)
+        for chunk in response.iter_bytes():
+            digest.update(chunk)
+            received += len(chunk)
+    assert received == 32 * 1024 * 1024
+    assert digest.hexdigest() == expected

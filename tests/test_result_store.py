@@ -62,3 +62,30 @@ def test_job_ids_cannot_leave_the_store(tmp_path, bad):
     with pytest.raises(ResultNotFound):
         store.read(bad)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        bytes(range(256)) * 4096 * 24,  # 24 MiB of bytes
+        ["x" * 1000] * 24_000,  # about 24 MB of JSON
+        "y" * (24 * 1024 * 1024),  # 24 MiB of text
+    ],
+    ids=["bytes", "json", "text"],
+)
+def test_large_outputs_are_written_without_a_second_copy(tmp_path, value):
+    import tracemalloc
+
+    store = ResultStore(tmp_path.as_uri())
+    job_id = str(uuid.uuid4())
+    tracemalloc.start()
+    try:
+        manifest = store.write(job_id, "application/octet-stream", value)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert manifest.size > 20 * 1024 * 1024
+    assert peak < 8 * 1024 * 1024, f"writing used {peak / 2**20:.1f} MiB"
+    chunks = list(store.iter_output(job_id))
+    assert max(len(chunk) for chunk in chunks) <= 1024 * 1024
+    assert sum(len(chunk) for chunk in chunks) == manifest.size

@@ -18,6 +18,8 @@ layer (see docs/conformance.md):
   ``type: process``, served as ``application/json``;
 - execution responses link to their job (``Link: rel=monitor``), status
   documents to themselves, their results and their Prefect flow run;
+- raw non-JSON results (images, files) are streamed from the result store
+  instead of being loaded whole;
 - exception types are the OGC URIs where the standard has one, and
   ``/conformance`` declares the job-list and dismiss classes.
 
@@ -152,6 +154,21 @@ def _exception_type(response: Response, parts: list[str]) -> Response:
     return response
 
 
+def _streamed_result(job_id: str) -> Response | None:
+    # A large raw output (an image, a file) goes out chunk by chunk from the
+    # result store; pygeoapi's handler would load it whole first.
+    stream_result = getattr(api_.manager, "stream_result", None)
+    if stream_result is None or request.args.get("f") == "html":
+        return None
+    found = stream_result(job_id)
+    if found is None:
+        return None
+    manifest, chunks = found
+    response = Response(chunks, mimetype=manifest.mimetype, direct_passthrough=True)
+    response.headers["Content-Length"] = str(manifest.size)
+    return response
+
+
 def _monitor_links(response: Response) -> Response:
     # OGC /req/core/process-execute-sync-*: point the client at its job.
     location = response.headers.get("Location")
@@ -173,6 +190,9 @@ def _job_query() -> Response | None:
     # filters travel in a context variable of this request's thread.
     number_matched.set(None)
     current_query.set(None)
+    parts = request.path.rstrip("/").split("/")
+    if request.method == "GET" and parts[1:2] == ["jobs"] and parts[3:] == ["results"]:
+        return _streamed_result(parts[2])
     if request.method == "GET" and request.path.rstrip("/") == "/jobs":
         try:
             current_query.set(parse_job_query(request.args.to_dict(flat=False)))

@@ -16,7 +16,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -48,7 +48,7 @@ from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor, describe_deployment
 from pygeoapi_prefect.progress import reporting_to
 from pygeoapi_prefect.query import JobQuery, current_query, parse_job_query
-from pygeoapi_prefect.results import ResultStore, results_document
+from pygeoapi_prefect.results import Manifest, ResultStore, results_document
 from pygeoapi_prefect.runner import JobHooks, LocalRunner
 from pygeoapi_prefect.validation import check_execute_request
 
@@ -401,6 +401,23 @@ class PrefectManager(BaseManager):
                 outputs, manifest.mimetype, manifest.output_ids
             )
         return manifest.mimetype, outputs
+
+    def stream_result(self, job_id: str) -> tuple[Manifest, Iterator[bytes]] | None:
+        """The raw output of a finished job as chunks, when it can be streamed.
+
+        ``None`` when the answer is not a stream (a results document, a JSON
+        output, a job that has not succeeded): pygeoapi answers those itself.
+        """
+        try:
+            job = self.get_job(job_id)
+        except JobNotFound:
+            return None
+        if job["status"] != JobStatus.successful.value:
+            return None
+        manifest = self.store.read_manifest(job["identifier"])
+        if manifest.response != RequestedResponse.raw.value or manifest.encoding == "json":
+            return None
+        return manifest, self.store.iter_output(job["identifier"])
 
     # -- writing jobs ---------------------------------------------------------
 

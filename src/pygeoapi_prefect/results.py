@@ -13,6 +13,7 @@ no key can leave the store.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import uuid
@@ -45,17 +46,55 @@ class Manifest:
     output_ids: tuple[str, ...] = ()
 
 
-def encode_output(outputs: Any) -> tuple[str, bytes]:
-    """(encoding, bytes) for a processor's output."""
-    if isinstance(outputs, bytes):
-        return "bytes", outputs
+#: Bytes written or read at a time: large outputs never need a second copy.
+CHUNK = 1024 * 1024
+
+
+def encoding_of(outputs: Any) -> str:
+    """How an output is stored: ``bytes``, ``text`` or ``json``."""
+    if isinstance(outputs, bytes | bytearray | memoryview):
+        return "bytes"
     if isinstance(outputs, str):
-        return "text", outputs.encode("utf-8")
-    return "json", json.dumps(outputs, separators=(",", ":"), default=str).encode("utf-8")
+        return "text"
+    return "json"
+
+
+class _Counting(io.RawIOBase):
+    """A writable that passes bytes on to a file and counts them."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        written = len(data)
+        self.target.write(data)
+        self.size += written
+        return written
+
+
+def _write_output(handle: Any, encoding: str, outputs: Any) -> int:
+    counter = _Counting(handle)
+    if encoding == "bytes":
+        view = memoryview(outputs)
+        for start in range(0, len(view), CHUNK):
+            counter.write(view[start : start + CHUNK])
+    elif encoding == "text":
+        for start in range(0, len(outputs), CHUNK):
+            counter.write(outputs[start : start + CHUNK].encode("utf-8"))
+    else:
+        text = io.TextIOWrapper(io.BufferedWriter(counter, CHUNK), encoding="utf-8")
+        json.dump(outputs, text, separators=(",", ":"), default=str)  # encodes piece by piece
+        text.flush()
+        text.detach()
+    return counter.size
 
 
 def decode_output(encoding: str, data: bytes) -> Any:
-    """The inverse of :func:`encode_output`."""
+    """An output read back whole: JSON, text or bytes as written (never unpickled)."""
     if encoding == "json":
         return json.loads(data)
     if encoding == "text":
@@ -162,14 +201,24 @@ class ResultStore:
         response: str = "raw",
         output_ids: tuple[str, ...] = (),
     ) -> Manifest:
-        """Store a job's output; the manifest is written last, as a commit marker."""
-        encoding, data = encode_output(outputs)
-        manifest = Manifest(mimetype, encoding, len(data), response, tuple(output_ids))
+        """Store a job's output, streamed; the manifest is written last, as a commit marker."""
+        encoding = encoding_of(outputs)
         with self._errors(f"write the results of job {job_id}"):
             self.fs.makedirs(self._path(job_id, ""), exist_ok=True)
-            self.fs.pipe_file(self._path(job_id, OUTPUT), data)
+            with self.fs.open(self._path(job_id, OUTPUT), "wb") as handle:
+                size = _write_output(handle, encoding, outputs)
+            manifest = Manifest(mimetype, encoding, size, response, tuple(output_ids))
             self.fs.pipe_file(self._path(job_id, MANIFEST), json.dumps(asdict(manifest)).encode())
         return manifest
+
+    def iter_output(self, job_id: str) -> Iterator[bytes]:
+        """The stored output's bytes, a chunk at a time (for streaming responses)."""
+        path = self._path(job_id, OUTPUT)
+        with self._errors(f"read the results of job {job_id}"):
+            handle = self.fs.open(path, "rb")
+        with handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
 
     def read_manifest(self, job_id: str) -> Manifest:
         """The manifest of a job's output.
