@@ -350,3 +350,100 @@ def test_published_deployments_are_processes(
         assert server.execute("someone-elses-flow-prod", {"count": "x"}).status_code == 400
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def warm(deployed, prefect_server, prefect_api, tmp_path_factory):
+    """A warm worker on a pool of its own, with hello-world and sleep deployed --warm."""
+    folder = tmp_path_factory.mktemp("warm")
+    prefect_api.request("POST", "/work_pools/", json={"name": "warm-pool", "type": "process"})
+    env = server_env(prefect_server.api_url, folder / "prefect-home")
+    with (folder / "warm.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pygeoapi_prefect.cli",
+                "warm-worker",
+                "--pool",
+                "warm-pool",
+                "--socket",
+                str(folder / "warm.sock"),
+            ],
+            env=env,
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    config = yaml.safe_load(deployed.config_path.read_text())
+    config_path = folder / "config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    for process_id in ("hello-world", "sleep"):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pygeoapi_prefect.cli",
+                "deploy-process-as-flow",
+                process_id,
+                "--config",
+                str(config_path),
+                "--deployment-name",
+                "warm",
+                "--work-pool",
+                "warm-pool",
+                "--warm",
+            ],
+            env=env,
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    yield folder
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(30)
+
+
+def run_and_wait(prefect_api, deployment, parameters, timeout=60):
+    deployment_id = prefect_api.deployment_id(deployment)
+    run = prefect_api.create_deployment_run(deployment_id, parameters=parameters, tags=[])
+    deadline = time.monotonic() + timeout
+    while True:
+        current = prefect_api.read_flow_run(run["id"])
+        if current["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return current
+        assert time.monotonic() < deadline, current["state_type"]
+        time.sleep(0.2)
+
+
+def test_warm_worker_runs_jobs_from_a_preimported_interpreter(deployed, warm, prefect_api):
+    assert prefect_api.request("GET", "/deployments/name/hello-world/warm").json()[
+        "job_variables"
+    ] == {"command": "python -m pygeoapi_prefect.warm_client"}
+    run = run_and_wait(prefect_api, "hello-world/warm", {"inputs": {"name": "warm"}})
+    assert run["state_type"] == "COMPLETED"
+    results = deployed.client.get(f"/jobs/{run['id']}/results", params={"f": "json"})
+    assert results.json() == {"id": "echo", "value": "Hello warm!"}
+
+
+def test_warm_worker_cancellation_kills_the_run(deployed, warm, prefect_api, tmp_path):
+    beats = tmp_path / "beats"
+    deployment_id = prefect_api.deployment_id("sleep/warm")
+    run = prefect_api.create_deployment_run(
+        deployment_id, parameters={"inputs": {"seconds": 120, "beats": str(beats)}}, tags=[]
+    )
+    deadline = time.monotonic() + 60
+    while not beats.exists():
+        assert time.monotonic() < deadline, prefect_api.read_flow_run(run["id"])["state_type"]
+        time.sleep(0.1)
+    assert deployed.client.delete(f"/jobs/{run['id']}").status_code == 200
+    deadline = time.monotonic() + 30
+    while prefect_api.read_flow_run(run["id"])["state_type"] != "CANCELLED":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    settled = beats.stat().st_size
+    time.sleep(1.0)
+    assert beats.stat().st_size == settled, "the cancelled run is still working"

@@ -248,6 +248,12 @@ def _deploy_options(command: Any) -> Any:
             "remote-file-system/test-sb1 [default: a local folder].",
         ),
         click.option(
+            "--warm",
+            is_flag=True,
+            help="Run each job on a warm worker (pygeoapi-prefect warm-worker): it starts "
+            "from a pre-imported interpreter instead of a new Python process.",
+        ),
+        click.option(
             "--publish",
             "publish_tag",
             flag_value="pygeoapi.publish",
@@ -270,6 +276,7 @@ def deploy_process_as_flow(
     work_pool: str,
     work_queue: str | None,
     storage_block_name: str | None,
+    warm: bool,
     publish_tag: str | None,
 ) -> None:
     """Create or update the Prefect deployment of a pygeoapi process.
@@ -296,6 +303,7 @@ def deploy_process_as_flow(
         work_queue=work_queue,
         storage_block=storage_block_name,
         publish_tag=publish_tag,
+        warm=warm,
     )
     click.echo(f"deploying {process_id} to work pool {work_pool}...")
     try:
@@ -307,6 +315,90 @@ def deploy_process_as_flow(
 
 
 cli.add_command(deploy_process_as_flow, "deploy-as-prefect-flow")
+
+
+@cli.command("warm-worker")
+@click.option("--pool", "pool", required=True, help="The process work pool to serve.")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Unix socket of the fork server [default: a temporary file].",
+)
+@click.option(
+    "--query-seconds",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="How often the worker asks Prefect for runs (PREFECT_WORKER_QUERY_SECONDS).",
+)
+def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> None:
+    """Run a Prefect process worker whose runs start warm.
+
+    Starts a fork server that imports Prefect, pygeoapi and pygeoapi-prefect
+    once, and `prefect worker start --pool POOL --type process` next to it.
+    Deployments made with `deploy-process-as-flow --warm` hand each run to
+    the fork server instead of starting a new Python process. Ctrl-C or
+    SIGTERM stops both.
+
+    \b
+    Examples:
+        pygeoapi-prefect warm-worker --pool pygeoapi
+        pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm
+    """
+    import subprocess
+    import tempfile
+    import time
+
+    from pygeoapi_prefect.warm_client import SOCKET_ENV
+
+    folder = None
+    if socket_path is None:
+        folder = tempfile.mkdtemp(prefix="pygeoapi-prefect-warm-")
+        socket_path = Path(folder) / "warm.sock"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from pygeoapi_prefect.warm import serve; serve({str(socket_path)!r})",
+        ],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not socket_path.exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise click.ClickException("the warm server did not start")
+        time.sleep(0.1)
+    env = dict(os.environ)
+    env[SOCKET_ENV] = str(socket_path)
+    env["PREFECT_WORKER_QUERY_SECONDS"] = f"{query_seconds:g}"
+    # The runs' command is `python -m ...`: make `python` this interpreter.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    click.echo(f"warm server on {socket_path}; starting a worker for pool {pool}")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
+        env=env,
+        start_new_session=True,
+    )
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        worker.wait()
+    except (KeyboardInterrupt, _Stop):
+        click.echo("stopping")
+    finally:
+        for process in (worker, server):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        if folder is not None:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @cli.command("doctor")
