@@ -1,11 +1,12 @@
-"""Deployment latency: jobs run by a warm Prefect process worker, against local and TinyDB.
+"""Deployment latency: jobs run by Prefect process workers, plain and warm, against TinyDB.
 
     .venv/bin/python benchmarks/deployments.py [--runs 5]
 
-Starts a Prefect server, a process work pool with one worker
-(PREFECT_WORKER_QUERY_SECONDS=1), deploys hello-world, and serves pygeoapi
-twice on the same WSGI server: PrefectManager with hello-world on the
-deployment, and pygeoapi's TinyDB manager (the baseline, run locally).
+Starts a Prefect server and two process work pools: one with a plain
+`prefect worker` (PREFECT_WORKER_QUERY_SECONDS=1), one with
+`pygeoapi-prefect warm-worker`; deploys hello-world to each, and serves
+pygeoapi on the same WSGI server with hello-world on each deployment, and
+with pygeoapi's TinyDB manager (the baseline, run locally).
 Prints medians: submit-to-start and submit-to-done of deployment jobs, and
 the sync request time of each set-up.
 """
@@ -36,6 +37,29 @@ def seconds(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def measure(api: PrefectAPI, url: str, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Submit-to-start, submit-to-done of async jobs, and sync request times, in seconds."""
+    starts, dones, syncs = [], [], []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        execute(client)  # warm-up: the worker's first run
+        for _ in range(runs):
+            job_id = execute(client, True).headers["Location"].rsplit("/", 1)[-1]
+            while client.get(f"/jobs/{job_id}", params={"f": "json"}).json()["status"] in (
+                "accepted",
+                "running",
+            ):
+                time.sleep(0.2)
+            run = api.read_flow_run(job_id)
+            assert run is not None
+            created = seconds(run["created"])
+            starts.append(seconds(run["start_time"]) - created)
+            dones.append(seconds(run["end_time"]) - created)
+            started = time.perf_counter()
+            execute(client)
+            syncs.append(time.perf_counter() - started)
+    return starts, dones, syncs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -50,6 +74,24 @@ def main() -> None:
     }
     api = PrefectAPI(prefect.api_url, timeout=30)
     api.request("POST", "/work_pools/", json={"name": "bench", "type": "process"})
+    api.request("POST", "/work_pools/", json={"name": "bench-warm", "type": "process"})
+    warm_worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pygeoapi_prefect.cli",
+            "warm-worker",
+            "--pool",
+            "bench-warm",
+            "--socket",
+            str(work / "warm.sock"),
+        ],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     worker_env = env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
     worker = subprocess.Popen(
         [
@@ -94,6 +136,26 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pygeoapi_prefect.cli",
+                "deploy-process-as-flow",
+                "hello-world",
+                "--config",
+                str(config_path),
+                "--deployment-name",
+                "warm",
+                "--work-pool",
+                "bench-warm",
+                "--warm",
+            ],
+            env=env,
+            cwd=work,
+            check=True,
+            capture_output=True,
+        )
         folder = work / "prefect"
         folder.mkdir()
         prefect_proc, prefect_url = start_pygeoapi(
@@ -117,24 +179,21 @@ def main() -> None:
         )
         processes.append(tiny_proc)
 
-        with httpx.Client(base_url=prefect_url, timeout=120) as client:
-            execute(client)  # warm-up: the worker's first run
-            starts, dones, syncs = [], [], []
-            for _ in range(args.runs):
-                job_id = execute(client, True).headers["Location"].rsplit("/", 1)[-1]
-                while client.get(f"/jobs/{job_id}", params={"f": "json"}).json()["status"] in (
-                    "accepted",
-                    "running",
-                ):
-                    time.sleep(0.2)
-                run = api.read_flow_run(job_id)
-                assert run is not None
-                created = seconds(run["created"])
-                starts.append(seconds(run["start_time"]) - created)
-                dones.append(seconds(run["end_time"]) - created)
-                started = time.perf_counter()
-                execute(client)
-                syncs.append(time.perf_counter() - started)
+        measured = {"process worker": measure(api, prefect_url, args.runs)}
+        warm_folder = work / "prefect-warm"
+        warm_folder.mkdir()
+        warm_proc, warm_url = start_pygeoapi(
+            warm_folder,
+            {
+                "name": "pygeoapi_prefect.manager.PrefectManager",
+                "results": {"url": str(work / "results")},
+            },
+            "pygeoapi_prefect.flask_app",
+            env,
+            processors={"hello-world": {"name": "HelloWorld", "deployment": "hello-world/warm"}},
+        )
+        processes.append(warm_proc)
+        measured["warm worker"] = measure(api, warm_url, args.runs)
         with httpx.Client(base_url=tiny_url, timeout=120) as client:
             tiny_syncs = []
             for _ in range(args.runs):
@@ -145,19 +204,24 @@ def main() -> None:
         for process in processes:
             process.terminate()
             process.wait(10)
-        os.killpg(worker.pid, 15)
-        worker.wait(30)
+        for running in (worker, warm_worker):
+            os.killpg(running.pid, 15)
+            running.wait(30)
         prefect.stop()
 
     tiny_sync = statistics.median(tiny_syncs)
-    rows = {
-        "deployment job, submit to start (s)": statistics.median(starts),
-        "deployment job, submit to done (s)": statistics.median(dones),
-        "sync request through the deployment (s)": statistics.median(syncs),
-    }
-    print("\n| measure | PrefectManager | TinyDB sync (s) | ratio |\n|---|--:|--:|--:|")
-    for name, value in rows.items():
-        print(f"| {name} | {value:.2f} | {tiny_sync:.3f} | {value / tiny_sync:.0f}x |")
+    print("\n| measure | worker | PrefectManager (s) | TinyDB sync (s) | ratio |")
+    print("|---|---|--:|--:|--:|")
+    for worker_kind, (starts, dones, syncs) in measured.items():
+        rows = {
+            "deployment job, submit to start": statistics.median(starts),
+            "deployment job, submit to done": statistics.median(dones),
+            "sync request through the deployment": statistics.median(syncs),
+        }
+        for name, value in rows.items():
+            print(
+                f"| {name} | {worker_kind} | {value:.2f} | {tiny_sync:.3f} | {value / tiny_sync:.0f}x |"
+            )
 
 
 if __name__ == "__main__":
