@@ -219,9 +219,8 @@ def main() -> None:
             "sync request through the deployment": statistics.median(syncs),
         }
         for name, value in rows.items():
-            print(
-                f"| {name} | {worker_kind} | {value:.2f} | {tiny_sync:.3f} | {value / tiny_sync:.0f}x |"
-            )
+            ratio = value / tiny_sync
+            print(f"| {name} | {worker_kind} | {value:.2f} | {tiny_sync:.3f} | {ratio:.0f}x |")
 
 
 if __name__ == "__main__":
