@@ -53,7 +53,12 @@ def deployed(prefect_server, prefect_api, tmp_path_factory):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    config = pygeoapi_config(free_port(), folder / "results", processes=DEPLOYED)
+    config = pygeoapi_config(
+        free_port(),
+        folder / "results",
+        processes=DEPLOYED,
+        manager={"callbacks": {"allow": ["127.0.0.1/32"], "retries": 1}},
+    )
     config_path = folder / "deploy-config.yml"
     config_path.write_text(yaml.safe_dump(config))
     runner = CliRunner()
@@ -83,7 +88,10 @@ def deployed(prefect_server, prefect_api, tmp_path_factory):
         tmp_path_factory.mktemp("deployed-pygeoapi"),
         prefect_server.api_url,
         processes={pid: resource["processor"] for pid, resource in config["resources"].items()},
-        manager={"results": {"url": str(folder / "results")}},
+        manager={
+            "results": {"url": str(folder / "results")},
+            "callbacks": {"allow": ["127.0.0.1/32"], "retries": 1},
+        },
     )
     yield server
     server.stop()
@@ -98,7 +106,7 @@ def test_generated_module_for_a_flow_process():
         {"url": "s3://b/p", "storage_options": {}},
     )
     assert "from pygeoapi_prefect.examples.hi_prefect_world import hi_prefect_world" in source
-    assert "job_flow(_user_flow, results_url='s3://b/p'" in source
+    assert "job_flow(_user_flow, process_id='hi-prefect-world', results_url='s3://b/p'" in source
     compile(source, "generated.py", "exec")
 
 
@@ -447,3 +455,24 @@ def test_warm_worker_cancellation_kills_the_run(deployed, warm, prefect_api, tmp
     settled = beats.stat().st_size
     time.sleep(1.0)
     assert beats.stat().st_size == settled, "the cancelled run is still working"
+
+
+def test_callbacks_are_sent_from_the_worker(deployed):
+    from test_callbacks_and_links import Receiver
+
+    receiver = Receiver()
+    job_id = deployed.execute(
+        "hi-prefect-world", {"name": "cb"}, asynchronous=True, subscriber=receiver.subscriber()
+    ).json()["jobID"]
+    in_progress = receiver.wait_for("/in-progress", timeout=90)
+    assert in_progress["jobID"] == job_id
+    assert in_progress["status"] == "running"
+    assert receiver.wait_for("/success", timeout=90) == {"result": "Hi from Prefect, cb!"}
+
+    failing = Receiver()
+    deployed.execute(
+        "fail", {"what": "callbacks"}, asynchronous=True, subscriber=failing.subscriber()
+    )
+    failed = failing.wait_for("/failed", timeout=90)
+    assert failed["status"] == "failed"
+    assert "cannot handle callbacks" in failed["message"]

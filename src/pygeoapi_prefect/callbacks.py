@@ -101,16 +101,24 @@ class CallbackPolicy:
         if problems:
             raise InvalidInputs("Invalid subscriber: " + "; ".join(problems), problems=problems)
 
-    def send(self, subscriber: Subscriber | None, key: str, document: Any) -> None:
-        """Deliver ``document`` to the subscriber's ``key`` URI in the background."""
+    def send(
+        self, subscriber: Subscriber | None, key: str, document: Any
+    ) -> threading.Thread | None:
+        """Deliver ``document`` to the subscriber's ``key`` URI in the background.
+
+        Returns the delivering thread (to wait for), or None if there is no URI.
+        """
         url = (subscriber or {}).get(key)
-        if url:
-            threading.Thread(
-                target=self._deliver,
-                args=(url, document),
-                name="pygeoapi-prefect-callback",
-                daemon=True,
-            ).start()
+        if not url:
+            return None
+        thread = threading.Thread(
+            target=self._deliver,
+            args=(url, document),
+            name="pygeoapi-prefect-callback",
+            daemon=True,
+        )
+        thread.start()
+        return thread
 
     def _deliver(self, url: str, document: Any) -> None:
         for attempt in range(self.retries + 1):

@@ -73,12 +73,14 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
         store = f"results_block={results['block']!r}"
     else:
         store = f"results_url={results['url']!r}, storage_options={results['storage_options']!r}"
+    if results.get("callbacks"):
+        store += f", callbacks={results['callbacks']!r}"
     if processor.get("name") == FLOW_PROCESSOR:
         module, _, attribute = str(processor.get("flow", "")).partition(":")
         return (
             f"{_HEADER}from pygeoapi_prefect.deployed import job_flow\n"
             f"from {module} import {attribute} as _user_flow\n\n"
-            f"flow = job_flow(_user_flow, {store})\n"
+            f"flow = job_flow(_user_flow, process_id={process_id!r}, {store})\n"
         )
     conf = {"processor": processor}
     return (
@@ -137,6 +139,7 @@ def deploy_process(request: DeployRequest) -> str:
         "url": results_url,
         "storage_options": manager.results.storage_options,
         "block": manager.results.block,
+        "callbacks": manager.callbacks.model_dump(),
     }
     if request.storage_block and results_url.startswith("file://"):
         logger.warning(

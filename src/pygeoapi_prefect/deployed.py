@@ -9,8 +9,9 @@ flow run id, which is the job id, before the run completes.
 - :func:`job_flow` wraps a Prefect flow (a ``FlowProcessor`` process): the
   deployment keeps the flow's own parameters, so ``prefect deployment run
   hi-prefect-world/test --param name=johnny`` works, plus two optional ones
-  (``pygeoapi_job_id``, accepted for the Prefect-2-era CLI examples, and
-  ``pygeoapi_response``, ``raw`` or ``document``).
+  (``pygeoapi_job_id``, accepted for the Prefect-2-era CLI examples,
+  ``pygeoapi_response``, ``raw`` or ``document``, and ``pygeoapi_subscriber``,
+  the OGC callbacks, which the worker sends itself).
 - :func:`process_flow` runs a standard pygeoapi processor; its parameters are
   ``inputs`` (and ``outputs``) as in an OGC execute request.
 """
@@ -19,19 +20,74 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+import time
 from typing import Any
 
 from prefect import Flow, flow
 
+from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.execute import Outcome, load_processor, run_processor, store_outcome
-from pygeoapi_prefect.results import ResultStore
+from pygeoapi_prefect.results import ResultStore, results_document
 
 __all__ = ["job_flow", "process_flow"]
 
 _EXTRA = (
     inspect.Parameter("pygeoapi_job_id", inspect.Parameter.KEYWORD_ONLY, default=None),
     inspect.Parameter("pygeoapi_response", inspect.Parameter.KEYWORD_ONLY, default="raw"),
+    inspect.Parameter("pygeoapi_subscriber", inspect.Parameter.KEYWORD_ONLY, default=None),
 )
+#: Seconds a finished run waits for its callbacks to be delivered.
+_CALLBACK_WAIT = 60.0
+
+
+class _Callbacks:
+    """The OGC callbacks of one run, sent from the worker, awaited before it ends."""
+
+    def __init__(
+        self, policy: CallbackPolicy, subscriber: dict[str, str] | None, process_id: str
+    ) -> None:
+        self.policy = policy
+        self.subscriber = subscriber or None
+        self.process_id = process_id
+        self.sending: list[threading.Thread] = []
+
+    def status(self, key: str, status: str, message: str) -> None:
+        document = {
+            "type": "process",
+            "jobID": _current_run_id(),
+            "processID": self.process_id,
+            "status": status,
+            "message": message,
+        }
+        self._send(key, document)
+
+    def results(self, outcome: Outcome) -> None:
+        self._send(
+            "successUri",
+            results_document(outcome.outputs, outcome.mimetype, outcome.output_ids),
+        )
+
+    def _send(self, key: str, document: Any) -> None:
+        if self.subscriber and self.subscriber.get(key):
+            thread = self.policy.send(self.subscriber, key, document)
+            if thread is not None:
+                self.sending.append(thread)
+
+    def wait(self) -> None:
+        # The flow run's process may end right after: let deliveries finish.
+        deadline = time.monotonic() + _CALLBACK_WAIT
+        for thread in self.sending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _policy(callbacks: dict[str, Any] | None) -> CallbackPolicy:
+    settings = callbacks or {}
+    return CallbackPolicy(
+        settings.get("allow", ()),
+        timeout=settings.get("timeout", 10),
+        retries=settings.get("retries", 4),
+    )
 
 
 def _current_run_id() -> str:
@@ -43,25 +99,37 @@ def _current_run_id() -> str:
 def job_flow(
     user_flow: Flow[..., Any],
     *,
+    process_id: str | None = None,
     results_url: str = "",
     storage_options: dict[str, Any] | None = None,
     results_block: str | None = None,
+    callbacks: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a Prefect-flow process: the flow, storing its output."""
     store = ResultStore(results_url, storage_options, block=results_block)
+    policy = _policy(callbacks)
     signature = inspect.signature(user_flow.fn)
 
     @functools.wraps(user_flow.fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         kwargs.pop("pygeoapi_job_id", None)
         response = kwargs.pop("pygeoapi_response", "raw") or "raw"
-        result = user_flow.fn(*args, **kwargs)
-        from pygeoapi_prefect.processes import package_result
+        notify = _Callbacks(policy, kwargs.pop("pygeoapi_subscriber", None), process_id or "")
+        notify.status("inProgressUri", "running", "Job running")
+        try:
+            result = user_flow.fn(*args, **kwargs)
+            from pygeoapi_prefect.processes import package_result
 
-        mimetype, outputs = package_result(result)
-        outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
-        store_outcome(store, _current_run_id(), outcome, response)
-        return result
+            mimetype, outputs = package_result(result)
+            outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
+            store_outcome(store, _current_run_id(), outcome, response)
+            notify.results(outcome)
+            return result
+        except Exception as exc:
+            notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
+            raise
+        finally:
+            notify.wait()
 
     parameters = list(signature.parameters.values())
     keyword_only_at = next(
@@ -88,27 +156,37 @@ def process_flow(
     results_url: str = "",
     storage_options: dict[str, Any] | None = None,
     results_block: str | None = None,
+    callbacks: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a standard pygeoapi process."""
     store = ResultStore(results_url, storage_options, block=results_block)
+    policy = _policy(callbacks)
 
     def run(
         inputs: dict[str, Any],
         outputs: dict[str, Any] | None = None,
         pygeoapi_job_id: str | None = None,
         pygeoapi_response: str = "raw",
+        pygeoapi_subscriber: dict[str, str] | None = None,
     ) -> Any:
         """Run the pygeoapi process with OGC execute-request inputs."""
         job_id = _current_run_id()
-        processor = load_processor(process_conf)
-        processor.set_job_id(job_id)
-        outcome = run_processor(
-            processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
-        )
-        if not outcome.ok:
-            raise RuntimeError(outcome.message)
-        store_outcome(store, job_id, outcome, pygeoapi_response or "raw")
-        return outcome.outputs
+        notify = _Callbacks(policy, pygeoapi_subscriber, process_id)
+        notify.status("inProgressUri", "running", "Job running")
+        try:
+            processor = load_processor(process_conf)
+            processor.set_job_id(job_id)
+            outcome = run_processor(
+                processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
+            )
+            if not outcome.ok:
+                notify.status("failedUri", "failed", outcome.message)
+                raise RuntimeError(outcome.message)
+            store_outcome(store, job_id, outcome, pygeoapi_response or "raw")
+            notify.results(outcome)
+            return outcome.outputs
+        finally:
+            notify.wait()
 
     run.__name__ = process_id.replace("-", "_")
     return flow(name=process_id, description=f"The pygeoapi process {process_id!r}")(run)

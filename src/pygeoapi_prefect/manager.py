@@ -37,6 +37,7 @@ from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.config import ManagerConfig, load_config
 from pygeoapi_prefect.errors import (
     DeploymentMissing,
+    InvalidInputs,
     JobNotFound,
     JobStillRunning,
     PrefectManagerError,
@@ -667,16 +668,21 @@ class PrefectManager(BaseManager):
                     f"{process_id}`"
                 )
             self._deployment_ids[deployment] = deployment_id
+        ours: dict[str, Any] = {"pygeoapi_response": response}
+        if subscriber:
+            # Our deployed flows send the callbacks themselves, from the worker.
+            ours["pygeoapi_subscriber"] = subscriber
         if isinstance(processor, DeploymentProcessor) and not processor.stores_results:
-            parameters = dict(inputs)  # someone else's flow: only its own parameters
+            if subscriber:
+                raise InvalidInputs(
+                    f"Process {process_id!r} runs a flow that pygeoapi-prefect did not deploy: "
+                    "it cannot send callbacks (leave out 'subscriber')"
+                )
+            parameters: dict[str, Any] = dict(inputs)  # only the flow's own parameters
         elif isinstance(processor, FlowProcessor | DeploymentProcessor):
-            parameters = {**inputs, "pygeoapi_response": response}
+            parameters = {**inputs, **ours}
         else:
-            parameters = {
-                "inputs": inputs,
-                "outputs": requested_outputs,
-                "pygeoapi_response": response,
-            }
+            parameters = {"inputs": inputs, "outputs": requested_outputs, **ours}
         run = self.api.create_deployment_run(
             deployment_id,
             parameters=parameters,
@@ -699,9 +705,7 @@ class PrefectManager(BaseManager):
                 )
             time.sleep(self.config.deployments.poll_seconds)
         if job["status"] != JobStatus.successful.value:
-            self._notify_status(job_id, "failedUri", subscriber)
             raise ProcessFailed(job["message"])
-        self._notify_results(job_id, subscriber)
         mimetype, outputs = self.get_job_result(job_id)
         return job_id, mimetype, outputs, JobStatus.successful
 
