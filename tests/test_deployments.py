@@ -106,8 +106,53 @@ def test_generated_module_for_a_flow_process():
         {"url": "s3://b/p", "storage_options": {}},
     )
     assert "from pygeoapi_prefect.examples.hi_prefect_world import hi_prefect_world" in source
-    assert "job_flow(_user_flow, process_id='hi-prefect-world', results_url='s3://b/p'" in source
+    assert 'results_url=json.loads("\\"s3://b/p\\"")' in source
     compile(source, "generated.py", "exec")
+
+
+@pytest.mark.parametrize(
+    ("resource", "results", "fragment"),
+    [
+        (
+            {
+                "processor": {
+                    "name": "pygeoapi_prefect.processes.FlowProcessor",
+                    "flow": "os; import evil:f",
+                }
+            },
+            {"url": "/r", "storage_options": {}},
+            "must be 'package.module:flow_function'",
+        ),
+        (
+            {"processor": {"name": "HelloWorld"}},
+            {"url": "s3://b", "storage_options": {"secret": "s3cr3t"}},
+            "holds credentials",
+        ),
+    ],
+)
+def test_generated_module_refuses_code_and_credentials(resource, results, fragment):
+    from pygeoapi_prefect.deploy import DeployError
+
+    with pytest.raises(DeployError, match=fragment):
+        module_source("p", resource, results)
+
+
+def test_config_values_cannot_become_code():
+    import ast
+
+    source = module_source(
+        "p",
+        {"processor": {"name": "HelloWorld", "x": "'); import os; os.system('boom'); ('"}},
+        {"url": "/r", "storage_options": {}},
+    )
+    tree = ast.parse(source)
+    assert [type(node).__name__ for node in tree.body] == ["Expr", "Import", "ImportFrom", "Assign"]
+    calls = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    }
+    assert calls == {"process_flow", "loads"}
 
 
 def test_async_and_sync_through_pygeoapi(deployed, prefect_api):
@@ -266,7 +311,7 @@ def test_generated_module_names_a_results_block_not_its_credentials():
         {"processor": {"name": "HelloWorld"}},
         {"url": "", "storage_options": {}, "block": "remote-file-system/results"},
     )
-    assert "results_block='remote-file-system/results'" in source
+    assert 'results_block=json.loads("\\"remote-file-system/results\\"")' in source
     assert "results_url" not in source
     compile(source, "generated.py", "exec")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import pytest
@@ -109,3 +110,21 @@ def test_hi_prefect_world_through_pygeoapi(pygeoapi, prefect_api):
     bad = pygeoapi.execute("hi-prefect-world", {"message": "no name"})
     assert bad.status_code == 400
     assert "missing required input 'name'" in bad.json()["description"]
+
+
+def test_deployed_wrapper_keeps_string_annotations_and_async_flows(tmp_path):
+    import asyncio
+
+    from flows_with_string_annotations import async_width, width
+
+    from pygeoapi_prefect.deployed import job_flow
+
+    wrapped = job_flow(width, process_id="width", results_url=tmp_path.as_uri())
+    schema = wrapped.parameters.model_dump()
+    assert "Box" in json.dumps(schema)
+    assert {"box", "scale", "pygeoapi_response", "pygeoapi_subscriber"} <= set(schema["properties"])
+    wrapped.validate_parameters({"box": {"west": 0, "east": 2}})
+
+    wrapped_async = job_flow(async_width, process_id="async-width", results_url=tmp_path.as_uri())
+    assert wrapped_async.isasync
+    assert asyncio.iscoroutinefunction(wrapped_async.fn)

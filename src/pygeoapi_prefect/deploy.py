@@ -11,7 +11,9 @@ the process, so runs started from the Prefect UI or CLI are jobs too.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,26 +68,66 @@ def module_name(process_id: str) -> str:
     return "pygeoapi_" + "".join(c if c.isalnum() else "_" for c in process_id)
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+#: fsspec/boto option names that hold secrets: never written into flow code.
+_SECRET_KEYS = {"key", "secret", "token", "password", "aws_secret_access_key", "session_token"}
+
+
+def _literal(value: Any) -> str:
+    # Config values go into the generated code as one JSON string literal,
+    # so nothing in them can become code (and dates and the like stay data).
+    return f"json.loads({json.dumps(json.dumps(value, default=str))})"
+
+
+def _secrets_in(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(str(k).lower() in _SECRET_KEYS or _secrets_in(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_secrets_in(v) for v in value)
+    return False
+
+
 def module_source(process_id: str, resource: dict[str, Any], results: dict[str, Any]) -> str:
-    """The generated module for a process (``results``: url and storage_options, or block)."""
+    """The generated module for a process (``results``: url and storage_options, or block).
+
+    Raises:
+        DeployError: the flow reference is not ``module:attribute``, or the
+            result store's options hold credentials (which would be uploaded
+            with the code: use ``results.block`` instead).
+    """
     processor = resource.get("processor") or {}
+    if _secrets_in(results.get("storage_options") or {}):
+        raise DeployError(
+            "server.manager.results.storage_options holds credentials, which would be "
+            "written into the deployment's code: put them in a Prefect block "
+            "(server.manager.results.block) or the workers' environment"
+        )
     if results.get("block"):
-        store = f"results_block={results['block']!r}"
+        store = f"results_block={_literal(results['block'])}"
     else:
-        store = f"results_url={results['url']!r}, storage_options={results['storage_options']!r}"
+        store = (
+            f"results_url={_literal(results['url'])}, "
+            f"storage_options={_literal(results['storage_options'])}"
+        )
     if results.get("callbacks"):
-        store += f", callbacks={results['callbacks']!r}"
+        store += f", callbacks={_literal(results['callbacks'])}"
+    header = f"{_HEADER}import json\n\n"
     if processor.get("name") == FLOW_PROCESSOR:
         module, _, attribute = str(processor.get("flow", "")).partition(":")
+        if not _IDENTIFIER.match(module) or not _IDENTIFIER.match(attribute):
+            raise DeployError(
+                f"resources.{process_id}.processor.flow must be 'package.module:flow_function', "
+                f"got {processor.get('flow')!r}"
+            )
         return (
-            f"{_HEADER}from pygeoapi_prefect.deployed import job_flow\n"
+            f"{header}from pygeoapi_prefect.deployed import job_flow\n"
             f"from {module} import {attribute} as _user_flow\n\n"
-            f"flow = job_flow(_user_flow, process_id={process_id!r}, {store})\n"
+            f"flow = job_flow(_user_flow, process_id={_literal(process_id)}, {store})\n"
         )
     conf = {"processor": processor}
     return (
-        f"{_HEADER}from pygeoapi_prefect.deployed import process_flow\n\n"
-        f"flow = process_flow({process_id!r}, {conf!r}, {store})\n"
+        f"{header}from pygeoapi_prefect.deployed import process_flow\n\n"
+        f"flow = process_flow({_literal(process_id)}, {_literal(conf)}, {store})\n"
     )
 
 

@@ -22,6 +22,7 @@ import functools
 import inspect
 import threading
 import time
+import typing
 from typing import Any
 
 from prefect import Flow, flow
@@ -110,28 +111,57 @@ def job_flow(
     policy = _policy(callbacks)
     signature = inspect.signature(user_flow.fn)
 
-    @functools.wraps(user_flow.fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def begin(kwargs: dict[str, Any]) -> tuple[str, _Callbacks]:
         kwargs.pop("pygeoapi_job_id", None)
         response = kwargs.pop("pygeoapi_response", "raw") or "raw"
         notify = _Callbacks(policy, kwargs.pop("pygeoapi_subscriber", None), process_id or "")
         notify.status("inProgressUri", "running", "Job running")
-        try:
-            result = user_flow.fn(*args, **kwargs)
-            from pygeoapi_prefect.processes import package_result
+        return response, notify
 
-            mimetype, outputs = package_result(result)
-            outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
-            store_outcome(store, _current_run_id(), outcome, response)
-            notify.results(outcome)
-            return result
-        except Exception as exc:
-            notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
-            raise
-        finally:
-            notify.wait()
+    def finish(result: Any, response: str, notify: _Callbacks) -> Any:
+        from pygeoapi_prefect.processes import package_result
 
-    parameters = list(signature.parameters.values())
+        mimetype, outputs = package_result(result)
+        outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
+        store_outcome(store, _current_run_id(), outcome, response)
+        notify.results(outcome)
+        return result
+
+    if inspect.iscoroutinefunction(user_flow.fn):
+
+        @functools.wraps(user_flow.fn)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            response, notify = begin(kwargs)
+            try:
+                return finish(await user_flow.fn(*args, **kwargs), response, notify)
+            except Exception as exc:
+                notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
+                raise
+            finally:
+                notify.wait()
+
+    else:
+
+        @functools.wraps(user_flow.fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            response, notify = begin(kwargs)
+            try:
+                return finish(user_flow.fn(*args, **kwargs), response, notify)
+            except Exception as exc:
+                notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
+                raise
+            finally:
+                notify.wait()
+
+    # Resolve string annotations (`from __future__ import annotations` in the
+    # flow's module) there, not in this module, where its types do not exist.
+    hints = typing.get_type_hints(user_flow.fn)
+    parameters = [
+        p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+    ]
+    signature = signature.replace(
+        return_annotation=hints.get("return", signature.return_annotation)
+    )
     keyword_only_at = next(
         (i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD),
         len(parameters),
@@ -180,11 +210,13 @@ def process_flow(
                 processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
             )
             if not outcome.ok:
-                notify.status("failedUri", "failed", outcome.message)
                 raise RuntimeError(outcome.message)
             store_outcome(store, job_id, outcome, pygeoapi_response or "raw")
             notify.results(outcome)
             return outcome.outputs
+        except Exception as exc:
+            notify.status("failedUri", "failed", str(exc) or exc.__class__.__name__)
+            raise
         finally:
             notify.wait()
 

@@ -41,6 +41,7 @@ from pygeoapi_prefect.errors import (
     JobNotFound,
     JobStillRunning,
     PrefectManagerError,
+    PrefectRequestFailed,
     PrefectUnavailable,
     ProcessFailed,
 )
@@ -148,8 +149,10 @@ class PrefectManager(BaseManager):
         try:
             deployments = self.api.deployments_tagged(config.publish.tag)
         except PrefectManagerError as exc:
-            # Keep serving what was known; the next request tries again.
+            # Keep serving what was known, and wait a full period before
+            # asking again (not once per request while Prefect is down).
             logger.warning("published deployments not refreshed: %s", exc)
+            self._published_at = time.monotonic()
             return self._published
         published: dict[str, dict[str, Any]] = {}
         for deployment in deployments:
@@ -683,12 +686,22 @@ class PrefectManager(BaseManager):
             parameters = {**inputs, **ours}
         else:
             parameters = {"inputs": inputs, "outputs": requested_outputs, **ours}
-        run = self.api.create_deployment_run(
-            deployment_id,
-            parameters=parameters,
-            tags=jobs.job_tags(process_id),
-            labels={jobs.RESPONSE_LABEL: response},
-        )
+        try:
+            run = self.api.create_deployment_run(
+                deployment_id,
+                parameters=parameters,
+                tags=jobs.job_tags(process_id),
+                labels={jobs.RESPONSE_LABEL: response},
+            )
+        except PrefectRequestFailed as exc:
+            # Deleted and made again in Prefect since it was cached?
+            self._deployment_ids.pop(deployment, None)
+            if exc.status != 404:
+                raise
+            raise DeploymentMissing(
+                f"The Prefect deployment {deployment!r} of process {process_id!r} is gone; "
+                f"run `pygeoapi-prefect deploy-process-as-flow {process_id}`"
+            ) from exc
         job_id = str(run["id"])
         if not wait:
             return job_id, "application/json", None, JobStatus.accepted

@@ -231,8 +231,12 @@ class DeploymentProcessor(BaseProcessor):  # type: ignore[misc]
     """
 
     def __init__(self, processor_def: dict[str, Any]) -> None:
-        super().__init__(processor_def, processor_def["metadata"])
         self.stores_results = bool(processor_def.get("stores_results"))
+        metadata = dict(processor_def["metadata"])
+        if not self.stores_results:
+            # Its flow writes no results: a sync answer would have nothing to return.
+            metadata["jobControlOptions"] = ["async-execute"]
+        super().__init__(processor_def, metadata)
 
     def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
         """Never called: the manager runs these jobs on their deployment."""

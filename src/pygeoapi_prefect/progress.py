@@ -57,8 +57,12 @@ def labels_reporter(api_url: str, job_id: str) -> Reporter:
     return report
 
 
+_run_reporters: dict[str, Reporter] = {}
+
+
 def _prefect_run_reporter() -> Reporter | None:
-    # Inside a flow run that a Prefect worker runs (a deployed process).
+    # Inside a flow run that a Prefect worker runs (a deployed process): one
+    # reporter (one HTTP client) per run, however often it reports.
     from prefect.runtime import flow_run
 
     from pygeoapi_prefect.prefect_api import prefect_settings_api_url
@@ -66,12 +70,19 @@ def _prefect_run_reporter() -> Reporter | None:
     run_id, api_url = flow_run.id, prefect_settings_api_url()
     if not run_id or not api_url:
         return None
-    return labels_reporter(api_url, str(run_id))
+    reporter = _run_reporters.get(str(run_id))
+    if reporter is None:
+        reporter = _run_reporters[str(run_id)] = labels_reporter(api_url, str(run_id))
+    return reporter
 
 
 def report_progress(percent: int, message: str | None = None) -> None:
     """Report how far the running job is (0-100), with an optional message."""
-    percent = max(0, min(100, int(percent)))
+    try:
+        percent = max(0, min(100, int(percent)))
+    except (TypeError, ValueError, OverflowError):
+        logger.warning("progress %r is not a percentage: ignored", percent)
+        return
     reporter = _reporter.get() or _prefect_run_reporter()
     if reporter is None:
         logger.debug("progress %s%% reported outside a job: ignored", percent)

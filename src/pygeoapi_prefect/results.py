@@ -79,7 +79,7 @@ class _Counting(io.RawIOBase):
 def _write_output(handle: Any, encoding: str, outputs: Any) -> int:
     counter = _Counting(handle)
     if encoding == "bytes":
-        view = memoryview(outputs)
+        view = memoryview(outputs).cast("B")  # count bytes, whatever the item size
         for start in range(0, len(view), CHUNK):
             counter.write(view[start : start + CHUNK])
     elif encoding == "text":
@@ -205,6 +205,10 @@ class ResultStore:
         encoding = encoding_of(outputs)
         with self._errors(f"write the results of job {job_id}"):
             self.fs.makedirs(self._path(job_id, ""), exist_ok=True)
+            # A rewrite (a retried run) first withdraws the old manifest, so
+            # nobody reads the new output half-written under it.
+            if self.fs.exists(self._path(job_id, MANIFEST)):
+                self.fs.rm(self._path(job_id, MANIFEST))
             with self.fs.open(self._path(job_id, OUTPUT), "wb") as handle:
                 size = _write_output(handle, encoding, outputs)
             manifest = Manifest(mimetype, encoding, size, response, tuple(output_ids))

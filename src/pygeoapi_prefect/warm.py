@@ -19,7 +19,9 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -60,26 +62,78 @@ def _read_request(connection: socket.socket) -> tuple[dict[str, Any], list[int]]
     return json.loads(data), list(fds)
 
 
+def _exit(code: int) -> None:
+    # os._exit skips the exit-time work Prefect registers (flushing queued
+    # logs and events): run it, and flush our streams, first.
+    import atexit
+    import sys
+    import threading
+
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 def _run_flow_run(request: dict[str, Any], fds: list[int]) -> None:
     # In the forked child: become what `python -m prefect.engine` would be.
     os.setsid()
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
+    for fd in fds:
+        os.close(fd)
     os.environ.clear()
     os.environ.update(request["env"])
-    os.chdir(request["cwd"])
     import runpy
     import sys
+    import traceback
 
-    import prefect.engine
-
-    sys.argv = [prefect.engine.__file__, *request.get("argv", [])]
+    code = 1
     try:
+        os.chdir(request["cwd"])
+        # Prefect read its settings at import, in the server: read them again
+        # from this run's environment (API URL, key, logging...).
+        from prefect.context import refresh_global_settings_context
+        from prefect.logging.configuration import setup_logging
+
+        refresh_global_settings_context()
+        setup_logging(incremental=False)
+        import prefect.engine
+
+        sys.argv = [prefect.engine.__file__, *request.get("argv", [])]
         # The engine module's own `__main__` block, on the preloaded modules.
         runpy.run_path(prefect.engine.__file__, run_name="__main__")
+        code = 0
     except SystemExit as exc:
-        os._exit(exc.code if isinstance(exc.code, int) else 1)
-    os._exit(0)
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported on the run's stderr
+        traceback.print_exc()
+    _exit(code)
+
+
+#: Seconds a cancelled run gets to end after SIGTERM, before SIGKILL.
+_GRACE_SECONDS = 10.0
+
+
+def _stop(pid: int) -> None:
+    # Prefect cancels with SIGTERM (the run's finally blocks run), then kills.
+    for sig, wait in ((signal.SIGTERM, _GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.05)
 
 
 def _handle(connection: socket.socket) -> None:
@@ -99,12 +153,8 @@ def _handle(connection: socket.socket) -> None:
             break
         readable, _, _ = select.select([connection], [], [], 0.1)
         if readable and not connection.recv(1, socket.MSG_PEEK):
-            # The client was killed (a cancellation): so is the run.
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+            # The client was stopped (a cancellation): so is the run.
+            _stop(pid)
             os._exit(0)
     try:
         connection.sendall(struct.pack("!i", code))
@@ -118,10 +168,15 @@ def serve(path: str, *, preload: tuple[str, ...] = PRELOAD) -> None:
     _preload(preload)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped automatically
     if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket")
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    os.chmod(path, 0o600)
+    previous = os.umask(0o177)  # only this user may hand runs to the server
+    try:
+        server.bind(path)
+    finally:
+        os.umask(previous)
     server.listen(64)
     logger.info("warm server listening on %s", path)
     try:

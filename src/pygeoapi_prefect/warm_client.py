@@ -38,7 +38,8 @@ def main() -> int:
     request = json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv[1:]})
     payload = request.encode()
     socket.send_fds(connection, [struct.pack("!I", len(payload)) + payload], [1, 2])
-    # A cancellation kills us: the server sees the socket close and kills the run.
+    # A cancellation stops us: the server sees the socket close, sends the run
+    # SIGTERM and, after a grace period, SIGKILL.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
     answer = b""
     while len(answer) < 4:
