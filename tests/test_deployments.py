@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import ROOT, STANDARD_PROCESSES, pygeoapi_config, server_env, start_pygeoapi
 
 from pygeoapi_prefect.cli import cli
-from pygeoapi_prefect.deploy import module_source
+from pygeoapi_prefect.deploy import module_name, module_source
 from pygeoapi_prefect.server import free_port
 
 POOL = "pygeoapi-test-pool"
@@ -521,3 +521,10 @@ def test_callbacks_are_sent_from_the_worker(deployed):
     failed = failing.wait_for("/failed", timeout=90)
     assert failed["status"] == "failed"
     assert "cannot handle callbacks" in failed["message"]
+
+
+def test_module_names_are_distinct_per_process():
+    assert module_name("hi-prefect-world") == "pygeoapi_hi_prefect_world"
+    names = {module_name(pid) for pid in ("a-b", "a_b", "a.b", "a b", "A-B")}
+    assert len(names) == 5
+    assert all(name.isidentifier() for name in names)

@@ -11,6 +11,7 @@ the process, so runs started from the Prefect UI or CLI are jobs too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -64,8 +65,17 @@ def _read_config(config_path: Path) -> dict[str, Any]:
 
 
 def module_name(process_id: str) -> str:
-    """The generated module's name for a process."""
-    return "pygeoapi_" + "".join(c if c.isalnum() else "_" for c in process_id)
+    """The generated module's name for a process: readable, and distinct per process.
+
+    ``hi-prefect-world`` gives ``pygeoapi_hi_prefect_world``; an id with other
+    characters (``a_b``, ``a.b``) also gets a hash of itself, so that no two
+    processes share a module (one would run the other's code).
+    """
+    if re.fullmatch(r"[A-Za-z0-9-]+", process_id):
+        return "pygeoapi_" + process_id.replace("-", "_")
+    safe = "".join(c if c.isascii() and c.isalnum() else "_" for c in process_id)
+    digest = hashlib.sha256(process_id.encode()).hexdigest()[:8]
+    return f"pygeoapi_{safe}_{digest}"
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
