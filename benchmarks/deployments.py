@@ -156,19 +156,6 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
-        folder = work / "prefect"
-        folder.mkdir()
-        prefect_proc, prefect_url = start_pygeoapi(
-            folder,
-            {
-                "name": "pygeoapi_prefect.manager.PrefectManager",
-                "results": {"url": str(work / "results")},
-            },
-            "pygeoapi_prefect.flask_app",
-            env,
-            processors={"hello-world": {"name": "HelloWorld", "deployment": "hello-world/bench"}},
-        )
-        processes.append(prefect_proc)
         tiny = work / "tinydb"
         tiny.mkdir()
         tiny_proc, tiny_url = start_pygeoapi(
@@ -179,21 +166,25 @@ def main() -> None:
         )
         processes.append(tiny_proc)
 
-        measured = {"process worker": measure(api, prefect_url, args.runs)}
-        warm_folder = work / "prefect-warm"
-        warm_folder.mkdir()
-        warm_proc, warm_url = start_pygeoapi(
-            warm_folder,
-            {
-                "name": "pygeoapi_prefect.manager.PrefectManager",
-                "results": {"url": str(work / "results")},
-            },
-            "pygeoapi_prefect.flask_app",
-            env,
-            processors={"hello-world": {"name": "HelloWorld", "deployment": "hello-world/warm"}},
-        )
-        processes.append(warm_proc)
-        measured["warm worker"] = measure(api, warm_url, args.runs)
+        measured = {}
+        for worker_kind, deployment in (
+            ("process worker", "hello-world/bench"),
+            ("warm worker", "hello-world/warm"),
+        ):
+            folder = work / deployment.replace("/", "-")
+            folder.mkdir()
+            prefect_proc, prefect_url = start_pygeoapi(
+                folder,
+                {
+                    "name": "pygeoapi_prefect.manager.PrefectManager",
+                    "results": {"url": str(work / "results")},
+                },
+                "pygeoapi_prefect.flask_app",
+                env,
+                processors={"hello-world": {"name": "HelloWorld", "deployment": deployment}},
+            )
+            processes.append(prefect_proc)
+            measured[worker_kind] = measure(api, prefect_url, args.runs)
         with httpx.Client(base_url=tiny_url, timeout=120) as client:
             tiny_syncs = []
             for _ in range(args.runs):
