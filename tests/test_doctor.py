@@ -14,9 +14,11 @@ from click.testing import CliRunner
 from conftest import pygeoapi_config, server_env
 
 from pygeoapi_prefect.cli import cli
+from pygeoapi_prefect.deploy import WARM_COMMAND
 from pygeoapi_prefect.server import free_port
 
 ONLINE, IDLE, GONE = "doctor-online", "doctor-idle", "doctor-gone"
+PUBLISH_TAG = "doctor.publish"
 
 
 def wait_until(condition, timeout, what):
@@ -31,7 +33,8 @@ def pools(prefect_server, prefect_api, tmp_path_factory):
     """Three pools: one with a real worker, one without, one deleted after a deployment.
 
     hello-world is deployed with the CLI into the first; the others get a
-    deployment of the same flow through the REST API.
+    deployment of the same flow through the REST API, and the pool without a
+    worker also a published deployment for warm workers.
     """
     folder = tmp_path_factory.mktemp("doctor")
     for pool in (ONLINE, IDLE, GONE):
@@ -72,6 +75,17 @@ def pools(prefect_server, prefect_api, tmp_path_factory):
             "/deployments/",
             json={"name": pool, "flow_id": flow["id"], "work_pool_name": pool},
         )
+    prefect_api.request(
+        "POST",
+        "/deployments/",
+        json={
+            "name": "published-warm",
+            "flow_id": flow["id"],
+            "work_pool_name": IDLE,
+            "tags": [PUBLISH_TAG],
+            "job_variables": {"command": WARM_COMMAND},
+        },
+    )
     prefect_api.request("DELETE", f"/work_pools/{GONE}")
 
     def online():
@@ -163,6 +177,18 @@ def test_a_deployment_whose_pool_was_deleted(tmp_path, prefect_server, pools):
     assert "fix: create the pool (`prefect work-pool create POOL --type process`)" in (
         result.output
     )
+
+
+def test_published_deployments_pools_are_checked_and_warm_ones_need_a_warm_worker(
+    tmp_path, prefect_server, pools
+):
+    result = doctor(tmp_path, prefect_server, publish={"enabled": True, "tag": PUBLISH_TAG})
+    assert result.exit_code == 1
+    assert (
+        f"FAIL pool {IDLE}: work pool {IDLE} (used by hello-world/published-warm) has no "
+        "online worker" in result.output
+    )
+    assert f"`pygeoapi-prefect warm-worker --pool {IDLE}`" in result.output
 
 
 def test_an_unwritable_result_store(tmp_path, prefect_server):

@@ -116,10 +116,23 @@ def _check_prefect(manager: PrefectManager) -> Check:
     return Check("prefect", True, f"Prefect {version} answers at {api.api_url} ({elapsed:.0f} ms)")
 
 
+def _redeploy(process_id: str | None, name: str, published: bool) -> str:
+    if process_id is None:
+        return f"deploy {name} again with Prefect, into an existing work pool"
+    publish = " --publish" if published else ""
+    return (
+        f"`pygeoapi-prefect deploy-process-as-flow {process_id} "
+        f"--deployment-name {name.partition('/')[2]} --work-pool POOL{publish}`"
+    )
+
+
 def _deployments(
     manager: PrefectManager, processes: dict[str, Any]
-) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
-    # (process id, deployment name, the deployment or None if Prefect has none)
+) -> Iterator[tuple[str | None, str, dict[str, Any] | None, bool]]:
+    # (process id, deployment name, the deployment or None if Prefect has
+    # none, whether it is published rather than configured)
+    from pygeoapi_prefect.jobs import process_id_of
+
     api = manager.api
     for process_id, resource in processes.items():
         name = (resource.get("processor") or {}).get("deployment")
@@ -128,11 +141,11 @@ def _deployments(
         flow_name, _, deployment = str(name).partition("/")
         response = api.request("GET", f"/deployments/name/{flow_name}/{deployment}", allow_404=True)
         found = None if response.status_code == 404 else response.json()
-        yield process_id, str(name), found
+        yield process_id, str(name), found, False
     if manager.config.publish.enabled:
         for found in api.deployments_tagged(manager.config.publish.tag):
             name = f"{found['flow_name']}/{found['name']}"
-            yield f"published {name}", name, found
+            yield process_id_of(found.get("tags") or []), name, found, True
 
 
 def _check_pools(
@@ -144,15 +157,14 @@ def _check_pools(
     pools: dict[str, list[str]] = {pool: [] for pool in asked}
     warm: set[str] = set()
     try:
-        for process_id, name, deployment in _deployments(manager, processes):
+        for process_id, name, deployment, published in _deployments(manager, processes):
             if deployment is None:
                 yield Check(
                     f"deployment {name}",
                     False,
                     f"process {process_id} runs on the Prefect deployment {name}, "
                     "which does not exist (its jobs answer 503)",
-                    f"run `pygeoapi-prefect deploy-process-as-flow {process_id} "
-                    f"--deployment-name {name.partition('/')[2]} --work-pool POOL`",
+                    f"run {_redeploy(process_id, name, published)}",
                 )
                 continue
             pool = deployment.get("work_pool_name")
@@ -163,8 +175,7 @@ def _check_pools(
                     f"deployment {name} has no work pool (was its pool deleted?), so no "
                     "worker takes its runs: they stay Scheduled and their jobs accepted",
                     "create the pool (`prefect work-pool create POOL --type process`) and "
-                    f"deploy again: `pygeoapi-prefect deploy-process-as-flow {process_id} "
-                    "--work-pool POOL`",
+                    f"deploy again: {_redeploy(process_id, name, published)}",
                 )
                 continue
             pools.setdefault(pool, []).append(name)
