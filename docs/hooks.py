@@ -60,7 +60,7 @@ def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         value = field.default_factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            return "see below"
+            return "the keys below"
     else:
         value = field.default
     if value is None:
@@ -98,19 +98,24 @@ def config_sections(
 
 
 def config_reference() -> str:
-    """Markdown tables of every ``server.manager`` key."""
+    """A section per ``server.manager`` mapping, a heading per key (its full path)."""
     from pygeoapi_prefect.config import YAML_PREFIX, ManagerConfig
 
     out = []
     for path, doc, fields in config_sections(ManagerConfig, YAML_PREFIX):
         out += [f"## `{path}`", "", _cell(doc.replace("``", "`")), ""]
-        out += ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
         for name, field in fields:
-            out.append(
-                f"| `{path}.{name}` | {_type_name(field.annotation)} | {_default(field)} "
-                f"| {_bounds(field)} | {_cell(field.description or '')} |"
-            )
-        out.append("")
+            facts = [_type_name(field.annotation), f"default: {_default(field)}"]
+            if bounds := _bounds(field):
+                facts.append(bounds)
+            out += [
+                f"### `{path}.{name}`",
+                "",
+                f"*{' · '.join(facts)}*",
+                "",
+                " ".join((field.description or "").split()),
+                "",
+            ]
     return "\n".join(out)
 
 

@@ -42,10 +42,12 @@ def test_every_config_field_has_a_description():
 def test_config_reference_lists_every_key_with_its_default_and_description():
     reference = load_hooks().config_reference()
     for key, field in all_fields(ManagerConfig, YAML_PREFIX):
-        row = next(line for line in reference.splitlines() if line.startswith(f"| `{key}` |"))
-        assert " ".join(field.description.split()).replace("|", "\\|") in row
-    assert "| `server.manager.local.max_workers` | integer | `2` | ≥ 1, ≤ 256 |" in reference
-    assert "| `server.manager.name` | string | required |" in reference
+        section = reference.split(f"\n### `{key}`\n", 1)[1].split("\n#", 1)[0]
+        assert " ".join(field.description.split()) in section
+    assert "### `server.manager.local.max_workers`\n\n*integer · default: `2` · ≥ 1, ≤ 256*" in (
+        reference
+    )
+    assert "### `server.manager.name`\n\n*string · default: required*" in reference
 
 
 def test_every_command_help_has_examples():
