@@ -179,7 +179,7 @@ def serve(
     config = config.resolve()
     openapi = (openapi or default_openapi_path(config)).resolve()
     if not openapi_is_current(config, openapi):
-        click.echo(f"generating {openapi.name} from {config.name}")
+        click.echo(f"generating {openapi.name} from {config.name}", err=True)
         with _config_errors(config):
             write_openapi(config, openapi)
 
@@ -200,7 +200,9 @@ def serve(
             if prefect_answers(local):
                 click.echo(f"using the Prefect server already running at {local}")
             else:
-                click.echo("starting a Prefect server (the first start takes about 20 s)...")
+                click.echo(
+                    "starting a Prefect server (the first start takes about 20 s)...", err=True
+                )
                 prefect_server = PrefectServer(prefect_home, port=prefect_port)
                 try:
                     prefect_server.start(waiting=_waiting_for(local))
