@@ -215,3 +215,12 @@ def test_a_missing_config(tmp_path):
     assert result.exit_code == 1
     assert f"FAIL config: {tmp_path / 'nope.yml'} does not exist" in result.output
     assert "fix: pass --config FILE or set PYGEOAPI_CONFIG" in result.output
+
+
+def test_a_config_that_is_not_yaml(tmp_path):
+    path = tmp_path / "broken.yml"
+    path.write_text("server: [unclosed\n")
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(path)])
+    assert result.exit_code == 1
+    assert f"FAIL config: {path} cannot be read:" in result.output
+    assert "fix: check that the file is a readable pygeoapi config in YAML" in result.output

@@ -62,7 +62,7 @@ def run_checks(config_path: Path, pools: Sequence[str] = ()) -> Iterator[Check]:
         return
     try:
         manager_def, processes = _manager_block(config_path)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - unreadable or not YAML: the finding
         yield Check(
             "config",
             False,
