@@ -2,7 +2,8 @@
 # Set everything up, then run the demo or the tests.
 #
 #   ./scripts/dev.sh demo [serve options]   pygeoapi + a Prefect server, example config
-#   ./scripts/dev.sh test [pytest options]  lint (ruff, mypy --strict), then the test suite
+#   ./scripts/dev.sh test [pytest options]  lint (ruff, mypy --strict), the docs site
+#                                           (mkdocs build --strict), then the test suite
 #
 # Needs Python 3.12 or newer. It is looked for in $PYTHON, on PATH and under
 # pyenv; none is downloaded. The virtual environment lives in .venv and is
@@ -68,6 +69,10 @@ case "$command" in
         "$VENV/bin/ruff" check src tests benchmarks
         "$VENV/bin/ruff" format --check --quiet src tests benchmarks
         "$VENV/bin/mypy" src
+        echo "docs site (mkdocs build --strict)..."
+        site=$(mktemp -d)
+        "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$site"
+        rm -rf "$site"
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)

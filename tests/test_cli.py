@@ -52,6 +52,7 @@ def test_serve_starts_prefect_and_stops_everything_on_sigterm(tmp_path):
         output = log.read_text()
         assert f"pygeoapi:   http://127.0.0.1:{port}" in output
         assert f"Prefect UI: http://127.0.0.1:{prefect_port}" in output
+        assert "starting a Prefect server (the first start takes about 20 s)..." in output
         assert (tmp_path / ".prefect-home" / "prefect.db").exists()
         assert (tmp_path / "demo-openapi.yml").exists()
         response = httpx.post(

@@ -275,6 +275,7 @@ def test_flow_code_on_s3_through_a_storage_block(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hi-prefect-world/minio" in result.stdout
+    assert f"uploading the flow code to s3://{s3.bucket}/flows..." in result.stderr
 
     import s3fs
 

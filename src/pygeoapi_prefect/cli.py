@@ -64,7 +64,12 @@ def _config_errors(config: Path) -> Iterator[None]:
         raise click.ClickException(f"{config}: {exc}") from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExamples:\n  pygeoapi-prefect serve --config example-config.yml\n"
+    "  pygeoapi-prefect doctor --config example-config.yml\n"
+    "  pygeoapi-prefect COMMAND --help",
+)
 @click.version_option(__version__, prog_name="pygeoapi-prefect")
 def cli() -> None:
     """Run pygeoapi processes as Prefect flow runs."""
@@ -81,7 +86,18 @@ _config_option = click.option(
 )
 
 
-@cli.command("openapi")
+def _examples(*lines: str) -> str:
+    # Shown after the options by --help; \b keeps click from rewrapping them.
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@cli.command(
+    "openapi",
+    epilog=_examples(
+        "pygeoapi-prefect openapi --config example-config.yml",
+        "pygeoapi-prefect openapi --config prod.yml --output /srv/pygeoapi/openapi.yml",
+    ),
+)
 @_config_option
 @click.option(
     "--output",
@@ -93,9 +109,8 @@ _config_option = click.option(
 def openapi_command(config: Path, output: Path | None) -> None:
     """Regenerate pygeoapi's OpenAPI document from a config.
 
-    \b
-    Example:
-        pygeoapi-prefect openapi --config example-config.yml
+    The document starts with a stamp naming the config's hash and pygeoapi's
+    version, which `serve` uses to tell whether it is stale.
     """
     output = output or default_openapi_path(config)
     with _config_errors(config):
@@ -111,7 +126,14 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop()
 
 
-@cli.command("serve")
+@cli.command(
+    "serve",
+    epilog=_examples(
+        "pygeoapi-prefect serve",
+        "pygeoapi-prefect serve --config my-config.yml --port 8080",
+        "PREFECT_API_URL=http://127.0.0.1:4200/api pygeoapi-prefect serve",
+    ),
+)
 @_config_option
 @click.option(
     "--openapi",
@@ -151,19 +173,13 @@ def serve(
     Prefect server with its UI on 127.0.0.1:4200 (state in ./.prefect-home)
     unless PREFECT_API_URL names one or one already answers there, then
     serves pygeoapi. Ctrl-C or SIGTERM stops everything it started.
-
-    \b
-    Examples:
-        pygeoapi-prefect serve
-        pygeoapi-prefect serve --config my-config.yml --port 8080
-        PREFECT_API_URL=http://127.0.0.1:4200/api pygeoapi-prefect serve
     """
     from pygeoapi_prefect.server import PrefectServer, prefect_answers
 
     config = config.resolve()
     openapi = (openapi or default_openapi_path(config)).resolve()
     if not openapi_is_current(config, openapi):
-        click.echo(f"generating {openapi.name} from {config.name}")
+        click.echo(f"generating {openapi.name} from {config.name}", err=True)
         with _config_errors(config):
             write_openapi(config, openapi)
 
@@ -184,10 +200,12 @@ def serve(
             if prefect_answers(local):
                 click.echo(f"using the Prefect server already running at {local}")
             else:
-                click.echo("starting a Prefect server (the first start takes about 20 s)...")
+                click.echo(
+                    "starting a Prefect server (the first start takes about 20 s)...", err=True
+                )
                 prefect_server = PrefectServer(prefect_home, port=prefect_port)
                 try:
-                    prefect_server.start()
+                    prefect_server.start(waiting=_waiting_for(local))
                 except RuntimeError as exc:
                     raise click.ClickException(str(exc)) from exc
             api_url = local
@@ -216,6 +234,17 @@ def serve(
     finally:
         if prefect_server is not None:
             prefect_server.stop()
+
+
+def _progress(step: str) -> None:
+    click.echo(f"  {step}...", err=True)
+
+
+def _waiting_for(url: str) -> Any:
+    def waiting(seconds: float) -> None:
+        click.echo(f"  still waiting for the Prefect server at {url} ({seconds:.0f} s)", err=True)
+
+    return waiting
 
 
 def _deploy_options(command: Any) -> Any:
@@ -267,7 +296,16 @@ def _deploy_options(command: Any) -> Any:
     return command
 
 
-@cli.command("deploy-process-as-flow")
+@cli.command(
+    "deploy-process-as-flow",
+    epilog=_examples(
+        "pygeoapi-prefect deploy-process-as-flow hi-prefect-world --work-pool pygeoapi",
+        "pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm --publish",
+        "PYGEOAPI_CONFIG=example-config.yml pygeoapi-prefect deploy-process-as-flow \\",
+        "    hi-prefect-world --prefect-queue-name=test --deployment-name=test \\",
+        "    --storage-block-name=remote-file-system/test-sb1",
+    ),
+)
 @_deploy_options
 def deploy_process_as_flow(
     process_id: str,
@@ -284,14 +322,7 @@ def deploy_process_as_flow(
     Works for Prefect-flow processes (FlowProcessor) and standard pygeoapi
     processes alike. The deployment is tagged like the process's jobs, so
     runs started from the Prefect UI or CLI show up in /jobs. Set
-    PREFECT_API_URL to the Prefect server first.
-
-    \b
-    Examples:
-        pygeoapi-prefect deploy-process-as-flow hi-prefect-world --work-pool pygeoapi
-        PYGEOAPI_CONFIG=example-config.yml pygeoapi-prefect deploy-process-as-flow \\
-            hi-prefect-world --prefect-queue-name=test --deployment-name=test \\
-            --storage-block-name=remote-file-system/test-sb1
+    PREFECT_API_URL to the Prefect server first. Progress goes to stderr.
     """
     from pygeoapi_prefect.deploy import DeployError, DeployRequest, deploy_process
 
@@ -308,7 +339,7 @@ def deploy_process_as_flow(
     click.echo(f"deploying {process_id} to work pool {work_pool}...")
     try:
         with _config_errors(request.config_path):
-            name = deploy_process(request)
+            name = deploy_process(request, progress=_progress)
     except DeployError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"deployment {name} is ready; run it with: prefect deployment run {name}")
@@ -317,7 +348,13 @@ def deploy_process_as_flow(
 cli.add_command(deploy_process_as_flow, "deploy-as-prefect-flow")
 
 
-@cli.command("warm-worker")
+@cli.command(
+    "warm-worker",
+    epilog=_examples(
+        "pygeoapi-prefect warm-worker --pool pygeoapi",
+        "pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm",
+    ),
+)
 @click.option("--pool", "pool", required=True, help="The process work pool to serve.")
 @click.option(
     "--socket",
@@ -341,11 +378,6 @@ def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> No
     Deployments made with `deploy-process-as-flow --warm` hand each run to
     the fork server instead of starting a new Python process. Ctrl-C or
     SIGTERM stops both.
-
-    \b
-    Examples:
-        pygeoapi-prefect warm-worker --pool pygeoapi
-        pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm
     """
     import subprocess
     import tempfile
@@ -401,22 +433,44 @@ def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> No
             shutil.rmtree(folder, ignore_errors=True)
 
 
-@cli.command("doctor")
-@_config_option
-def doctor(config: Path) -> None:
-    """Check the config, the Prefect API, the result store and every process.
+@cli.command(
+    "doctor",
+    epilog=_examples(
+        "pygeoapi-prefect doctor",
+        "PREFECT_API_URL=http://prefect:4200/api pygeoapi-prefect doctor --config prod.yml",
+        "pygeoapi-prefect doctor --pool pygeoapi --pool gpu",
+    ),
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="PYGEOAPI_CONFIG",
+    default="example-config.yml",
+    show_default=True,
+    help="pygeoapi config file [env: PYGEOAPI_CONFIG].",
+)
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    help="A work pool to check too (exists, not paused, an online worker), e.g. "
+    "before deploying to it; repeatable.",
+)
+def doctor(config: Path, pools: tuple[str, ...]) -> None:
+    """Check a set-up and say what is wrong and how to fix it.
 
-    Says what is wrong and how to fix it; exits with 1 if anything is.
-
-    \b
-    Examples:
-        pygeoapi-prefect doctor
-        PREFECT_API_URL=http://prefect:4200/api pygeoapi-prefect doctor --config prod.yml
+    Checks that the config exists and its server.manager block is valid;
+    that the Prefect API answers; that the work pool of every deployment
+    the processes run on (configured, or published with publish.enabled)
+    exists, is not paused and has an online worker; that the result store
+    can be written, read back and deleted from; and that every process
+    loads. Exits with 1 if any check failed.
     """
     from pygeoapi_prefect.doctor import run_checks
 
     failed = 0
-    for check in run_checks(config):
+    for check in run_checks(config, pools):
         mark = click.style("ok  ", fg="green") if check.ok else click.style("FAIL", fg="red")
         click.echo(f"{mark} {check.name}: {check.detail}")
         if not check.ok:

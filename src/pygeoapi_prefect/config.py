@@ -46,8 +46,9 @@ class ResultStoreConfig(_Strict):
         default=None,
         description=(
             "fsspec URL of the result store: a local folder (`/srv/results`, "
-            "`file:///srv/results`) or any fsspec URL (`s3://bucket/prefix`, "
-            "`memory://results`). Defaults to `server.manager.output_dir`, else "
+            "`file:///srv/results`) or any other fsspec URL (`s3://bucket/prefix`), "
+            "but not `memory://`, which async jobs in other processes cannot reach. "
+            "Defaults to `server.manager.output_dir`, else "
             f"`./{DEFAULT_RESULTS_DIR}`."
         ),
     )
@@ -232,14 +233,30 @@ class ManagerConfig(_Strict):
         default=None,
         description="pygeoapi's own key; used as the result store when `results.url` is not set.",
     )
-    results: ResultStoreConfig = Field(default_factory=ResultStoreConfig)
-    local: LocalExecutionConfig = Field(default_factory=LocalExecutionConfig)
-    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
-    deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
-    publish: PublishConfig = Field(default_factory=PublishConfig)
+    results: ResultStoreConfig = Field(
+        default_factory=ResultStoreConfig,
+        description="Where job results are written; every instance serving the same jobs "
+        "needs the same store.",
+    )
+    local: LocalExecutionConfig = Field(
+        default_factory=LocalExecutionConfig,
+        description="Jobs run next to pygeoapi (processes without a `deployment`).",
+    )
+    callbacks: CallbacksConfig = Field(
+        default_factory=CallbacksConfig,
+        description="Delivery of the OGC `subscriber` callbacks of execute requests.",
+    )
+    deployments: DeploymentsConfig = Field(
+        default_factory=DeploymentsConfig,
+        description="Jobs of processes that run on a Prefect deployment (Prefect workers).",
+    )
+    publish: PublishConfig = Field(
+        default_factory=PublishConfig,
+        description="Listing tagged Prefect deployments as processes without a config entry.",
+    )
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Filled in by pygeoapi from the `resources` of type `process`.",
+        description="Filled in by pygeoapi from the `resources` of type `process`: do not set it.",
     )
 
     @field_validator("results")

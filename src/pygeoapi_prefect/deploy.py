@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -171,8 +172,14 @@ def _load_block(name: str) -> Any:
         ) from exc
 
 
-def deploy_process(request: DeployRequest) -> str:
+def _quiet(step: str) -> None:
+    logger.info("%s", step)
+
+
+def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _quiet) -> str:
     """Create or update the deployment; returns its full name (``flow/deployment``).
+
+    ``progress`` is told each step as it starts (the CLI prints them).
 
     Raises:
         DeployError: unknown process, missing block or pool, bad config.
@@ -197,6 +204,9 @@ def deploy_process(request: DeployRequest) -> str:
         logger.warning(
             "results go to %s, a local folder: workers elsewhere cannot write there", results_url
         )
+    progress(
+        f"building the flow code of {request.process_id} ({module_name(request.process_id)}.py)"
+    )
     source = module_source(request.process_id, resource, results)
     api_url = prefect_settings_api_url()
     if not api_url:
@@ -208,10 +218,11 @@ def deploy_process(request: DeployRequest) -> str:
 
     # The environment as it is now: Prefect's settings were read at import.
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        return _deploy(request, source)
+        return _deploy(request, source, progress)
 
 
-def _deploy(request: DeployRequest, source: str) -> str:
+def _deploy(request: DeployRequest, source: str, progress: Callable[[str], None]) -> str:
+    progress(f"checking work pool {request.work_pool} at {prefect_settings_api_url()}")
     _check_pool(request.work_pool)
 
     from prefect import Flow
@@ -219,17 +230,22 @@ def _deploy(request: DeployRequest, source: str) -> str:
     filename = module_name(request.process_id) + ".py"
     entrypoint = f"{filename}:flow"
     if request.storage_block:
+        progress(f"loading storage block {request.storage_block}")
         block = _load_block(request.storage_block)
+        progress(f"uploading the flow code to {getattr(block, 'basepath', request.storage_block)}")
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / filename).write_text(source, encoding="utf-8")
             block.put_directory(local_path=folder)
         code: Any = block
     else:
+        progress(f"writing the flow code to {request.code_dir.resolve()}")
         request.code_dir.mkdir(parents=True, exist_ok=True)
         (request.code_dir / filename).write_text(source, encoding="utf-8")
         code = str(request.code_dir.resolve())
+    progress("loading the flow back from the stored code")
     # Both are sync_compatible: called outside an event loop they run and return.
     flow = cast("Flow[..., Any]", Flow.from_source(source=code, entrypoint=entrypoint))
+    progress(f"registering the deployment {flow.name}/{request.deployment_name}")
     deployment_id: Any = flow.deploy(
         name=request.deployment_name,
         work_pool_name=request.work_pool,

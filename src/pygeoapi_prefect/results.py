@@ -188,8 +188,9 @@ class ResultStore:
             raise
         except (OSError, ValueError, ImportError) as exc:
             logger.exception("result store %s failed to %s", self.url, what)
+            where = self.url or self.block
             raise ResultStoreError(
-                f"The result store {self.url} failed to {what}: {exc.__class__.__name__}"
+                f"The result store {where} failed to {what}: {exc.__class__.__name__}"
             ) from exc
 
     def write(

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -88,8 +89,18 @@ class PrefectServer:
         }
         return env
 
-    def start(self, *, timeout: float = 90.0) -> None:
-        """Start the server and wait until its API answers."""
+    def start(
+        self,
+        *,
+        timeout: float = 90.0,
+        waiting: Callable[[float], None] | None = None,
+        every: float = 5.0,
+    ) -> None:
+        """Start the server and wait until its API answers.
+
+        ``waiting`` is called with the seconds waited so far, every ``every``
+        seconds while the API does not answer yet (the CLI shows progress).
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the subprocess
         command = [
@@ -113,7 +124,9 @@ class PrefectServer:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        told = started
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -122,6 +135,9 @@ class PrefectServer:
                 )
             if prefect_answers(self.api_url, timeout=1.0):
                 return
+            if waiting is not None and time.monotonic() - told >= every:
+                told = time.monotonic()
+                waiting(told - started)
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(
