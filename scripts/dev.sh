@@ -66,8 +66,8 @@ case "$command" in
     test)
         setup
         echo "ruff and mypy..."
-        "$VENV/bin/ruff" check src tests benchmarks
-        "$VENV/bin/ruff" format --check --quiet src tests benchmarks
+        "$VENV/bin/ruff" check src tests benchmarks docs/hooks.py
+        "$VENV/bin/ruff" format --check --quiet src tests benchmarks docs/hooks.py
         "$VENV/bin/mypy" src
         echo "docs site (mkdocs build --strict)..."
         site=$(mktemp -d)
