@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from browser import chromium
-from playwright.sync_api import Browser, Locator, Page
+from playwright.sync_api import Browser, Locator, Page, expect
 
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 #: How pygeoapi's templates show a date-time (pygeoapi.util.DATETIME_FORMAT).
@@ -127,7 +127,9 @@ def test_job_list_links_lead_to_the_job_and_its_process(page, pygeoapi, jobs):
     )
     row.get_by_role("link", name=jobs.failed).click()
     assert page.url == f"{pygeoapi.base_url}/jobs/{jobs.failed}"
+    # HTML by content negotiation, rendered from the fixed document (with its links).
     assert page.locator("#job-status-header").inner_text().startswith("Status: failed")
+    assert set(_links(page)) == {"self", "related"}
     page.go_back()
     row.get_by_role("link", name="fail", exact=True).click()
     assert page.url == f"{pygeoapi.base_url}/processes/fail"
@@ -198,19 +200,22 @@ def test_process_page_links_to_the_jobs_of_the_process(page, pygeoapi, jobs):
     assert page.locator(f'table.job-list a[href$="/jobs/{jobs.failed}"]').count() == 1
 
 
-def test_job_page_leads_to_its_flow_run_in_the_prefect_ui(page, pygeoapi, jobs, prefect_api):
+def test_job_page_leads_to_its_flow_run_in_the_prefect_ui(
+    page, pygeoapi, jobs, prefect_api, prefect_server
+):
     run = prefect_api.read_flow_run(jobs.failed)
     page.goto(f"{pygeoapi.base_url}/jobs/{jobs.failed}?f=html")
     _links(page)["related"].click()
+    assert page.url == f"{prefect_server.ui_url}/runs/flow-run/{jobs.failed}"
     # Prefect's UI: the run's name and the process tag head the page ...
-    page.get_by_text("pygeoapi.process:fail").first.wait_for()
-    assert page.get_by_text(run["name"], exact=True).first.is_visible()
+    expect(page.get_by_text("pygeoapi.process:fail").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(run["name"], exact=True).first).to_be_visible()
     # ... and its details give the flow run id, which is the job id.
     page.locator(".p-tab", has_text="Details").click()
     value = page.locator(
         ".p-key-value", has=page.locator(".p-key-value__label", has_text="Flow Run ID")
     ).locator(".p-key-value__value")
-    assert value.inner_text() == jobs.failed
+    expect(value).to_have_text(jobs.failed)
 
 
 def test_flow_run_labels_lead_back_to_the_job(page, pygeoapi, jobs, prefect_api):
