@@ -39,7 +39,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(30_000)
+    # Generous: Prefect's UI is a 4 MB script, slow to start on a busy machine.
+    context.set_default_timeout(60_000)
     try:
         yield context.new_page()
     finally:
@@ -208,7 +209,7 @@ def test_job_page_leads_to_its_flow_run_in_the_prefect_ui(
     _links(page)["related"].click()
     assert page.url == f"{prefect_server.ui_url}/runs/flow-run/{jobs.failed}"
     # Prefect's UI: the run's name and the process tag head the page ...
-    expect(page.get_by_text("pygeoapi.process:fail").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("pygeoapi.process:fail").first).to_be_visible(timeout=60_000)
     expect(page.get_by_text(run["name"], exact=True).first).to_be_visible()
     # ... and its details give the flow run id, which is the job id.
     page.locator(".p-tab", has_text="Details").click()
@@ -226,3 +227,25 @@ def test_flow_run_labels_lead_back_to_the_job(page, pygeoapi, jobs, prefect_api)
         assert page.locator(".crumbs").get_by_role("link", name=job_id).count() == 1
         status = pygeoapi.job(job_id).json()["status"]
         assert f"Status: {status}" in page.locator("#job-status-header").inner_text()
+
+
+def test_json_documents_carry_the_same_links(pygeoapi, jobs):
+    # What the HTML pages show comes from these documents.
+    rels = {
+        job_id: {link["rel"] for link in pygeoapi.job(job_id).json()["links"]}
+        for job_id in (jobs.running, jobs.failed, jobs.done)
+    }
+    assert rels[jobs.running] == rels[jobs.failed] == {"self", "related"}
+    assert rels[jobs.done] == {"self", "related", RESULTS_REL}
+    description = pygeoapi.client.get("/processes/progress", params={"f": "json"}).json()
+    own = [
+        link["href"]
+        for link in description["links"]
+        if link["rel"].endswith("/job-list")
+        and link["type"] == "application/json"
+        and "processID=" in link["href"]
+    ]
+    assert own == [f"{pygeoapi.base_url}/jobs?processID=progress&f=json"]
+    listed = pygeoapi.client.get(own[0]).json()["jobs"]
+    assert {job["processID"] for job in listed} == {"progress"}
+    assert jobs.running in {job["jobID"] for job in listed}
