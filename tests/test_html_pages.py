@@ -17,6 +17,9 @@ import pytest
 from browser import chromium
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from pygeoapi_prefect.jobs import job_tags
+from pygeoapi_prefect.prefect_api import PrefectAPI
+
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 #: How pygeoapi's templates show a date-time (pygeoapi.util.DATETIME_FORMAT).
 SHOWN = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -28,6 +31,7 @@ class Jobs:
     raw: str
     failed: str
     running: str
+    queued: str
 
 
 @pytest.fixture(scope="session")
@@ -52,31 +56,40 @@ def _job_id(response: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def jobs(pygeoapi: Any) -> Iterator[Jobs]:
+def jobs(pygeoapi: Any, prefect_api: PrefectAPI) -> Iterator[Jobs]:
     done = _job_id(pygeoapi.execute("hello-world", {"name": "browser"}))
     raw = _job_id(pygeoapi.execute("bytes", {}))
     failed = pygeoapi.execute("fail", {"what": "a browser"}, asynchronous=True).json()["jobID"]
     running = pygeoapi.execute("progress", {"seconds": 300}, asynchronous=True).json()["jobID"]
+    # Queued, as a run of a deployment waiting for a worker is: never started.
+    queued = prefect_api.create_flow_run(
+        flow_name="hello-world",
+        state={"type": "SCHEDULED", "name": "Scheduled", "message": "Waiting for a worker"},
+        tags=job_tags("hello-world"),
+    )["id"]
     try:
         pygeoapi.wait_for(failed, "failed", timeout=60)
         deadline = time.monotonic() + 60
         while pygeoapi.job(running).json().get("progress") != 50:
             assert time.monotonic() < deadline, "the progress job never reported 50%"
             time.sleep(0.1)
-        yield Jobs(done=done, raw=raw, failed=failed, running=running)
+        yield Jobs(done=done, raw=raw, failed=failed, running=running, queued=queued)
     finally:
         pygeoapi.client.delete(f"/jobs/{running}")
+        pygeoapi.client.delete(f"/jobs/{queued}")
 
 
 def _when(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _shown(value: str) -> str:
-    return _when(value).strftime(SHOWN)
+def _shown(value: str | None) -> str:
+    return _when(value).strftime(SHOWN) if value else ""
 
 
 def _duration(document: dict[str, Any]) -> str:
+    if "started" not in document:
+        return ""
     return str(_when(document["finished"]) - _when(document["started"]))
 
 
@@ -99,26 +112,29 @@ def test_job_list_shows_each_job_as_its_document_says(page, pygeoapi, jobs):
     for job_id, document in documents.items():
         job_id_cell, process_cell, start, duration, _, status, message = _row(page, job_id)
         assert (job_id_cell, process_cell) == (job_id, document["processID"])
-        assert start == _shown(document["started"])
+        assert start == _shown(document.get("started"))
         assert status == document["status"]
         assert message == document["message"]
         if document["status"] != "running":
             assert duration == _duration(document)
     assert _row(page, jobs.failed)[6] == "cannot handle a browser"
     assert _row(page, jobs.running)[6] == "halfway there"
+    queued = _row(page, jobs.queued)
+    assert (queued[2], queued[3], queued[5]) == ("", "", "accepted")  # no start, no duration
     progress = {
         job_id: page.locator(
             "table.job-list tbody tr", has=page.locator(f'a[href$="/jobs/{job_id}"]')
         )
         .locator("progress")
         .get_attribute("value")
-        for job_id in (jobs.done, jobs.running, jobs.failed)
+        for job_id in (jobs.done, jobs.running, jobs.failed, jobs.queued)
     }
-    assert progress == {jobs.done: "1000", jobs.running: "500", jobs.failed: "0"}
-    # Newest first, as in the JSON list (pygeoapi alone sorts by start time).
+    assert progress == {jobs.done: "1000", jobs.running: "500", jobs.failed: "0", jobs.queued: "0"}
+    # Newest first, as in the JSON list (pygeoapi alone sorts by start time,
+    # which puts the queued job last).
     hrefs = page.locator("table.job-list tbody tr td:first-child a").all_inner_texts()
     ours = [job_id for job_id in hrefs if job_id in documents]
-    assert ours == [jobs.running, jobs.failed, jobs.raw, jobs.done]
+    assert ours == [jobs.queued, jobs.running, jobs.failed, jobs.raw, jobs.done]
 
 
 def test_job_list_links_lead_to_the_job_and_its_process(page, pygeoapi, jobs):
