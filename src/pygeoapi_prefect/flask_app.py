@@ -18,6 +18,9 @@ layer (see docs/conformance.md):
   ``type: process``, served as ``application/json``;
 - execution responses link to their job (``Link: rel=monitor``), status
   documents to themselves, their results and their Prefect flow run;
+- the HTML pages of the job list, a job and a process are rendered from
+  these fixed documents (:mod:`pygeoapi_prefect.html_pages`), and process
+  descriptions link to their own jobs;
 - raw non-JSON results (images, files) are streamed from the result store
   instead of being loaded whole;
 - exception types are the OGC URIs where the standard has one, and
@@ -39,6 +42,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from pygeoapi_prefect.errors import EXCEPTION_TYPES, InvalidParameter, PrefectManagerError
+from pygeoapi_prefect.html_pages import process_job_links, render_html
 from pygeoapi_prefect.jobs import number_matched
 from pygeoapi_prefect.query import current_query, parse_job_query
 
@@ -47,6 +51,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["APP"]
 
 _JSON = "application/json"
+if hasattr(api_.manager, "jobs_url"):
+    # Each new job's flow run records where pygeoapi serves it.
+    api_.manager.jobs_url = f"{api_.base_url}/jobs"
 _EMPTY = (None, "")
 _CONFORMANCE = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 #: Conformance classes this manager implements beyond those pygeoapi declares.
@@ -97,6 +104,9 @@ def _with_links(job: dict[str, Any]) -> dict[str, Any]:
     # and its flow run in the Prefect UI.
     job_url = f"{api_.base_url}/jobs/{job['jobID']}"
     links = [link for link in job.get("links", []) if link.get("rel") != "self"]
+    if job.get("status") != "successful":
+        # pygeoapi links a queued or running job to results it does not have yet.
+        links = [link for link in links if not link.get("rel", "").endswith("/results")]
     for link in links:
         if link.get("rel", "").endswith("/results"):
             link["title"] = f"Results of job {job['jobID']}"
@@ -115,6 +125,24 @@ def _with_links(job: dict[str, Any]) -> dict[str, Any]:
         )
     job["links"] = links
     return job
+
+
+def _fixed_job_document(document: dict[str, Any]) -> dict[str, Any] | None:
+    # A job list or status document with the fixes; None if it is neither.
+    if isinstance(document.get("jobs"), list):
+        jobs = [_with_links(_clean_job(job)) for job in document["jobs"]]
+        # pygeoapi re-sorts each page by start time; the manager's order is
+        # newest first by creation, which is what the page was cut from.
+        jobs.sort(key=lambda job: job.get("created", ""), reverse=True)
+        document["jobs"] = jobs
+        matched = number_matched.get()
+        if matched is not None:
+            document["numberMatched"] = matched
+    elif "jobID" in document:
+        document = _with_links(_clean_job(document))
+    else:
+        return None
+    return document
 
 
 def _is_json(response: Response) -> bool:
@@ -184,6 +212,16 @@ def _monitor_links(response: Response) -> Response:
     return response
 
 
+def _process_links(response: Response) -> Response:
+    if request.method != "GET" or not _is_json(response):
+        return response
+    document = process_job_links(json.loads(response.get_data()), api_.base_url)
+    response.set_data(
+        json.dumps(document, indent=4 if APP.config.get("JSONIFY_PRETTYPRINT_REGULAR") else None)
+    )
+    return response
+
+
 @APP.before_request
 def _job_query() -> Response | None:
     # pygeoapi passes only limit and offset to the manager: the job-list
@@ -198,7 +236,7 @@ def _job_query() -> Response | None:
             current_query.set(parse_job_query(request.args.to_dict(flat=False)))
         except InvalidParameter as exc:
             return _error_response(exc)
-    return None
+    return render_html(api_, request, _fixed_job_document)
 
 
 @APP.after_request
@@ -213,6 +251,8 @@ def _fix_job_documents(response: Response) -> Response:
         return _exception_type(response, parts)
     if request.method == "POST" and parts[-1] == "execution":
         return _monitor_links(response)
+    if len(parts) == 3 and parts[1] == "processes" and response.status_code == 200:
+        return _process_links(response)
     if "jobs" not in parts or parts[-1] == "results":
         return response
     if request.method == "DELETE" and response.status_code == 200:
@@ -223,19 +263,8 @@ def _fix_job_documents(response: Response) -> Response:
         return response
     if request.method != "GET" or response.status_code != 200 or not _is_json(response):
         return response
-    document = json.loads(response.get_data())
-    if isinstance(document.get("jobs"), list):
-        jobs = [_with_links(_clean_job(job)) for job in document["jobs"]]
-        # pygeoapi re-sorts each page by start time; the manager's order is
-        # newest first by creation, which is what the page was cut from.
-        jobs.sort(key=lambda job: job.get("created", ""), reverse=True)
-        document["jobs"] = jobs
-        matched = number_matched.get()
-        if matched is not None:
-            document["numberMatched"] = matched
-    elif "jobID" in document:
-        document = _with_links(_clean_job(document))
-    else:
+    document = _fixed_job_document(json.loads(response.get_data()))
+    if document is None:
         return response
     response.set_data(
         json.dumps(document, indent=4 if APP.config.get("JSONIFY_PRETTYPRINT_REGULAR") else None)

@@ -35,6 +35,9 @@ PROGRESS_LABEL = "pygeoapi.progress"
 MESSAGE_LABEL = "pygeoapi.message"
 MIMETYPE_LABEL = "pygeoapi.mimetype"
 RESPONSE_LABEL = "pygeoapi.response"
+#: The job list URL of the pygeoapi that made the job: the job is at
+#: ``<label value>/<flow run id>`` (see PrefectManager.jobs_url).
+JOBS_URL_LABEL = "pygeoapi.jobs_url"
 #: The media type of a job whose run has no MIMETYPE_LABEL.
 DEFAULT_MIMETYPE = "application/json"
 

@@ -98,6 +98,11 @@ class PrefectManager(BaseManager):
 
     """
 
+    #: ``<pygeoapi URL>/jobs``; when set, each new job's flow run carries it
+    #: as the label ``pygeoapi.jobs_url`` (its job is ``<that>/<flow run id>``).
+    #: :mod:`pygeoapi_prefect.flask_app` sets it from ``server.url``.
+    jobs_url: str | None = None
+
     def __init__(self, manager_def: dict[str, Any]) -> None:
         self._published: dict[str, dict[str, Any]] = {}
         self._published_at = -math.inf
@@ -437,10 +442,14 @@ class PrefectManager(BaseManager):
             flow_name=process_id,
             state=state,
             tags=jobs.job_tags(process_id),
-            labels=labels,
+            labels=self._origin(labels),
             parameters=parameters,
         )
         return str(run["id"])
+
+    def _origin(self, labels: dict[str, Any]) -> dict[str, Any]:
+        # A new job's labels, with the way back to pygeoapi from its flow run.
+        return {**labels, jobs.JOBS_URL_LABEL: self.jobs_url} if self.jobs_url else labels
 
     def add_job(self, job_metadata: dict[str, Any]) -> str:
         """Record a job as a new flow run; returns its id (the flow run id)."""
@@ -691,7 +700,7 @@ class PrefectManager(BaseManager):
                 deployment_id,
                 parameters=parameters,
                 tags=jobs.job_tags(process_id),
-                labels={jobs.RESPONSE_LABEL: response},
+                labels=self._origin({jobs.RESPONSE_LABEL: response}),
             )
         except PrefectRequestFailed as exc:
             # Deleted and made again in Prefect since it was cached?

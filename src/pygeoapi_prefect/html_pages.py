@@ -1,0 +1,120 @@
+"""pygeoapi's HTML job and process pages, rendered from the fixed JSON documents.
+
+pygeoapi 0.24 renders ``/jobs``, ``/jobs/{id}`` and ``/processes/{id}`` as
+HTML straight from what the manager returns, before
+:mod:`pygeoapi_prefect.flask_app` can fix the documents: the job list comes
+sorted by start time (queued jobs last, after older finished ones), and a
+status page lacks the links of the JSON document (the Prefect UI, a failed
+job's own link) while showing a results link for jobs that have none yet.
+
+Here such a page is rendered with pygeoapi's own templates, from the JSON
+document the API serves for the same request with the same fixes: the HTML
+and the JSON say the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Request, Response
+from pygeoapi.api import SYSTEM_LOCALE, APIRequest, apply_gzip
+from pygeoapi.api import processes as processes_api
+from pygeoapi.formats import F_HTML
+from pygeoapi.util import get_current_datetime, render_j2_template
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["JOB_LIST_REL", "process_job_links", "render_html"]
+
+#: The OGC link relation of a job list.
+JOB_LIST_REL = "http://www.opengis.net/def/rel/ogc/1.0/job-list"
+
+#: Fixes a JSON document of the API; ``None`` when it is not one to fix.
+Fix = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def _as_json(request: Request) -> Request:
+    # The same request, asking for JSON.
+    args = [(key, value) for key, value in request.args.items(multi=True) if key != "f"]
+    args.append(("f", "json"))
+    return Request(dict(request.environ, QUERY_STRING=urlencode(args)))
+
+
+def render_html(api: Any, request: Request, fix: Fix) -> Response | None:
+    """The HTML page of a job list, job or process, or ``None`` to let pygeoapi answer.
+
+    ``None`` is returned for requests that do not ask for HTML, for other
+    paths, and when the JSON answer is not a 200 (pygeoapi then renders the
+    error page itself).
+
+    Args:
+        api: pygeoapi's ``API`` object.
+        request: the Flask request being served.
+        fix: the fixes of :mod:`pygeoapi_prefect.flask_app` for a job document.
+
+    """
+    parts = request.path.rstrip("/").split("/")[1:]
+    if request.method != "GET" or parts[:1] not in (["jobs"], ["processes"]):
+        return None
+    html_request = APIRequest.from_flask(request, api.locales)
+    if html_request.format != F_HTML:
+        return None
+    json_request = APIRequest.from_flask(_as_json(request), api.locales)
+    data: dict[str, Any]
+    if parts[:1] == ["jobs"] and len(parts) <= 2:
+        job_id = parts[1] if len(parts) == 2 else None
+        _, status, content = processes_api.get_jobs(api, json_request, job_id)
+        if status != HTTPStatus.OK:
+            return None
+        document = fix(json.loads(content))
+        if document is None:
+            return None
+        data = {
+            "jobs": document,
+            # Validated by the JSON answer (a bad offset is a 400).
+            "offset": int(request.args.get("offset") or 0),
+            "now": get_current_datetime(),
+        }
+        template, templates = (
+            "jobs/job.html" if job_id else "jobs/index.html",
+            api.config["server"]["templates"],
+        )
+    elif parts[:1] == ["processes"] and len(parts) == 2:
+        _, status, content = processes_api.describe_processes(api, json_request, parts[1])
+        if status != HTTPStatus.OK:
+            return None
+        data = process_job_links(json.loads(content), api.base_url)
+        template, templates = "processes/process.html", api.get_dataset_templates(parts[1])
+    else:
+        return None
+    headers = html_request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
+    page = render_j2_template(api.tpl_config, templates, template, data, html_request.locale)
+    body = apply_gzip(headers, page)
+    response = Response(body, status=HTTPStatus.OK)
+    for key, value in headers.items():
+        response.headers[key] = value
+    return response
+
+
+def process_job_links(description: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Add links to the jobs of this process (the job list filtered by ``processID``)."""
+    process_id = description.get("id")
+    if not process_id:
+        return description
+    links = description.setdefault("links", [])
+    query = urlencode({"processID": process_id})
+    for fmt, media_type in (("html", "text/html"), ("json", "application/json")):
+        links.append(
+            {
+                "href": f"{base_url}/jobs?{query}&f={fmt}",
+                "rel": JOB_LIST_REL,
+                "type": media_type,
+                "title": f"Jobs of this process as {fmt.upper()}",
+            }
+        )
+    return description
