@@ -25,6 +25,7 @@ from pygeoapi_prefect.errors import ConfigError
 
 __all__ = [
     "CallbacksConfig",
+    "LimitsConfig",
     "LocalExecutionConfig",
     "ManagerConfig",
     "ResultStoreConfig",
@@ -176,6 +177,31 @@ class PublishConfig(_Strict):
     )
 
 
+class LimitsConfig(_Strict):
+    """Bounds on what clients may send (``server.manager.limits``)."""
+
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=2**31,
+        description=(
+            "Largest request body, in bytes, accepted on /processes and /jobs; a larger "
+            "one answers 413 before it is read. 16 MiB by default: inline GeoJSON inputs "
+            "fit, and no request can tie up a worker or the memory for long."
+        ),
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=4,
+        le=500,
+        description=(
+            "Deepest nesting of arrays and objects in an execute request; deeper answers "
+            "400 (GeoJSON needs about 6 levels, and deep nesting would exhaust the "
+            "recursion of the JSON and schema code that handles the request)."
+        ),
+    )
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -237,6 +263,7 @@ class ManagerConfig(_Strict):
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Filled in by pygeoapi from the `resources` of type `process`.",

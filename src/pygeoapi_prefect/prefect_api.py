@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from pygeoapi_prefect.errors import PrefectRequestFailed, PrefectUnavailable
+from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class PrefectAPI:
         self._flow_ids: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"PrefectAPI({self.api_url!r})"
+        return f"PrefectAPI({self._shown_url!r})"
 
     @property
     def ui_url(self) -> str:
@@ -85,8 +86,9 @@ class PrefectAPI:
 
         configured = get_current_settings().ui_url
         if configured and self.api_url == prefect_settings_api_url():
-            return str(configured).rstrip("/")
-        return self.api_url.removesuffix("/api")
+            return without_credentials(str(configured).rstrip("/"))
+        # Links to the UI go into job documents: never with credentials.
+        return without_credentials(self.api_url).removesuffix("/api")
 
     def _http(self) -> httpx.Client:
         if self._client is None:
