@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from pygeoapi_prefect.errors import ConfigError
+from pygeoapi_prefect.urls import without_credentials
 
 __all__ = [
     "CallbacksConfig",
@@ -284,6 +285,12 @@ class ManagerConfig(_Strict):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL of the Prefect API, got {value!r}")
+        if value is not None and "@" in value.split("/")[2]:
+            # pygeoapi logs config values at DEBUG: no secret belongs here.
+            raise ValueError(
+                "must not hold credentials (user:password@); set PREFECT_API_KEY or "
+                "PREFECT_API_AUTH_STRING in the environment instead"
+            )
         return value.rstrip("/") if value else value
 
     def results_url(self) -> str:
@@ -296,7 +303,9 @@ class ManagerConfig(_Strict):
 
 def _shown(value: Any) -> str:
     # Only short scalars are echoed back: a mapping may hold credentials.
-    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) < 80):
+    if isinstance(value, str) and len(value) < 80:
+        return f" (got {without_credentials(value)!r})"
+    if isinstance(value, bool | int | float):
         return f" (got {value!r})"
     return ""
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -109,14 +109,21 @@ class PrefectAPI:
 
             token = base64.b64encode(settings.api.auth_string.get_secret_value().encode()).decode()
             headers["Authorization"] = f"Basic {token}"
+        auth: httpx.BasicAuth | None = None
+        parts = urlsplit(self.api_url)
+        if parts.username is not None and "Authorization" not in headers:
+            # user:password in the URL: sent as basic auth, but kept out of
+            # the base URL, which httpx writes into every log line.
+            auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
         verify: Any = not settings.api.tls_insecure_skip_verify
         if verify and settings.api.ssl_cert_file:
             import ssl
 
             verify = ssl.create_default_context(cafile=settings.api.ssl_cert_file)
         return httpx.Client(
-            base_url=self.api_url,
+            base_url=without_credentials(self.api_url),
             headers=headers,
+            auth=auth,
             verify=verify,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 3.0)),
             # Expire idle connections before the server's keep-alive (5 s by

@@ -16,11 +16,13 @@ import base64
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pygeoapi_prefect.errors import ResultNotFound, ResultStoreError
 from pygeoapi_prefect.urls import without_credentials
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Manifest", "ResultStore", "results_document"]
 
 MANIFEST = "manifest.json"
+#: Storage option names that hold credentials (s3fs key/secret/token, ...).
+_CREDENTIAL_KEY = re.compile(r"key|secret|token|password|credential|sas", re.IGNORECASE)
 OUTPUT = "output"
 
 
@@ -218,6 +222,21 @@ class ResultStore:
         self.fs  # noqa: B018 - sets self._root
         return f"{self._root}/{job_id}/{name}"
 
+    def _secrets(self) -> list[str]:
+        # What must not reach a log: the URL's user:password, credential options.
+        found = []
+        try:
+            parts = urlsplit(self.url)
+            found += [part for part in (parts.username, parts.password) if part]
+        except ValueError:
+            pass
+        found += [
+            str(value)
+            for key, value in self.storage_options.items()
+            if isinstance(value, str) and _CREDENTIAL_KEY.search(key)
+        ]
+        return [secret for secret in found if len(secret) >= 4]
+
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         try:
@@ -225,7 +244,15 @@ class ResultStore:
         except (FileNotFoundError, ResultNotFound):
             raise
         except (OSError, ValueError, ImportError) as exc:
-            logger.exception("result store %s failed to %s", self.shown_url, what)
+            secrets = self._secrets()
+            if secrets:
+                # The error's text may quote the URL or options: no traceback.
+                text = str(exc)
+                for secret in secrets:
+                    text = text.replace(secret, "***")
+                logger.error("result store %s failed to %s: %s", self.shown_url, what, text)
+            else:
+                logger.exception("result store %s failed to %s", self.shown_url, what)
             raise ResultStoreError(
                 f"The result store {self.shown_url} failed to {what}: {exc.__class__.__name__}"
             ) from exc
