@@ -161,7 +161,7 @@ def test_schemathesis_finds_no_server_error(hostile: Pygeoapi) -> None:
 
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            examples = 12 if operation.method.upper() == "POST" else 6
+            examples = 10 if operation.method.upper() == "POST" else 5
 
             @settings(
                 max_examples=examples,
@@ -180,7 +180,7 @@ def test_schemathesis_finds_no_server_error(hostile: Pygeoapi) -> None:
                 # Nothing of this operation can be made invalid (GET /jobs
                 # declares no parameters): its positive cases ran.
                 assert mode is GenerationMode.NEGATIVE
-    assert sum(answered.values()) > 100
+    assert sum(answered.values()) > 60
     assert {400, 404} <= set(answered), answered
 
 
