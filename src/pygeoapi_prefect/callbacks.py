@@ -34,9 +34,17 @@ Subscriber = dict[str, str]  # successUri, inProgressUri, failedUri
 _KEYS = ("successUri", "inProgressUri", "failedUri")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        # ::ffff:127.0.0.1 and 64:ff9b::7f00:1 reach IPv4 addresses: judge those.
+        mapped = address.ipv4_mapped or address.sixtofour
+        if mapped is not None:
+            return _internal(mapped)
+        if address in _NAT64:
+            return _internal(ipaddress.IPv4Address(address.packed[-4:]))
     return (
         address.is_private
         or address.is_loopback
@@ -70,14 +78,20 @@ class CallbackPolicy:
 
     def problem(self, url: str) -> str | None:
         """Why ``url`` may not be called, or ``None`` if it may."""
-        parts = urlsplit(url)
+        if not isinstance(url, str):
+            return f"{url!r:.80} is not a URL string"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range"
+            return f"{url!r:.200} is not a valid URL ({exc})"
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            return f"{url!r} is not an http(s) URL"
+            return f"{url!r:.200} is not an http(s) URL"
         host = parts.hostname.lower()
         if host in self.hosts:
             return None
         try:
-            infos = socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError):
             return f"the host of {url!r} cannot be resolved"
         for info in infos:

@@ -175,6 +175,7 @@ def serve(
     serves pygeoapi. Ctrl-C or SIGTERM stops everything it started.
     """
     from pygeoapi_prefect.server import PrefectServer, prefect_answers
+    from pygeoapi_prefect.urls import without_credentials
 
     config = config.resolve()
     openapi = (openapi or default_openapi_path(config)).resolve()
@@ -192,9 +193,11 @@ def serve(
         if api_url:
             if not prefect_answers(api_url):
                 click.echo(
-                    f"warning: no Prefect API answers at {api_url} (PREFECT_API_URL)", err=True
+                    f"warning: no Prefect API answers at {without_credentials(api_url)} "
+                    "(PREFECT_API_URL)",
+                    err=True,
                 )
-            ui_url = api_url.rstrip("/").removesuffix("/api")
+            ui_url = without_credentials(api_url).rstrip("/").removesuffix("/api")
         else:
             local = f"http://127.0.0.1:{prefect_port}/api"
             if prefect_answers(local):

@@ -22,9 +22,11 @@ from pydantic import (
 )
 
 from pygeoapi_prefect.errors import ConfigError
+from pygeoapi_prefect.urls import without_credentials
 
 __all__ = [
     "CallbacksConfig",
+    "LimitsConfig",
     "LocalExecutionConfig",
     "ManagerConfig",
     "ResultStoreConfig",
@@ -177,6 +179,31 @@ class PublishConfig(_Strict):
     )
 
 
+class LimitsConfig(_Strict):
+    """Bounds on what clients may send (``server.manager.limits``)."""
+
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=2**31,
+        description=(
+            "Largest request body, in bytes, accepted on /processes and /jobs; a larger "
+            "one answers 413 before it is read. 16 MiB by default: inline GeoJSON inputs "
+            "fit, and no request can tie up a worker or the memory for long."
+        ),
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=4,
+        le=500,
+        description=(
+            "Deepest nesting of arrays and objects in an execute request; deeper answers "
+            "400 (GeoJSON needs about 6 levels, and deep nesting would exhaust the "
+            "recursion of the JSON and schema code that handles the request)."
+        ),
+    )
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -254,6 +281,10 @@ class ManagerConfig(_Strict):
         default_factory=PublishConfig,
         description="Listing tagged Prefect deployments as processes without a config entry.",
     )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="Bounds on the size and nesting of what clients send.",
+    )
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Filled in by pygeoapi from the `resources` of type `process`: do not set it.",
@@ -274,6 +305,12 @@ class ManagerConfig(_Strict):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL of the Prefect API, got {value!r}")
+        if value is not None and "@" in value.split("/")[2]:
+            # pygeoapi logs config values at DEBUG: no secret belongs here.
+            raise ValueError(
+                "must not hold credentials (user:password@); set PREFECT_API_KEY or "
+                "PREFECT_API_AUTH_STRING in the environment instead"
+            )
         return value.rstrip("/") if value else value
 
     def results_url(self) -> str:
@@ -286,7 +323,9 @@ class ManagerConfig(_Strict):
 
 def _shown(value: Any) -> str:
     # Only short scalars are echoed back: a mapping may hold credentials.
-    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) < 80):
+    if isinstance(value, str) and len(value) < 80:
+        return f" (got {without_credentials(value)!r})"
+    if isinstance(value, bool | int | float):
         return f" (got {value!r})"
     return ""
 

@@ -176,6 +176,9 @@ def job_flow(
         retry_delay_seconds=user_flow.retry_delay_seconds,
         timeout_seconds=user_flow.timeout_seconds,
         log_prints=user_flow.log_prints,
+        # The output goes to the result store as JSON, text or bytes; Prefect's
+        # own result persistence would pickle it where a reader might load it.
+        persist_result=False,
     )(run)
 
 
@@ -221,4 +224,8 @@ def process_flow(
             notify.wait()
 
     run.__name__ = process_id.replace("-", "_")
-    return flow(name=process_id, description=f"The pygeoapi process {process_id!r}")(run)
+    return flow(
+        name=process_id,
+        description=f"The pygeoapi process {process_id!r}",
+        persist_result=False,  # as in job_flow: nothing pickled
+    )(run)

@@ -5,6 +5,8 @@ The tree::
     PrefectManagerError (pygeoapi ProcessorGenericError)
      ├── ConfigError                 start-up only: the manager config is invalid
      ├── InvalidParameter            a bad job-list filter (status=..., datetime=...): 400
+     ├── InvalidRequestBody          an execute body that is not a usable JSON object: 400
+     ├── RequestTooLarge             a request body over server.manager.limits: 413
      ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
      ├── ResultNotFound              no results stored for the job: 404
      └── ExecuteError                also a pygeoapi ProcessorExecuteError
@@ -40,11 +42,13 @@ __all__ = [
     "ExecuteError",
     "InvalidInputs",
     "InvalidParameter",
+    "InvalidRequestBody",
     "JobNotFound",
     "PrefectManagerError",
     "PrefectRequestFailed",
     "PrefectUnavailable",
     "ProcessFailed",
+    "RequestTooLarge",
     "ResultNotFound",
     "ResultStoreError",
 ]
@@ -75,6 +79,20 @@ class InvalidParameter(PrefectManagerError, ValueError):
 
     ogc_exception_code = "InvalidParameterValue"
     http_status_code = HTTPStatus.BAD_REQUEST
+
+
+class InvalidRequestBody(PrefectManagerError, ValueError):
+    """An execute request body is not valid UTF-8 JSON of the OGC shape, or is nested too deep."""
+
+    ogc_exception_code = "InvalidParameterValue"
+    http_status_code = HTTPStatus.BAD_REQUEST
+
+
+class RequestTooLarge(PrefectManagerError):
+    """A request body is larger than ``server.manager.limits.max_request_bytes``."""
+
+    ogc_exception_code = "RequestTooLarge"
+    http_status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 class JobNotFound(PrefectManagerError, JobNotFoundError):

@@ -24,7 +24,11 @@ layer (see docs/conformance.md):
 - raw non-JSON results (images, files) are streamed from the result store
   instead of being loaded whole;
 - exception types are the OGC URIs where the standard has one, and
-  ``/conformance`` declares the job-list and dismiss classes.
+  ``/conformance`` declares the job-list and dismiss classes;
+- request bodies on /processes and /jobs are bounded in size, and execute
+  bodies are checked (UTF-8, JSON depth, OGC shape) before pygeoapi parses
+  them (:mod:`pygeoapi_prefect.guard`): 413 or 400, never a traceback;
+- a job id that Werkzeug would redirect (``/jobs/%2F``) is a 404.
 
 Like pygeoapi's app, importing this module reads ``PYGEOAPI_CONFIG`` and
 ``PYGEOAPI_OPENAPI``.
@@ -39,9 +43,16 @@ from typing import Any
 from flask import Response, request
 from pygeoapi.flask_app import APP, api_
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
+from werkzeug.routing import RequestRedirect
 
-from pygeoapi_prefect.errors import EXCEPTION_TYPES, InvalidParameter, PrefectManagerError
+from pygeoapi_prefect import guard
+from pygeoapi_prefect.errors import (
+    EXCEPTION_TYPES,
+    InvalidParameter,
+    PrefectManagerError,
+    RequestTooLarge,
+)
 from pygeoapi_prefect.html_pages import process_job_links, render_html
 from pygeoapi_prefect.jobs import number_matched
 from pygeoapi_prefect.query import current_query, parse_job_query
@@ -220,6 +231,44 @@ def _process_links(response: Response) -> Response:
         json.dumps(document, indent=4 if APP.config.get("JSONIFY_PRETTYPRINT_REGULAR") else None)
     )
     return response
+
+
+@APP.before_request
+def _guard_request() -> Response | HTTPException | None:
+    parts = request.path.split("/")
+    if parts[1:2] not in (["jobs"], ["processes"]):
+        return None
+    raw_path = str(request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "")
+    if isinstance(request.routing_exception, RequestRedirect) or (
+        "%2f" in raw_path.partition("?")[0].lower()
+    ):
+        # A job or process id with a path separator names nothing; Werkzeug
+        # would decode it and redirect or route it elsewhere (/jobs/%2F).
+        not_found: Response | HTTPException = _http_error(NotFound())
+        return not_found
+    limits = getattr(getattr(api_.manager, "config", None), "limits", None)
+    if limits is None:
+        return None
+    # Also bounds a chunked body, which has no Content-Length to check.
+    request.max_content_length = limits.max_request_bytes
+    try:
+        guard.check_size(request.content_length, limits.max_request_bytes)
+        if request.method == "POST" and parts[-1] == "execution":
+            body = request.data
+            if request.content_length is None and len(body) >= limits.max_request_bytes:
+                # A chunked body is cut at the limit, not refused: refuse it here.
+                raise RequestEntityTooLarge()
+            guard.check_execute_body(body, max_depth=limits.max_json_depth)
+    except RequestEntityTooLarge:
+        return _error_response(
+            RequestTooLarge(
+                f"The request body is larger than the {limits.max_request_bytes} bytes this "
+                "server accepts (server.manager.limits.max_request_bytes)"
+            )
+        )
+    except PrefectManagerError as exc:
+        return _error_response(exc)
+    return None
 
 
 @APP.before_request

@@ -19,11 +19,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
 from pygeoapi_prefect.errors import PrefectRequestFailed, PrefectUnavailable
+from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class PrefectAPI:
         self._flow_ids: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"PrefectAPI({self.api_url!r})"
+        return f"PrefectAPI({self._shown_url!r})"
 
     @property
     def ui_url(self) -> str:
@@ -85,8 +86,9 @@ class PrefectAPI:
 
         configured = get_current_settings().ui_url
         if configured and self.api_url == prefect_settings_api_url():
-            return str(configured).rstrip("/")
-        return self.api_url.removesuffix("/api")
+            return without_credentials(str(configured).rstrip("/"))
+        # Links to the UI go into job documents: never with credentials.
+        return without_credentials(self.api_url).removesuffix("/api")
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -107,14 +109,21 @@ class PrefectAPI:
 
             token = base64.b64encode(settings.api.auth_string.get_secret_value().encode()).decode()
             headers["Authorization"] = f"Basic {token}"
+        auth: httpx.BasicAuth | None = None
+        parts = urlsplit(self.api_url)
+        if parts.username is not None and "Authorization" not in headers:
+            # user:password in the URL: sent as basic auth, but kept out of
+            # the base URL, which httpx writes into every log line.
+            auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
         verify: Any = not settings.api.tls_insecure_skip_verify
         if verify and settings.api.ssl_cert_file:
             import ssl
 
             verify = ssl.create_default_context(cafile=settings.api.ssl_cert_file)
         return httpx.Client(
-            base_url=self.api_url,
+            base_url=without_credentials(self.api_url),
             headers=headers,
+            auth=auth,
             verify=verify,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 3.0)),
             # Expire idle connections before the server's keep-alive (5 s by

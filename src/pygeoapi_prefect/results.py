@@ -16,13 +16,16 @@ import base64
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pygeoapi_prefect.errors import ResultNotFound, ResultStoreError
+from pygeoapi_prefect.urls import without_credentials
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Manifest", "ResultStore", "results_document"]
 
 MANIFEST = "manifest.json"
+#: Storage option names that hold credentials (s3fs key/secret/token, ...).
+_CREDENTIAL_KEY = re.compile(r"key|secret|token|password|credential|sas", re.IGNORECASE)
 OUTPUT = "output"
 
 
@@ -93,13 +98,45 @@ def _write_output(handle: Any, encoding: str, outputs: Any) -> int:
     return counter.size
 
 
+ENCODINGS = ("json", "text", "bytes")
+
+
 def decode_output(encoding: str, data: bytes) -> Any:
-    """An output read back whole: JSON, text or bytes as written (never unpickled)."""
+    """An output read back whole: JSON, text or bytes as written (never unpickled).
+
+    Raises:
+        ValueError: the data is not what the encoding says (or the encoding is unknown).
+    """
     if encoding == "json":
         return json.loads(data)
     if encoding == "text":
         return data.decode("utf-8")
-    return data
+    if encoding == "bytes":
+        return data
+    raise ValueError(f"unknown encoding {encoding!r:.40}")
+
+
+def _manifest(raw: Any) -> Manifest:
+    # What the store holds is data, checked like any input: a manifest that
+    # is not exactly ours (another encoding, other keys) is refused.
+    if not isinstance(raw, dict) or not {"mimetype", "encoding", "size"} <= set(raw):
+        raise ValueError("not a manifest")
+    manifest = Manifest(
+        mimetype=raw["mimetype"],
+        encoding=raw["encoding"],
+        size=raw["size"],
+        response=raw.get("response", "raw"),
+        output_ids=tuple(raw.get("output_ids") or ()),
+    )
+    if (
+        not isinstance(manifest.mimetype, str)
+        or manifest.encoding not in ENCODINGS
+        or not isinstance(manifest.size, int)
+        or manifest.response not in ("raw", "document")
+        or not all(isinstance(key, str) for key in manifest.output_ids)
+    ):
+        raise ValueError("not a manifest")
+    return manifest
 
 
 class ResultStore:
@@ -154,7 +191,12 @@ class ResultStore:
         self.storage_options = dict(settings)
 
     def __repr__(self) -> str:
-        return f"ResultStore({self.url or self.block!r})"
+        return f"ResultStore({self.shown_url!r})"
+
+    @property
+    def shown_url(self) -> str:
+        """The store's URL (or block name) for messages and logs: no credentials."""
+        return without_credentials(self.url) if self.url else str(self.block)
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -180,6 +222,21 @@ class ResultStore:
         self.fs  # noqa: B018 - sets self._root
         return f"{self._root}/{job_id}/{name}"
 
+    def _secrets(self) -> list[str]:
+        # What must not reach a log: the URL's user:password, credential options.
+        found = []
+        try:
+            parts = urlsplit(self.url)
+            found += [part for part in (parts.username, parts.password) if part]
+        except ValueError:
+            pass
+        found += [
+            str(value)
+            for key, value in self.storage_options.items()
+            if isinstance(value, str) and _CREDENTIAL_KEY.search(key)
+        ]
+        return [secret for secret in found if len(secret) >= 4]
+
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         try:
@@ -187,10 +244,17 @@ class ResultStore:
         except (FileNotFoundError, ResultNotFound):
             raise
         except (OSError, ValueError, ImportError) as exc:
-            logger.exception("result store %s failed to %s", self.url, what)
-            where = self.url or self.block
+            secrets = self._secrets()
+            if secrets:
+                # The error's text may quote the URL or options: no traceback.
+                text = str(exc)
+                for secret in secrets:
+                    text = text.replace(secret, "***")
+                logger.error("result store %s failed to %s: %s", self.shown_url, what, text)
+            else:
+                logger.exception("result store %s failed to %s", self.shown_url, what)
             raise ResultStoreError(
-                f"The result store {where} failed to {what}: {exc.__class__.__name__}"
+                f"The result store {self.shown_url} failed to {what}: {exc.__class__.__name__}"
             ) from exc
 
     def write(
@@ -234,11 +298,17 @@ class ResultStore:
         """
         try:
             with self._errors(f"read the results of job {job_id}"):
-                raw = json.loads(self.fs.cat_file(self._path(job_id, MANIFEST)))
+                data = self.fs.cat_file(self._path(job_id, MANIFEST))
         except FileNotFoundError as exc:
             raise ResultNotFound(f"No results are stored for job {job_id}") from exc
-        raw["output_ids"] = tuple(raw.get("output_ids") or ())
-        return Manifest(**raw)
+        try:
+            return _manifest(json.loads(data))
+        except (ValueError, TypeError) as exc:
+            logger.error("result store %s: job %s has a corrupt manifest", self.shown_url, job_id)
+            raise ResultStoreError(
+                f"The results of job {job_id} are corrupt in the result store "
+                f"{self.shown_url} (manifest)"
+            ) from exc
 
     def read(self, job_id: str) -> tuple[Manifest, Any]:
         """The manifest and the decoded output of a job."""
@@ -248,7 +318,14 @@ class ResultStore:
                 data = self.fs.cat_file(self._path(job_id, OUTPUT))
         except FileNotFoundError as exc:
             raise ResultNotFound(f"No results are stored for job {job_id}") from exc
-        return manifest, decode_output(manifest.encoding, data)
+        try:
+            return manifest, decode_output(manifest.encoding, data)
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
+            logger.error("result store %s: the output of job %s is corrupt", self.shown_url, job_id)
+            raise ResultStoreError(
+                f"The results of job {job_id} are corrupt in the result store "
+                f"{self.shown_url} (not {manifest.encoding} as its manifest says)"
+            ) from exc
 
     def delete(self, job_id: str) -> None:
         """Remove a job's output (a no-op when there is none)."""
