@@ -35,6 +35,8 @@ PROGRESS_LABEL = "pygeoapi.progress"
 MESSAGE_LABEL = "pygeoapi.message"
 MIMETYPE_LABEL = "pygeoapi.mimetype"
 RESPONSE_LABEL = "pygeoapi.response"
+#: The pygeoapi instance that accepted an async job (``local.instance``).
+INSTANCE_LABEL = "pygeoapi.instance"
 #: The media type of a job whose run has no MIMETYPE_LABEL.
 DEFAULT_MIMETYPE = "application/json"
 
