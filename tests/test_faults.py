@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
-from faults import FAST_HEARTBEAT, FINISHED, kill, restart, status_of, until, workers
+import yaml
+from click.testing import CliRunner
+from conftest import pygeoapi_config, server_env, start_pygeoapi
+from faults import (
+    FAST_HEARTBEAT,
+    FINISHED,
+    kill,
+    restart,
+    status_of,
+    until,
+    with_environment,
+    workers,
+)
+
+from pygeoapi_prefect.cli import cli
+from pygeoapi_prefect.heartbeat import HEARTBEAT_ENV
+from pygeoapi_prefect.server import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +137,73 @@ def test_killed_local_worker_fails_the_job(pygeoapi_factory, prefect_server, pre
         assert "stopped sending heartbeats" in document["message"]
     finally:
         server.stop()
+
+
+def test_killed_flow_run_under_a_prefect_worker_fails_the_job(
+    prefect_server, prefect_api, tmp_path, monkeypatch
+):
+    """A deployed process's run: its `prefect worker` and flow run process both SIGKILLed."""
+    pool = "pygeoapi-faults-pool"
+    prefect_api.request("POST", "/work_pools/", json={"name": pool, "type": "process"})
+    env = server_env(prefect_server.api_url, tmp_path / "prefect-home")
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
+    env[HEARTBEAT_ENV] = "1"
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                "process",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        sleep = {"name": "pygeoapi_test_processes.SleepProcessor"}
+        config = pygeoapi_config(free_port(), tmp_path / "results", processes={"sleep": sleep})
+        config_path = tmp_path / "deploy-config.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+        result = CliRunner().invoke(
+            cli,
+            ["deploy-process-as-flow", "sleep", "--config", str(config_path)]
+            + ["--deployment-name", "faults", "--work-pool", pool],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        server = start_pygeoapi(
+            tmp_path / "pygeoapi",
+            prefect_server.api_url,
+            processes={"sleep": {**sleep, "deployment": "sleep/faults"}},
+            manager={"results": {"url": str(tmp_path / "results")}, "heartbeat": FAST_HEARTBEAT},
+        )
+        try:
+            response = server.execute("sleep", {"seconds": 120}, asynchronous=True)
+            assert response.status_code == 201, response.text
+            job_id = response.json()["jobID"]
+            server.wait_for(job_id, "running", timeout=90)
+            time.sleep(1.5)  # past the first heartbeat
+            runs = with_environment("PREFECT__FLOW_RUN_ID", job_id)
+            assert runs, "the flow run process was not found"
+            os.killpg(worker.pid, signal.SIGKILL)
+            for pid in runs:
+                kill(pid)
+            killed = time.monotonic()
+            document = server.wait_for(job_id, "failed", timeout=90)
+            logger.info("zombie flow run detected %.1f s after the kill", time.monotonic() - killed)
+            assert "stopped sending heartbeats" in document["message"]
+        finally:
+            server.stop()
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)

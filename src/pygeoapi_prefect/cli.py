@@ -374,8 +374,8 @@ def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> No
     env = dict(os.environ)
     env[SOCKET_ENV] = str(socket_path)
     env["PREFECT_WORKER_QUERY_SECONDS"] = f"{query_seconds:g}"
-    # Heartbeats for every run (Prefect's, and ours in deployed processes), so
-    # that the zombie automation fails a run whose process died.
+    # Heartbeats for every run (Prefect's, and ours in deployed processes,
+    # which the zombie automation watches), every 30 s.
     env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     env.setdefault(HEARTBEAT_ENV, "30")
     # The runs' command is `python -m ...`: make `python` this interpreter.

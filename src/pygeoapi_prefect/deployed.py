@@ -99,8 +99,8 @@ def _current_run_id() -> str:
 
 
 def _beating() -> contextlib.AbstractContextManager[None]:
-    # Heartbeats more often than Prefect's own (30 s at the least), when the
-    # worker asks for them (PYGEOAPI_PREFECT_HEARTBEAT_SECONDS).
+    # Our heartbeats, which the zombie automation watches: every 30 s, or as
+    # the worker's PYGEOAPI_PREFECT_HEARTBEAT_SECONDS says (0: none).
     from pygeoapi_prefect.heartbeat import beating, env_interval
     from pygeoapi_prefect.prefect_api import prefect_settings_api_url
 

@@ -1,13 +1,17 @@
-"""Flow run heartbeats, and the Prefect automation that fails runs whose heartbeats stop.
+"""Job heartbeats, and the Prefect automation that fails runs whose heartbeats stop.
 
 A process that runs a job (a local runner worker, a deployed flow on a Prefect
-worker) sends Prefect's own ``prefect.flow-run.heartbeat`` event for the job's
-flow run every ``heartbeat.interval`` seconds while the job runs. If that
-process dies (SIGKILL, OOM, lost machine), the heartbeats stop; the automation
-installed by :func:`ensure_zombie_automation` then moves the run to Crashed
-(a ``failed`` job with a message) once ``heartbeat.zombie_timeout`` seconds
-passed without one. This is the mechanism of Prefect's "detect zombie flows"
-guide, with the trigger narrowed to flow runs tagged ``pygeoapi``.
+worker) sends a heartbeat event for the job's flow run every
+``heartbeat.interval`` seconds while the job runs. If that process dies
+(SIGKILL, OOM, lost machine), the heartbeats stop; the automation installed by
+:func:`ensure_zombie_automation` then moves the run to Crashed (a ``failed``
+job with a message) once ``heartbeat.zombie_timeout`` seconds passed without
+one. This is the mechanism of Prefect's "detect zombie flows" guide, with the
+trigger narrowed to flow runs tagged ``pygeoapi`` and started by our own
+event, ``pygeoapi.job.heartbeat``: Prefect's flow engine sends
+``prefect.flow-run.heartbeat`` every 180 s by default, and a trigger started
+by those would crash healthy runs of workers left at that default. Prefect's
+heartbeats still count as signs of life for a watched run.
 """
 
 from __future__ import annotations
@@ -31,13 +35,18 @@ __all__ = [
     "AUTOMATION_NAME",
     "HEARTBEAT_ENV",
     "HEARTBEAT_EVENT",
+    "PREFECT_HEARTBEAT_EVENT",
     "beating",
     "ensure_zombie_automation",
     "heartbeat_event",
     "zombie_automation",
 ]
 
-HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
+#: Our heartbeat: the event the automation starts watching a run on.
+HEARTBEAT_EVENT = "pygeoapi.job.heartbeat"
+#: Prefect's own (sent by the flow engine every PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+#: s, 180 by default): it keeps a watched run alive, but starts no watch.
+PREFECT_HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 AUTOMATION_NAME = "pygeoapi-prefect: fail jobs whose heartbeats stopped"
 #: Seconds between the heartbeats of our deployed flows on a Prefect worker
 #: (set in the worker's environment; Prefect's own are 30 s at the least).
@@ -51,7 +60,7 @@ _TERMINAL_EVENTS = [
 
 
 def heartbeat_event(flow_run_id: str) -> dict[str, Any]:
-    """A ``prefect.flow-run.heartbeat`` event for a job's flow run."""
+    """A heartbeat event (:data:`HEARTBEAT_EVENT`) for a job's flow run."""
     return {
         "id": str(uuid.uuid4()),
         "occurred": datetime.now(UTC).isoformat(),
@@ -100,15 +109,21 @@ def beating(api_url: str | None, flow_run_id: str, interval: float | None) -> It
         api.close()
 
 
+#: Heartbeat interval of deployed processes when the worker sets none.
+DEFAULT_INTERVAL = 30.0
+
+
 def env_interval() -> float | None:
-    """The heartbeat interval given to a Prefect worker's runs (``HEARTBEAT_ENV``)."""
+    """The heartbeat interval of a Prefect worker's runs (``HEARTBEAT_ENV``, else 30 s; 0: none)."""
     value = os.environ.get(HEARTBEAT_ENV)
+    if not value:
+        return DEFAULT_INTERVAL
     try:
-        seconds = float(value) if value else None
+        seconds = float(value)
     except ValueError:
-        logger.warning("%s=%r is not a number of seconds; no heartbeats", HEARTBEAT_ENV, value)
-        return None
-    return seconds if seconds and seconds > 0 else None
+        logger.warning("%s=%r is not a number of seconds; using %g", HEARTBEAT_ENV, value, 30)
+        return DEFAULT_INTERVAL
+    return seconds if seconds > 0 else None
 
 
 def zombie_automation(zombie_timeout: float) -> dict[str, Any]:
@@ -129,7 +144,7 @@ def zombie_automation(zombie_timeout: float) -> dict[str, Any]:
                 "prefect.resource.id": f"prefect.tag.{JOB_TAG}",
             },
             "after": [HEARTBEAT_EVENT],
-            "expect": [HEARTBEAT_EVENT, *_TERMINAL_EVENTS],
+            "expect": [HEARTBEAT_EVENT, PREFECT_HEARTBEAT_EVENT, *_TERMINAL_EVENTS],
             "for_each": ["prefect.resource.id"],
             "threshold": 1,
             "within": zombie_timeout,
