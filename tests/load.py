@@ -36,12 +36,15 @@ def submit_burst(
     inputs: dict[str, Any] | None = None,
     answers: collections.Counter[int] | None = None,
     timeout: float = 60.0,
+    retries_of_503: int = 5,
 ) -> list[str]:
     """Send ``n`` async execute requests from ``clients`` threads at once.
 
     Returns the job ids of the 201 answers. Every answer's status code is
     counted in ``answers``; a 5xx other than 503, or an error answer that is
-    not an OGC exception document, raises :class:`BurstError` at the end.
+    not an OGC exception document, raises :class:`BurstError` at the end. A
+    503 ("too busy, try again later") is sent again after 1 s, up to
+    ``retries_of_503`` times, as a well-behaved client would.
     """
     answers = answers if answers is not None else collections.Counter()
     inputs = inputs if inputs is not None else {"name": "load"}
@@ -54,11 +57,18 @@ def submit_burst(
         with httpx.Client(base_url=base_url, timeout=timeout) as http:
             start.wait()
             for _ in range(count):
-                response = http.post(
-                    f"/processes/{process_id}/execution",
-                    json={"inputs": inputs},
-                    headers={"Prefer": "respond-async"},
-                )
+                for attempt in range(retries_of_503 + 1):
+                    if attempt:
+                        time.sleep(1.0)
+                    response = http.post(
+                        f"/processes/{process_id}/execution",
+                        json={"inputs": inputs},
+                        headers={"Prefer": "respond-async"},
+                    )
+                    if response.status_code != 503 or attempt == retries_of_503:
+                        break
+                    with lock:
+                        answers[503] += 1
                 with lock:
                     answers[response.status_code] += 1
                     if response.status_code == 201:

@@ -10,6 +10,7 @@ Prefect's own settings, so Prefect's documented environment variables work.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import random
@@ -50,20 +51,34 @@ def prefect_settings_api_url() -> str | None:
 
 
 class _WriteGate:
-    """A semaphore whose urgent callers go before the others that wait."""
+    """A first-come, first-served semaphore whose urgent callers go before the others.
+
+    First come, first served: with a plain semaphore an unlucky writer could
+    lose the race again and again and run out of time under load.
+    """
 
     def __init__(self, slots: int) -> None:
         self._changed = threading.Condition()
         self._free = slots
-        self._urgent = 0
+        self._queues: tuple[collections.deque[object], collections.deque[object]] = (
+            collections.deque(),
+            collections.deque(),
+        )
+
+    def _first(self, ticket: object, urgent: bool) -> bool:
+        urgent_queue, other_queue = self._queues
+        if urgent:
+            return urgent_queue[0] is ticket
+        return not urgent_queue and other_queue[0] is ticket
 
     def acquire(self, timeout: float, *, urgent: bool = False) -> bool:
         deadline = time.monotonic() + timeout
+        ticket = object()
+        queue = self._queues[0 if urgent else 1]
         with self._changed:
-            if urgent:
-                self._urgent += 1
+            queue.append(ticket)
             try:
-                while self._free == 0 or (not urgent and self._urgent > 0):
+                while self._free == 0 or not self._first(ticket, urgent):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -71,8 +86,8 @@ class _WriteGate:
                 self._free -= 1
                 return True
             finally:
-                if urgent:
-                    self._urgent -= 1
+                queue.remove(ticket)
+                self._changed.notify_all()
 
     def release(self) -> None:
         with self._changed:
@@ -190,7 +205,7 @@ class PrefectAPI:
             self._writes if method != "GET" and not path.endswith(("/filter", "/count")) else None
         )
         # Creating a job's run is what a client waits for: it goes first.
-        urgent = method == "POST" and path.endswith(("/flow_runs/", "/create_flow_run"))
+        urgent = method == "POST" and path.endswith(("/flow_runs/", "/create_flow_run", "/flows/"))
         queued = time.monotonic()
         if gate is not None and not gate.acquire(max(0.0, gate_deadline - queued), urgent=urgent):
             raise PrefectUnavailable(
