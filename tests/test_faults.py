@@ -69,8 +69,9 @@ def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_se
 
     # SIGTERM: the running job is interrupted (failed, with a message), the
     # queued ones wait in Prefect and run after the restart.
-    first = _submit(server, 4, 1.5)
+    first = _submit(server, 1, 30)
     server.wait_for(first[0], "running")
+    first += _submit(server, 3, 1)
     server.process.send_signal(signal.SIGTERM)
     server.process.wait(30)
     server = restart(server, prefect_server.api_url)
@@ -83,8 +84,9 @@ def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_se
         # SIGKILL: nothing of the server runs its shutdown. The running job's
         # worker process finishes it and records it itself; the queued ones
         # are taken back by the next start.
-        second = _submit(server, 3, 2)
+        second = _submit(server, 1, 8)
         server.wait_for(second[0], "running")
+        second += _submit(server, 2, 1)
         kill(server.process.pid)
         server.process.wait(10)
         server.client.close()
