@@ -6,11 +6,13 @@ import collections
 import logging
 import time
 
+import pytest
 from load import submit_burst, wait_all_finished
 
 logger = logging.getLogger(__name__)
 
 
+@pytest.mark.timeout(480)
 def test_500_concurrent_async_submissions(pygeoapi_factory):
     server = pygeoapi_factory()
     answers = collections.Counter()
