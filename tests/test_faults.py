@@ -103,7 +103,7 @@ def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_se
         server.stop()
 
 
-def test_killed_local_worker_fails_the_job(pygeoapi_factory, prefect_server, prefect_api):
+def test_killed_local_worker_fails_the_job(pygeoapi_factory, pygeoapi, prefect_api):
     """A worker process killed mid-job; then its pygeoapi killed too (heartbeats stop)."""
     server = pygeoapi_factory(manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT})
     (job_id,) = _submit(server, 1, 60)
@@ -132,13 +132,10 @@ def test_killed_local_worker_fails_the_job(pygeoapi_factory, prefect_server, pre
     logger.info("zombie job detected %.1f s after the kill", time.monotonic() - killed)
     assert run["state_type"] == "CRASHED"
     assert "stopped sending heartbeats" in run["state"]["message"]
-    server = restart(server, prefect_server.api_url)
-    try:
-        document = status_of(server, job_id)
-        assert document["status"] == "failed"
-        assert "stopped sending heartbeats" in document["message"]
-    finally:
-        server.stop()
+    # As any pygeoapi on this Prefect server reports it.
+    document = status_of(pygeoapi, job_id)
+    assert document["status"] == "failed"
+    assert "stopped sending heartbeats" in document["message"]
 
 
 def test_killed_flow_run_under_a_prefect_worker_fails_the_job(
