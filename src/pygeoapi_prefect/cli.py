@@ -386,6 +386,7 @@ def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> No
     import tempfile
     import time
 
+    from pygeoapi_prefect.heartbeat import HEARTBEAT_ENV
     from pygeoapi_prefect.warm_client import SOCKET_ENV
 
     folder = None
@@ -408,6 +409,10 @@ def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> No
     env = dict(os.environ)
     env[SOCKET_ENV] = str(socket_path)
     env["PREFECT_WORKER_QUERY_SECONDS"] = f"{query_seconds:g}"
+    # Heartbeats for every run (Prefect's, and ours in deployed processes,
+    # which the zombie automation watches), every 30 s.
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+    env.setdefault(HEARTBEAT_ENV, "30")
     # The runs' command is `python -m ...`: make `python` this interpreter.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     click.echo(f"warm server on {socket_path}; starting a worker for pool {pool}")

@@ -7,8 +7,10 @@ Validated once, when pygeoapi builds the manager; a mistake is reported as a
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from pygeoapi_prefect.urls import without_credentials
 
 __all__ = [
     "CallbacksConfig",
+    "HeartbeatConfig",
     "LimitsConfig",
     "LocalExecutionConfig",
     "ManagerConfig",
@@ -107,6 +110,58 @@ class LocalExecutionConfig(_Strict):
             "made elsewhere (another pygeoapi instance, the Prefect UI)."
         ),
     )
+    instance: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "The identity of this pygeoapi instance, written on each async job it accepts "
+            "(flow run label `pygeoapi.instance`). When the instance starts again with the "
+            "same identity, it takes back the jobs it had accepted but not started. "
+            "Defaults to the host name and the path of the pygeoapi config "
+            "(`PYGEOAPI_CONFIG`); give each instance serving the same config on one host "
+            "its own value, and keep it across restarts."
+        ),
+    )
+
+
+class HeartbeatConfig(_Strict):
+    """Detecting jobs whose process died (``server.manager.heartbeat``)."""
+
+    interval: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds between the heartbeats (`prefect.flow-run.heartbeat` events) a "
+            "running async job sends to Prefect."
+        ),
+    )
+    zombie_timeout: float = Field(
+        default=75,
+        ge=10,
+        le=86400,
+        description=(
+            "Seconds without a heartbeat after which a running job is marked Crashed "
+            "(`failed`) by a Prefect automation that the manager installs (by name, once "
+            "per Prefect server). Must exceed `interval`, and the heartbeat interval of "
+            "every Prefect worker that runs pygeoapi jobs. Prefect evaluates it every 5 s: "
+            "a dead job is failed within zombie_timeout + 5 s of its last heartbeat."
+        ),
+    )
+    install_automation: bool = Field(
+        default=True,
+        description="Create or update the zombie automation when the local runner starts.",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_above_interval(self) -> HeartbeatConfig:
+        if self.zombie_timeout <= self.interval:
+            raise ValueError(
+                f"zombie_timeout ({self.zombie_timeout:g}) must be larger than interval "
+                f"({self.interval:g})"
+            )
+        return self
 
 
 class CallbacksConfig(_Strict):
@@ -273,6 +328,11 @@ class ManagerConfig(_Strict):
         default_factory=CallbacksConfig,
         description="Delivery of the OGC `subscriber` callbacks of execute requests.",
     )
+    heartbeat: HeartbeatConfig = Field(
+        default_factory=HeartbeatConfig,
+        description="Heartbeats of running jobs and the automation that fails jobs whose "
+        "heartbeats stopped.",
+    )
     deployments: DeploymentsConfig = Field(
         default_factory=DeploymentsConfig,
         description="Jobs of processes that run on a Prefect deployment (Prefect workers).",
@@ -319,6 +379,15 @@ class ManagerConfig(_Strict):
         if "://" not in url:
             url = Path(os.path.expanduser(url)).resolve().as_uri()
         return url
+
+    def instance_id(self) -> str:
+        """This instance's identity (``local.instance``, else host name and config path)."""
+        if self.local.instance:
+            return self.local.instance
+        config = os.environ.get("PYGEOAPI_CONFIG")
+        source = str(Path(config).resolve()) if config else self.results_url()
+        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+        return f"{socket.gethostname()}:{digest}"
 
 
 def _shown(value: Any) -> str:

@@ -18,6 +18,7 @@ flow run id, which is the job id, before the run completes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
@@ -97,6 +98,18 @@ def _current_run_id() -> str:
     return str(flow_run.id)
 
 
+def _beating() -> contextlib.AbstractContextManager[None]:
+    # Our heartbeats, which the zombie automation watches: every 30 s, or as
+    # the worker's PYGEOAPI_PREFECT_HEARTBEAT_SECONDS says (0: none).
+    from pygeoapi_prefect.heartbeat import beating, env_interval
+    from pygeoapi_prefect.prefect_api import prefect_settings_api_url
+
+    interval = env_interval()
+    if interval is None:
+        return contextlib.nullcontext()
+    return beating(prefect_settings_api_url(), _current_run_id(), interval)
+
+
 def job_flow(
     user_flow: Flow[..., Any],
     *,
@@ -133,7 +146,9 @@ def job_flow(
         async def run(*args: Any, **kwargs: Any) -> Any:
             response, notify = begin(kwargs)
             try:
-                return finish(await user_flow.fn(*args, **kwargs), response, notify)
+                with _beating():
+                    result = await user_flow.fn(*args, **kwargs)
+                return finish(result, response, notify)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -146,7 +161,9 @@ def job_flow(
         def run(*args: Any, **kwargs: Any) -> Any:
             response, notify = begin(kwargs)
             try:
-                return finish(user_flow.fn(*args, **kwargs), response, notify)
+                with _beating():
+                    result = user_flow.fn(*args, **kwargs)
+                return finish(result, response, notify)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -209,9 +226,10 @@ def process_flow(
         try:
             processor = load_processor(process_conf)
             processor.set_job_id(job_id)
-            outcome = run_processor(
-                processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
-            )
+            with _beating():
+                outcome = run_processor(
+                    processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
+                )
             if not outcome.ok:
                 raise RuntimeError(outcome.message)
             store_outcome(store, job_id, outcome, pygeoapi_response or "raw")

@@ -319,3 +319,9 @@ def _fix_job_documents(response: Response) -> Response:
         json.dumps(document, indent=4 if APP.config.get("JSONIFY_PRETTYPRINT_REGULAR") else None)
     )
     return response
+
+
+# Jobs this instance accepted before a restart run now (see recovery.py).
+_start = getattr(api_.manager, "start", None)
+if callable(_start):
+    _start()

@@ -38,6 +38,9 @@ RESPONSE_LABEL = "pygeoapi.response"
 #: The job list URL of the pygeoapi that made the job: the job is at
 #: ``<label value>/<flow run id>`` (see PrefectManager.jobs_url).
 JOBS_URL_LABEL = "pygeoapi.jobs_url"
+
+#: The pygeoapi instance that accepted an async job (``local.instance``).
+INSTANCE_LABEL = "pygeoapi.instance"
 #: The media type of a job whose run has no MIMETYPE_LABEL.
 DEFAULT_MIMETYPE = "application/json"
 

@@ -32,7 +32,7 @@ from pygeoapi.util import (
     Subscriber,
 )
 
-from pygeoapi_prefect import jobs
+from pygeoapi_prefect import jobs, recovery
 from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.config import ManagerConfig, load_config
 from pygeoapi_prefect.errors import (
@@ -46,6 +46,7 @@ from pygeoapi_prefect.errors import (
     ProcessFailed,
 )
 from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
+from pygeoapi_prefect.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor, describe_deployment
 from pygeoapi_prefect.progress import reporting_to
@@ -123,6 +124,8 @@ class PrefectManager(BaseManager):
         self._runner: LocalRunner | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._deployment_ids: dict[str, str] = {}
+        #: Jobs of this instance created before this moment are from an earlier run.
+        self._born = datetime.now(UTC)
 
     def __repr__(self) -> str:
         return f"<PrefectManager> {self.config.connection or 'PREFECT_API_URL'}"
@@ -213,6 +216,7 @@ class PrefectManager(BaseManager):
         """The pool of worker processes for async jobs, started on first use."""
         if self._runner is None:
             api = self.api  # outside the lock, which building the client takes too
+            started = False
             with self._lock:
                 if self._runner is None:
                     self._runner = LocalRunner(
@@ -226,8 +230,51 @@ class PrefectManager(BaseManager):
                         max_workers=self.config.local.max_workers,
                         cancel_check_seconds=self.config.local.cancel_check_seconds,
                         api_url=api.api_url,
+                        heartbeat_seconds=self.config.heartbeat.interval,
                     )
+                    started = True
+            if started and self.config.heartbeat.install_automation:
+                self._background().submit(self._install_automation)
         return self._runner
+
+    def _install_automation(self) -> None:
+        try:
+            ensure_zombie_automation(self.api, self.config.heartbeat.zombie_timeout)
+        except PrefectManagerError as exc:
+            logger.warning(
+                "the zombie automation was not installed (server.manager.heartbeat): %s", exc
+            )
+
+    def start(self) -> None:
+        """Install the zombie automation; take back the jobs accepted before a restart.
+
+        Called once the app is loaded (not by the constructor, which also
+        serves ``pygeoapi openapi``). Jobs Pending in Prefect with this
+        instance's identity (``local.instance``) and created before this
+        process started are queued again; the worker pool starts only if
+        there are any. Retries while Prefect cannot be reached.
+        """
+        thread = threading.Thread(
+            target=self._recover, name="pygeoapi-prefect-recover", daemon=True
+        )
+        thread.start()
+
+    def _recover(self) -> None:
+        if self.config.heartbeat.install_automation:
+            # Also for jobs that only Prefect workers run (no local runner here).
+            self._install_automation()
+        delay = 1.0
+        while True:
+            try:
+                taken = recovery.take_back(self, self._born)
+            except PrefectManagerError as exc:
+                logger.warning("jobs of an earlier run not taken back yet: %s", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if taken:
+                logger.info("took back %d job(s) accepted before a restart", taken)
+            return
 
     def _background(self) -> ThreadPoolExecutor:
         if self._threads is None:
@@ -603,7 +650,11 @@ class PrefectManager(BaseManager):
         job_id = self._create_run(
             process_id,
             _state("PENDING", "Job accepted and waiting to run"),
-            labels={jobs.PROGRESS_LABEL: 0, jobs.RESPONSE_LABEL: response},
+            labels={
+                jobs.PROGRESS_LABEL: 0,
+                jobs.RESPONSE_LABEL: response,
+                jobs.INSTANCE_LABEL: self.config.instance_id(),
+            },
             parameters=self._parameters(inputs, requested_outputs, response, subscriber),
         )
         runner.submit(
@@ -755,11 +806,19 @@ class PrefectManager(BaseManager):
     # -- hooks of the local runner (called from its threads) ------------------
 
     def _job_started(self, request: JobRequest) -> bool:
-        result = _persist(self.api.set_state, request.job_id, _state("RUNNING", "Job running"))
-        if result.get("status") == REJECTED:
-            # Dismissed meanwhile (Cancelling): finish the cancellation.
-            logger.info("job %s was dismissed before it started", request.job_id)
-            self._finish_cancelled(request.job_id)
+        running = _state("RUNNING", "Job running")
+        # The same transition id from any instance: Prefect rejects a second
+        # Running proposal for the job, so two instances never both run it.
+        running["state_details"] = {"transition_id": recovery.running_transition_id(request.job_id)}
+        result = _persist(self.api.set_state, request.job_id, running)
+        if result.get("status") in (REJECTED, "ABORT"):
+            current = (result.get("state") or {}).get("type")
+            if current in ("CANCELLING", "CANCELLED"):
+                # Dismissed meanwhile (Cancelling): finish the cancellation.
+                logger.info("job %s was dismissed before it started", request.job_id)
+                self._finish_cancelled(request.job_id)
+            else:
+                logger.info("job %s is %s elsewhere: not run here", request.job_id, current)
             return False
         self._notify_status(request.job_id, "inProgressUri", request.subscriber)
         return True
@@ -803,23 +862,31 @@ class PrefectManager(BaseManager):
             )
 
 
-#: Pauses between attempts to record a job step in Prefect (about 30 s in all).
-_PERSIST_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+#: Pauses between attempts to record a job step in Prefect (the last repeats).
+_PERSIST_DELAYS = (0.5, 1.0, 2.0, 4.0, 5.0)
+#: How long a job step is retried while Prefect is out of reach.
+PERSIST_SECONDS = 600.0
 
 
 def _persist(call: Callable[..., Any], *args: Any) -> Any:
     """Call a Prefect API method, retrying while Prefect is out of reach.
 
-    Used for the steps of a job already running: losing one would leave the
-    job stuck, while the client is not waiting for it.
+    Used for the steps of a job already accepted: losing one would leave the
+    job stuck, while the client is not waiting for it. A Prefect outage of up
+    to :data:`PERSIST_SECONDS` delays the job instead of losing it.
     """
-    for delay in _PERSIST_DELAYS:
+    deadline = time.monotonic() + PERSIST_SECONDS
+    attempt = 0
+    while True:
         try:
             return call(*args)
         except PrefectUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            delay = _PERSIST_DELAYS[min(attempt, len(_PERSIST_DELAYS) - 1)]
+            attempt += 1
             logger.warning("Prefect unreachable; retrying in %.1f s", delay)
             time.sleep(delay)
-    return call(*args)
 
 
 def _slug(text: str) -> str:

@@ -29,6 +29,7 @@ from pygeoapi_prefect.execute import (
     run_processor,
     store_outcome,
 )
+from pygeoapi_prefect.heartbeat import beating
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
 from pygeoapi_prefect.results import ResultStore
 
@@ -41,6 +42,8 @@ _POLL_SECONDS = 0.05
 _READY = "ready"
 #: How long a new worker process may take to import what it needs.
 _START_SECONDS = 120.0
+#: How long an orphaned worker process tries to record its job's end.
+_ALONE_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,48 @@ class JobHooks:
     killed: Callable[[JobRequest], None]
 
 
+#: The final message of a job whose pygeoapi instance stopped while it ran.
+INTERRUPTED = "Interrupted: the pygeoapi instance running the job was stopped; submit the job again"
+
+
+def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) -> None:
+    """Record a job's end from its worker process, whose pygeoapi is gone.
+
+    The pool thread that would have done it died with its server (SIGKILL):
+    the job's output is in the store, and only its state is left to set.
+    """
+    if not api_url:
+        return
+    from pygeoapi_prefect.errors import PrefectManagerError
+    from pygeoapi_prefect.jobs import DEFAULT_MIMETYPE, MIMETYPE_LABEL
+    from pygeoapi_prefect.prefect_api import PrefectAPI
+
+    api = PrefectAPI(api_url)
+    if outcome.ok:
+        state = {"type": "COMPLETED", "name": "Completed", "message": "Job complete"}
+    else:
+        state = {"type": "FAILED", "name": "Failed", "message": outcome.message}
+    deadline = time.monotonic() + _ALONE_SECONDS
+    while True:
+        try:
+            if outcome.ok and outcome.mimetype != DEFAULT_MIMETYPE:
+                api.update_labels(request.job_id, {MIMETYPE_LABEL: outcome.mimetype})
+            api.set_state(request.job_id, state)
+            logger.info("job %s ended after its pygeoapi instance stopped", request.job_id)
+            return
+        except PrefectManagerError as exc:
+            if time.monotonic() > deadline:
+                logger.error("could not record the end of job %s: %s", request.job_id, exc)
+                return
+            time.sleep(2.0)
+
+
 def _worker_main(
-    conn: Connection, store_url: str, storage_options: dict[str, Any], api_url: str | None
+    conn: Connection,
+    store_url: str,
+    storage_options: dict[str, Any],
+    api_url: str | None,
+    heartbeat_seconds: float | None = None,
 ) -> None:
     # Our own process group, so that a dismiss kills whatever the process
     # started too; Ctrl-C is for the server, which stops us itself.
@@ -91,7 +134,10 @@ def _worker_main(
                 processor = processors[request.process_id] = load_processor(request.process_conf)
             processor.set_job_id(request.job_id)
             reporter = labels_reporter(api_url, request.job_id) if api_url else None
-            with reporting_to(reporter):
+            with (
+                beating(api_url, request.job_id, heartbeat_seconds),
+                reporting_to(reporter),
+            ):
                 outcome = run_processor(
                     processor,
                     request.inputs,
@@ -105,7 +151,12 @@ def _worker_main(
         except Exception as exc:  # noqa: BLE001 - reported to the parent, never lost
             logger.exception("worker failed to run job %s", request.job_id)
             outcome = Outcome(ok=False, message=f"{exc.__class__.__name__}: {exc}")
-        conn.send(outcome)
+        try:
+            conn.send(outcome)
+        except OSError:
+            # Our pygeoapi was killed while the job ran: finish it ourselves.
+            _record_alone(api_url, request, outcome)
+            return
 
 
 class _Worker:
@@ -131,7 +182,13 @@ class _Worker:
         parent, child = _CTX.Pipe()
         process = _CTX.Process(
             target=_worker_main,
-            args=(child, self.pool.store.url, self.pool.store.storage_options, self.pool.api_url),
+            args=(
+                child,
+                self.pool.store.url,
+                self.pool.store.storage_options,
+                self.pool.api_url,
+                self.pool.heartbeat_seconds,
+            ),
             name=f"pygeoapi-prefect-worker-{self.index}",
             daemon=True,
         )
@@ -215,7 +272,12 @@ class _Worker:
                     outcome: Outcome = self.conn.recv()
                     break
             except (EOFError, OSError):
-                outcome = Outcome(ok=False, message="The worker process running the job died")
+                if self.pool.stopping:
+                    return  # shutdown() records the job
+                outcome = Outcome(
+                    ok=False,
+                    message="The worker process running the job died (killed, or out of memory)",
+                )
                 self.kill()
                 break
             if time.monotonic() >= next_check:
@@ -255,6 +317,7 @@ class LocalRunner:
         cancel_check_seconds: how often a running job's cancellation elsewhere
             is checked.
         api_url: the Prefect API the workers report progress to.
+        heartbeat_seconds: how often a running job sends a heartbeat (None: never).
 
     """
 
@@ -266,10 +329,13 @@ class LocalRunner:
         max_workers: int = 2,
         cancel_check_seconds: float = 1.0,
         api_url: str | None = None,
+        heartbeat_seconds: float | None = None,
     ) -> None:
         store.fs  # noqa: B018 - resolve a block-defined store once, for the workers
         self.store = store
         self.api_url = api_url
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stopping = False
         self.hooks = hooks
         self.cancel_check_seconds = cancel_check_seconds
         self.queue: queue.Queue[JobRequest | None] = queue.Queue()
@@ -310,10 +376,23 @@ class LocalRunner:
         return True
 
     def shutdown(self) -> None:
-        """Stop the worker processes; queued jobs are not run."""
+        """Stop the worker processes.
+
+        Queued jobs are not run here (they stay Pending in Prefect, for the
+        next start of this instance); running jobs are killed and recorded
+        as failed with :data:`INTERRUPTED`.
+        """
+        self.stopping = True
         with self.queue.mutex:
             self.queue.queue.clear()
         for _ in self.workers:
             self.queue.put(None)
+        with self.lock:
+            busy = [w.current for w in self.workers if w.current is not None]
         for worker in self.workers:
             worker.kill()
+        for request in busy:
+            try:
+                self.hooks.finished(request, Outcome(ok=False, message=INTERRUPTED))
+            except Exception:  # noqa: BLE001 - the next start's zombie check remains
+                logger.exception("could not record the interruption of job %s", request.job_id)

@@ -1,0 +1,208 @@
+"""Faults: pygeoapi restarts, killed job processes (docs/reliability.md, parts 1-2)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import pygeoapi_config, server_env, start_pygeoapi
+from faults import (
+    FAST_HEARTBEAT,
+    FINISHED,
+    kill,
+    restart,
+    status_of,
+    until,
+    with_environment,
+    workers,
+)
+
+from pygeoapi_prefect.cli import cli
+from pygeoapi_prefect.heartbeat import HEARTBEAT_ENV
+from pygeoapi_prefect.server import free_port
+
+logger = logging.getLogger(__name__)
+
+#: One worker process, so that jobs queue and the worker is easy to find.
+ONE_WORKER = {"max_workers": 1, "instance": "faults-test-instance"}
+
+
+@pytest.fixture(autouse=True)
+def _default_zombie_automation(prefect_api):
+    """The tests shorten the shared server's zombie timeout: put the default back after."""
+    yield
+    from pygeoapi_prefect.config import HeartbeatConfig
+    from pygeoapi_prefect.heartbeat import ensure_zombie_automation
+
+    ensure_zombie_automation(prefect_api, HeartbeatConfig().zombie_timeout)
+
+
+def _submit(server, n, seconds):
+    ids = []
+    for _ in range(n):
+        response = server.execute("sleep", {"seconds": seconds}, asynchronous=True)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["jobID"])
+    return ids
+
+
+def _all_finished(server, job_ids):
+    documents = {job_id: status_of(server, job_id) for job_id in job_ids}
+    if all(d.get("status") in FINISHED for d in documents.values()):
+        return documents
+    return None
+
+
+def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_server):
+    """SIGTERM, then SIGKILL, of a pygeoapi with queued and running jobs."""
+    server = pygeoapi_factory(manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT})
+    earlier = server.execute("hello-world", {"name": "kept"}, asynchronous=True).json()["jobID"]
+    server.wait_for(earlier, "successful")
+    kept = server.client.get(f"/jobs/{earlier}/results", params={"f": "json"}).json()
+
+    # SIGTERM: the running job is interrupted (failed, with a message), the
+    # queued ones wait in Prefect and run after the restart.
+    first = _submit(server, 1, 30)
+    server.wait_for(first[0], "running")
+    first += _submit(server, 3, 1)
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(30)
+    server = restart(server, prefect_server.api_url)
+    try:
+        done = until(lambda: _all_finished(server, first), 60, "jobs after a SIGTERM restart")
+        assert done[first[0]]["status"] == "failed"
+        assert "pygeoapi instance running the job was stopped" in done[first[0]]["message"]
+        assert [done[j]["status"] for j in first[1:]] == ["successful"] * 3
+
+        # SIGKILL: nothing of the server runs its shutdown. The running job's
+        # worker process finishes it and records it itself; the queued ones
+        # are taken back by the next start.
+        second = _submit(server, 1, 8)
+        server.wait_for(second[0], "running")
+        second += _submit(server, 2, 1)
+        kill(server.process.pid)
+        server.process.wait(10)
+        server.client.close()
+        server = restart(server, prefect_server.api_url)
+        done = until(lambda: _all_finished(server, second), 60, "jobs after a SIGKILL restart")
+        assert [done[j]["status"] for j in second] == ["successful"] * 3
+        for job_id in second:
+            assert (
+                server.client.get(f"/jobs/{job_id}/results", params={"f": "json"}).status_code
+                == 200
+            )
+        assert server.client.get(f"/jobs/{earlier}/results", params={"f": "json"}).json() == kept
+    finally:
+        server.stop()
+
+
+def test_killed_local_worker_fails_the_job(pygeoapi_factory, pygeoapi, prefect_api):
+    """A worker process killed mid-job; then its pygeoapi killed too (heartbeats stop)."""
+    server = pygeoapi_factory(manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT})
+    (job_id,) = _submit(server, 1, 60)
+    server.wait_for(job_id, "running")
+    (worker,) = workers(server.process.pid)
+    kill(worker)
+    document = server.wait_for(job_id, "failed", timeout=30)
+    assert "worker process running the job died" in document["message"]
+
+    # Now nobody is left to notice: the pygeoapi and its worker die together.
+    (job_id,) = _submit(server, 1, 60)
+    server.wait_for(job_id, "running")
+    time.sleep(1.5)  # past the first heartbeat
+    running = workers(server.process.pid)
+    kill(server.process.pid)
+    for pid in running:
+        kill(pid)
+    server.process.wait(10)
+    killed = time.monotonic()
+    run = until(
+        lambda: (r := prefect_api.read_flow_run(job_id))["state_type"] != "RUNNING" and r,
+        90,
+        "the zombie job failed",
+        every=0.5,
+    )
+    logger.info("zombie job detected %.1f s after the kill", time.monotonic() - killed)
+    assert run["state_type"] == "CRASHED"
+    assert "stopped sending heartbeats" in run["state"]["message"]
+    # As any pygeoapi on this Prefect server reports it.
+    document = status_of(pygeoapi, job_id)
+    assert document["status"] == "failed"
+    assert "stopped sending heartbeats" in document["message"]
+
+
+def test_killed_flow_run_under_a_prefect_worker_fails_the_job(
+    prefect_server, prefect_api, tmp_path, monkeypatch
+):
+    """A deployed process's run: its `prefect worker` and flow run process both SIGKILLed."""
+    pool = "pygeoapi-faults-pool"
+    prefect_api.request("POST", "/work_pools/", json={"name": pool, "type": "process"})
+    env = server_env(prefect_server.api_url, tmp_path / "prefect-home")
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
+    env[HEARTBEAT_ENV] = "1"
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                "process",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        sleep = {"name": "pygeoapi_test_processes.SleepProcessor"}
+        config = pygeoapi_config(free_port(), tmp_path / "results", processes={"sleep": sleep})
+        config_path = tmp_path / "deploy-config.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+        result = CliRunner().invoke(
+            cli,
+            ["deploy-process-as-flow", "sleep", "--config", str(config_path)]
+            + ["--deployment-name", "faults", "--work-pool", pool],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        server = start_pygeoapi(
+            tmp_path / "pygeoapi",
+            prefect_server.api_url,
+            processes={"sleep": {**sleep, "deployment": "sleep/faults"}},
+            manager={"results": {"url": str(tmp_path / "results")}, "heartbeat": FAST_HEARTBEAT},
+        )
+        try:
+            response = server.execute("sleep", {"seconds": 120}, asynchronous=True)
+            assert response.status_code == 201, response.text
+            job_id = response.json()["jobID"]
+            server.wait_for(job_id, "running", timeout=90)
+            time.sleep(1.5)  # past the first heartbeat
+            runs = with_environment("PREFECT__FLOW_RUN_ID", job_id)
+            assert runs, "the flow run process was not found"
+            os.killpg(worker.pid, signal.SIGKILL)
+            for pid in runs:
+                kill(pid)
+            killed = time.monotonic()
+            document = server.wait_for(job_id, "failed", timeout=90)
+            logger.info("zombie flow run detected %.1f s after the kill", time.monotonic() - killed)
+            assert "stopped sending heartbeats" in document["message"]
+        finally:
+            server.stop()
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)

@@ -1,0 +1,91 @@
+"""The Prefect server down for 30 s, then back (docs/reliability.md, part 3)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+from conftest import start_pygeoapi
+from faults import FINISHED, until
+
+from pygeoapi_prefect.server import PrefectServer, free_port
+
+logger = logging.getLogger(__name__)
+
+OUTAGE_SECONDS = 30
+
+
+def _ogc_503(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    document = response.json()
+    assert document["code"] and document["description"], document
+
+
+def _finished(server, job_ids):
+    documents = {job_id: server.job(job_id).json() for job_id in job_ids}
+    return documents if all(d["status"] in FINISHED for d in documents.values()) else None
+
+
+def test_prefect_outage_answers_503_and_loses_no_job(tmp_path_factory):
+    home = tmp_path_factory.mktemp("outage-prefect")
+    prefect = PrefectServer(home, port=free_port())
+    prefect.start(timeout=180)
+    server = start_pygeoapi(
+        tmp_path_factory.mktemp("outage-pygeoapi"),
+        prefect.api_url,
+        manager={"local": {"max_workers": 1}},
+    )
+    # Any request that hangs longer than 10 s fails the test (ReadTimeout).
+    client = httpx.Client(base_url=server.base_url, timeout=10)
+    try:
+        earlier = server.execute("hello-world", {"name": "before"}, asynchronous=True)
+        earlier_id = earlier.json()["jobID"]
+        server.wait_for(earlier_id, "successful")
+        accepted = []
+        for _ in range(3):
+            response = server.execute("sleep", {"seconds": 2}, asynchronous=True)
+            assert response.status_code == 201, response.text
+            accepted.append(response.json()["jobID"])
+        server.wait_for(accepted[0], "running")
+
+        prefect.stop()
+        down_until = time.monotonic() + OUTAGE_SECONDS
+        answered = 0
+        while time.monotonic() < down_until:
+            _ogc_503(client.get(f"/jobs/{accepted[1]}", params={"f": "json"}))
+            _ogc_503(client.get("/jobs", params={"f": "json"}))
+            _ogc_503(
+                client.post(
+                    "/processes/hello-world/execution",
+                    json={"inputs": {"name": "during"}},
+                    headers={"Prefer": "respond-async"},
+                )
+            )
+            answered += 3
+            time.sleep(0.5)
+        logger.info("%d requests answered 503 during the outage", answered)
+
+        prefect.start(timeout=180)
+        until(
+            lambda: client.get("/jobs", params={"f": "json"}).status_code == 200,
+            60,
+            "pygeoapi answers again without a restart",
+        )
+        documents = until(
+            lambda: _finished(server, accepted), 120, "the jobs accepted before the outage ended"
+        )
+        assert [documents[j]["status"] for j in accepted] == ["successful"] * 3, documents
+        after = client.post(
+            "/processes/hello-world/execution",
+            json={"inputs": {"name": "after"}},
+            headers={"Prefer": "respond-async"},
+        )
+        assert after.status_code == 201, after.text
+        server.wait_for(after.json()["jobID"], "successful")
+        results = client.get(f"/jobs/{earlier_id}/results", params={"f": "json"})
+        assert results.status_code == 200
+    finally:
+        client.close()
+        server.stop()
+        prefect.stop()
