@@ -119,7 +119,7 @@ def _start_worker(api_url: str, folder: Path, name: str) -> subprocess.Popen[byt
 
 
 def _wait_for_workers(api: PrefectAPI, names: tuple[str, ...], folder: Path) -> None:
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180
     while True:
         online = api.request("POST", f"/work_pools/{POOL}/workers/filter", json={}).json()
         if set(names) <= {worker["name"] for worker in online}:
@@ -180,7 +180,11 @@ def running(prefect: PrefectServer, folder: Path, results: dict[str, Any]) -> It
 
         def instance(index: int) -> Pygeoapi:
             server = start_pygeoapi(
-                folder / f"pygeoapi-{index}", api_url, processes=processes, manager=manager
+                folder / f"pygeoapi-{index}",
+                api_url,
+                processes=processes,
+                manager=manager,
+                timeout=180,
             )
             instances.append(server)
             return server
