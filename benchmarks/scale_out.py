@@ -78,14 +78,15 @@ def burst(set_up: ScaleOut, jobs: int, clients: int, deployed: int) -> dict[str,
             time.sleep(0.1)
     seconds = time.monotonic() - started
     text = log.read_bytes()[log_start:].decode(errors="replace")
-    workers: Counter[str] = Counter()
+    taken: dict[str, list[str]] = {}
     deadline = time.monotonic() + 60
     while deployed_ids and time.monotonic() < deadline:
         taken = set_up.worker_of(deployed_ids)
         if set(taken) == set(deployed_ids):
-            workers = Counter(names[0] for names in taken.values())
             break
         time.sleep(1)
+    # Runs that never ran (or whose event is missing) count as "none".
+    workers = Counter(taken[run_id][0] if run_id in taken else "none" for run_id in deployed_ids)
     return {
         "answers": dict(codes),
         "successful": statuses["successful"],

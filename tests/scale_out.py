@@ -198,10 +198,11 @@ def running(prefect: PrefectServer, folder: Path, results: dict[str, Any]) -> It
         instances.sort(key=lambda server: server.config_path)
         yield ScaleOut(prefect, api, (instances[0], instances[1]), workers, folder)
     finally:
-        for server in instances:
-            server.stop()
-        for process in workers.values():
-            _stop(process)
+        # All at once: each takes a few seconds to shut down.
+        stops = [server.stop for server in instances]
+        stops += [lambda process=process: _stop(process) for process in workers.values()]
+        with ThreadPoolExecutor(len(stops)) as pool:
+            list(pool.map(lambda stop: stop(), stops))
         api.close()
 
 
