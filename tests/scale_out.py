@@ -37,9 +37,11 @@ from pygeoapi_prefect.server import PrefectServer, free_port
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["POOL", "WORKERS", "ScaleOut", "running", "scale_out"]
+__all__ = ["DEPLOYMENT", "POOL", "WORKERS", "ScaleOut", "running", "scale_out"]
 
 POOL = "scale-out-pool"
+#: The deployment of the ``sleep`` process that runs on the workers.
+DEPLOYMENT = "sleep/scale-out"
 WORKERS = ("worker-a", "worker-b")
 #: Runs one worker takes at once: with two workers, runs spread over both.
 WORKER_LIMIT = 2
@@ -164,19 +166,22 @@ def running(prefect: PrefectServer, folder: Path, results: dict[str, Any]) -> It
         )
         config_path = folder / "deploy-config.yml"
         config_path.write_text(yaml.safe_dump(config))
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("PREFECT_API_URL", api_url)
-            deployment = deploy_process(
-                DeployRequest(
-                    config_path=config_path,
-                    process_id="sleep",
-                    deployment_name="scale-out",
-                    work_pool=POOL,
-                    code_dir=folder / "deployments",
-                    warm=True,
+
+        def deploy() -> str:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("PREFECT_API_URL", api_url)
+                return deploy_process(
+                    DeployRequest(
+                        config_path=config_path,
+                        process_id="sleep",
+                        deployment_name="scale-out",
+                        work_pool=POOL,
+                        code_dir=folder / "deployments",
+                        warm=True,
+                    )
                 )
-            )
-        processes = {**PROCESSES, "sleep": {"name": PROCESSES["sleep"], "deployment": deployment}}
+
+        processes = {**PROCESSES, "sleep": {"name": PROCESSES["sleep"], "deployment": DEPLOYMENT}}
 
         def instance(index: int) -> Pygeoapi:
             server = start_pygeoapi(
@@ -190,8 +195,11 @@ def running(prefect: PrefectServer, folder: Path, results: dict[str, Any]) -> It
             return server
 
         started = time.monotonic()
-        with ThreadPoolExecutor(2) as pool:
+        # The deployment is needed by the first job, not to start serving.
+        with ThreadPoolExecutor(3) as pool:
+            deployed = pool.submit(deploy)
             list(pool.map(instance, (1, 2)))
+        assert deployed.result() == DEPLOYMENT
         logger.info("pygeoapi instances up in %.1f s", time.monotonic() - started)
         _wait_for_workers(api, WORKERS, folder)
         logger.info("workers up in %.1f s", time.monotonic() - started)
