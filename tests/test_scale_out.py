@@ -2,8 +2,9 @@
 
 One burst of submissions, alternating between the two instances, feeds all
 three tests: most jobs run locally in the instance that took them, every
-fifth runs on the workers (``sleep`` 1.5 s, long enough that a worker at its
-``--limit`` leaves the next runs to the other).
+fifth runs on the workers (``sleep`` 0.5 s: with the warm start and
+Prefect's bookkeeping a run takes longer than the workers' 1 s poll, so a
+worker at its ``--limit`` leaves the next runs to the other).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def burst(scale_out: ScaleOut) -> Burst:
     def submit(index: int) -> httpx.Response:
         server = instances[index % 2]
         if is_deployed(index):
-            return server.execute("sleep", {"seconds": 1.5}, asynchronous=True)
+            return server.execute("sleep", {"seconds": 0.5}, asynchronous=True)
         return server.execute("hello-world", {"name": f"burst {index}"}, asynchronous=True)
 
     with ThreadPoolExecutor(CLIENTS) as pool:
