@@ -275,3 +275,8 @@ def pygeoapi_factory(
     yield factory
     for server in started:
         server.stop()
+
+
+# PostgreSQL, Prefect on it, and the scale-out set-up (tests/postgres.py, tests/scale_out.py).
+from postgres import postgres, prefect_on_postgres  # noqa: E402, F401
+from scale_out import scale_out  # noqa: E402, F401

@@ -355,6 +355,7 @@ cli.add_command(deploy_process_as_flow, "deploy-as-prefect-flow")
     "warm-worker",
     epilog=_examples(
         "pygeoapi-prefect warm-worker --pool pygeoapi",
+        "pygeoapi-prefect warm-worker --pool pygeoapi --name worker-1 --limit 4",
         "pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm",
     ),
 )
@@ -373,7 +374,23 @@ cli.add_command(deploy_process_as_flow, "deploy-as-prefect-flow")
     type=float,
     help="How often the worker asks Prefect for runs (PREFECT_WORKER_QUERY_SECONDS).",
 )
-def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> None:
+@click.option(
+    "--name",
+    "name",
+    default=None,
+    help="Name of the worker, shown in Prefect [default: Prefect's, with a random id].",
+)
+@click.option(
+    "--limit",
+    "limit",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Most runs at once on this worker; with several workers on a pool, "
+    "a limit leaves the other runs to them [default: no limit].",
+)
+def warm_worker(
+    pool: str, socket_path: Path | None, query_seconds: float, name: str | None, limit: int | None
+) -> None:
     """Run a Prefect process worker whose runs start warm.
 
     Starts a fork server that imports Prefect, pygeoapi and pygeoapi-prefect
@@ -416,8 +433,12 @@ def warm_worker(pool: str, socket_path: Path | None, query_seconds: float) -> No
     # The runs' command is `python -m ...`: make `python` this interpreter.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     click.echo(f"warm server on {socket_path}; starting a worker for pool {pool}")
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool]
+    command += ["--type", "process"]
+    command += ["--name", name] if name else []
+    command += ["--limit", str(limit)] if limit else []
     worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
+        command,
         env=env,
         start_new_session=True,
     )

@@ -48,6 +48,10 @@ class PrefectServer:
         host: address to bind; loopback by default.
         port: port to bind.
         log_file: where the server's output goes (default: ``home/server.log``).
+        database_url: SQLAlchemy URL of the server's database, e.g.
+            ``postgresql+asyncpg://prefect:secret@db:5432/prefect`` (default: SQLite
+            in ``home/prefect.db``; SQLite serialises writes, PostgreSQL is for
+            several pygeoapi instances and workers, see docs/scale-out.md).
 
     """
 
@@ -58,11 +62,13 @@ class PrefectServer:
         host: str = "127.0.0.1",
         port: int = 4200,
         log_file: Path | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.home = Path(home).resolve()
         self.host = host
         self.port = port
         self.log_file = log_file or self.home / "server.log"
+        self.database_url = database_url or f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,12 +85,11 @@ class PrefectServer:
         """The environment the server runs with."""
         env = dict(os.environ)
         env.pop("PREFECT_API_URL", None)
-        database = f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
         env |= {
             "PREFECT_HOME": str(self.home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-            "PREFECT_API_DATABASE_CONNECTION_URL": database,
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url,
             "PREFECT_UI_API_URL": self.api_url,
         }
         return env
