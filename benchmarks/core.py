@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from pygeoapi_prefect.prefect_api import PrefectAPI  # noqa: E402
-from pygeoapi_prefect.server import PrefectServer, free_port  # noqa: E402
+from pygeoapi_prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
 
 SERVE = """
 import sys
@@ -248,6 +248,22 @@ def fill_prefect(api_url: str, count: int, threads: int = 4) -> None:
         api.close()
 
 
+def create_floor_ms(api_url: str, repeat: int) -> float:
+    """Median of one job run creation, straight through the REST API."""
+    api = PrefectAPI(api_url, timeout=60)
+    try:
+        return median_ms(
+            lambda: api.create_flow_run(
+                flow_name="floor",
+                state={"type": "COMPLETED", "name": "Completed"},
+                tags=["floor"],
+            ),
+            repeat,
+        )
+    finally:
+        api.close()
+
+
 @dataclass
 class Phase:
     """What one manager measures; ``stored`` counts the jobs its store holds."""
@@ -421,10 +437,19 @@ def main() -> None:
         metavar="KEY=YAML",
         help="extra server.manager key for PrefectManager (e.g. local.max_workers=4)",
     )
+    parser.add_argument(
+        "--lean-prefect",
+        action="store_true",
+        help="start the Prefect server without the services jobs do not need",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-bench-"))
-    prefect = PrefectServer(work / "prefect-home", port=free_port())
+    prefect = PrefectServer(
+        work / "prefect-home",
+        port=free_port(),
+        disabled_services=UNUSED_SERVICES if args.lean_prefect else (),
+    )
     log(f"starting a Prefect server in {work} ...")
     prefect.start(timeout=120)
     env = dict(os.environ) | {
@@ -460,6 +485,7 @@ def main() -> None:
     }
     rows: dict[str, dict[str, float]] = {}
     started = time.monotonic()
+    floor = create_floor_ms(prefect.api_url, args.repeat)
     try:
         for name, (manager, module, fill) in managers.items():
             if args.only and name != args.only:
@@ -483,6 +509,10 @@ def main() -> None:
         for name, values in rows.items():
             for row, value in values.items():
                 print(f"{name}: {row}: {value:.1f}")
+    print(
+        f"\nPrefect's POST /flow_runs/ alone (empty server, this client): {floor:.1f} ms median"
+        " - the floor of a PrefectManager sync execute"
+    )
     log(f"whole run: {time.monotonic() - started:.0f} s; work folder {work}")
 
 

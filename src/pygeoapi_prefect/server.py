@@ -15,7 +15,24 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PrefectServer", "free_port", "prefect_answers"]
+__all__ = ["UNUSED_SERVICES", "PrefectServer", "free_port", "prefect_answers"]
+
+#: Prefect server services that jobs of pygeoapi-prefect (local or deployed)
+#: do not need: event storage and automations, schedules, late-run marking,
+#: worker health, pause expiry, lease clean-up. Their background work competes
+#: with API requests on a small machine (benchmarks/README.md measures it);
+#: the task run recorder stays, as deployed flows report task runs through it.
+UNUSED_SERVICES = (
+    "event_persister",
+    "event_logger",
+    "triggers",
+    "scheduler",
+    "late_runs",
+    "foreman",
+    "cancellation_cleanup",
+    "pause_expirations",
+    "repossessor",
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -47,6 +64,9 @@ class PrefectServer:
         host: address to bind; loopback by default.
         port: port to bind.
         log_file: where the server's output goes (default: ``home/server.log``).
+        disabled_services: Prefect server services not to run (names as in
+            ``PREFECT_SERVER_SERVICES_<NAME>_ENABLED``, e.g. ``UNUSED_SERVICES``);
+            by default all run.
 
     """
 
@@ -57,11 +77,13 @@ class PrefectServer:
         host: str = "127.0.0.1",
         port: int = 4200,
         log_file: Path | None = None,
+        disabled_services: tuple[str, ...] = (),
     ) -> None:
         self.home = Path(home).resolve()
         self.host = host
         self.port = port
         self.log_file = log_file or self.home / "server.log"
+        self.disabled_services = disabled_services
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,6 +108,8 @@ class PrefectServer:
             "PREFECT_API_DATABASE_CONNECTION_URL": database,
             "PREFECT_UI_API_URL": self.api_url,
         }
+        for service in self.disabled_services:
+            env[f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED"] = "false"
         return env
 
     def start(self, *, timeout: float = 90.0) -> None:
