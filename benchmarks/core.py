@@ -112,6 +112,26 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def rss_tree_mib(pid: int) -> float:
+    """RSS of a process and all its descendants (PrefectManager's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += rss_mib(current)
+        except (OSError, RuntimeError):
+            continue
+        todo.extend(children.get(current, []))
+    return total
+
+
 def median_ms(call: Callable[[], Any], repeat: int) -> float:
     for _ in range(3):
         call()
@@ -344,6 +364,7 @@ class Phase:
             middle = rss_mib(self.pid)
             many(args.memory_jobs - half)
             rows[f"RSS after {args.memory_jobs} more jobs (MiB)"] = rss_mib(self.pid)
+            rows["RSS with child processes, at the end (MiB)"] = rss_tree_mib(self.pid)
             rows[f"RSS growth over the last {args.memory_jobs - half} jobs (MiB)"] = (
                 rss_mib(self.pid) - middle
             )
