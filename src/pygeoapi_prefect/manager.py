@@ -35,6 +35,7 @@ from pygeoapi.util import (
 from pygeoapi_prefect import jobs, recovery
 from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.config import ManagerConfig, load_config
+from pygeoapi_prefect.counting import CountCache
 from pygeoapi_prefect.errors import (
     DeploymentMissing,
     InvalidInputs,
@@ -53,6 +54,7 @@ from pygeoapi_prefect.progress import reporting_to
 from pygeoapi_prefect.query import JobQuery, current_query, parse_job_query
 from pygeoapi_prefect.results import Manifest, ResultStore, results_document
 from pygeoapi_prefect.runner import JobHooks, LocalRunner
+from pygeoapi_prefect.timers import TimerHandle, Timers
 from pygeoapi_prefect.validation import check_execute_request
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,9 @@ class PrefectManager(BaseManager):
         self._deployment_ids: dict[str, str] = {}
         #: Jobs of this instance created before this moment are from an earlier run.
         self._born = datetime.now(UTC)
+        #: One thread for the sync jobs' "record it if still running" timers.
+        self._timers = Timers()
+        self._counts = CountCache(self.config.job_count_cache_seconds)
 
     def __repr__(self) -> str:
         return f"<PrefectManager> {self.config.connection or 'PREFECT_API_URL'}"
@@ -367,17 +372,43 @@ class PrefectManager(BaseManager):
         elif query.filters_durations:
             runs, matched = self._runs_by_duration(flow_runs, query, limit, offset)
         else:
-            # The page and the count are independent: ask for both at once.
-            counting = self._background().submit(self.api.count_flow_runs, flow_runs)
-            try:
-                runs = self._page(flow_runs, limit, offset)
-            finally:
-                matched = counting.result()
+            runs, matched = self._page_and_count(flow_runs, limit, offset)
         jobs.number_matched.set(matched)
         return {
             "jobs": [jobs.job_from_flow_run(run) for run in runs],
             "numberMatched": matched,
         }
+
+    def _page_and_count(
+        self, flow_runs: dict[str, Any], limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        # The page and the count are independent: ask for both at once. A
+        # page shorter than asked for (with something on it, or the first)
+        # tells the count itself, which is then not waited for.
+        key = self._counts.key(flow_runs)
+        cached = self._counts.get(key)
+        counting = None
+        if cached is None:
+            counting = self._background().submit(self._count, key, flow_runs)
+        try:
+            runs = self._page(flow_runs, limit, offset)
+        except BaseException:
+            if counting is not None:
+                counting.cancel()
+            raise
+        if len(runs) < limit and (runs or offset == 0):
+            matched = offset + len(runs)
+            self._counts.put(key, matched)
+            return runs, matched
+        if counting is None:
+            assert cached is not None
+            return runs, cached
+        return runs, counting.result()
+
+    def _count(self, key: str, flow_runs: dict[str, Any]) -> int:
+        matched = self.api.count_flow_runs(flow_runs)
+        self._counts.put(key, matched)
+        return matched
 
     def _page(self, flow_runs: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
         # Prefect serves at most MAX_PAGE runs a call; pygeoapi's next link
@@ -931,7 +962,7 @@ class _SyncRecord:
         self._begun = False
         self._finishing = False
         self._created = threading.Event()
-        self._timer: threading.Timer | None = None
+        self._timer: TimerHandle | None = None
         self.job_id: str | None = None
         self.error: PrefectManagerError | None = None
 
@@ -966,9 +997,7 @@ class _SyncRecord:
 
     def begin_after(self, seconds: float) -> None:
         """Call :meth:`begin` in the background if the job is still running then."""
-        self._timer = threading.Timer(seconds, self._begin_quietly)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer = self.manager._timers.call_later(seconds, self._begin_quietly)
 
     def _begin_quietly(self) -> None:
         try:

@@ -16,7 +16,24 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PrefectServer", "free_port", "prefect_answers"]
+__all__ = ["UNUSED_SERVICES", "PrefectServer", "free_port", "prefect_answers"]
+
+#: Prefect server services that jobs of pygeoapi-prefect (local or deployed)
+#: do not need: event storage and automations, schedules, late-run marking,
+#: worker health, pause expiry, lease clean-up. Their background work competes
+#: with API requests on a small machine (benchmarks/README.md measures it);
+#: the task run recorder stays, as deployed flows report task runs through it.
+UNUSED_SERVICES = (
+    "event_persister",
+    "event_logger",
+    "triggers",
+    "scheduler",
+    "late_runs",
+    "foreman",
+    "cancellation_cleanup",
+    "pause_expirations",
+    "repossessor",
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,6 +69,9 @@ class PrefectServer:
             ``postgresql+asyncpg://prefect:secret@db:5432/prefect`` (default: SQLite
             in ``home/prefect.db``; SQLite serialises writes, PostgreSQL is for
             several pygeoapi instances and workers, see docs/scale-out.md).
+        disabled_services: Prefect server services not to run (names as in
+            ``PREFECT_SERVER_SERVICES_<NAME>_ENABLED``, e.g. ``UNUSED_SERVICES``);
+            by default all run.
 
     """
 
@@ -63,12 +83,14 @@ class PrefectServer:
         port: int = 4200,
         log_file: Path | None = None,
         database_url: str | None = None,
+        disabled_services: tuple[str, ...] = (),
     ) -> None:
         self.home = Path(home).resolve()
         self.host = host
         self.port = port
         self.log_file = log_file or self.home / "server.log"
         self.database_url = database_url or f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
+        self.disabled_services = disabled_services
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,6 +114,8 @@ class PrefectServer:
             "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url,
             "PREFECT_UI_API_URL": self.api_url,
         }
+        for service in self.disabled_services:
+            env[f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED"] = "false"
         return env
 
     def start(
