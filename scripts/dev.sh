@@ -2,7 +2,8 @@
 # Set everything up, then run the demo or the tests.
 #
 #   ./scripts/dev.sh demo [serve options]   pygeoapi + a Prefect server, example config
-#   ./scripts/dev.sh test [pytest options]  lint (ruff, mypy --strict), the docs site
+#   ./scripts/dev.sh test [pytest options]  PostgreSQL and Chromium from apt if missing, lint
+#                                           (ruff, mypy --strict), the docs site
 #                                           (mkdocs build --strict), then the test suite
 #
 # Needs Python 3.12 or newer. It is looked for in $PYTHON, on PATH and under
@@ -56,6 +57,22 @@ setup() {
     fi
 }
 
+# The tests start Debian's PostgreSQL (tests/postgres.py) and drive Debian's
+# Chromium (tests/browser.py); both come from apt when missing.
+test_services() {
+    local missing=()
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+    command -v chromium >/dev/null || missing+=(chromium)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "error: the tests need ${missing[*]} (Debian: apt-get install ${missing[*]})." >&2
+        return 1
+    fi
+    echo "installing ${missing[*]} (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 command=${1:-}
 shift || true
 case "$command" in
@@ -64,6 +81,7 @@ case "$command" in
         exec "$VENV/bin/pygeoapi-prefect" serve --config example-config.yml "$@"
         ;;
     test)
+        test_services
         setup
         echo "ruff and mypy..."
         "$VENV/bin/ruff" check src tests benchmarks docs/hooks.py
