@@ -91,7 +91,9 @@ case "$command" in
         site=$(mktemp -d)
         "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$site"
         rm -rf "$site"
-        exec "$VENV/bin/python" -m pytest "$@"
+        # Two processes, a test file each at a time (a file's module fixtures
+        # stay in one process); "-n 0" in the options runs in one.
+        exec "$VENV/bin/python" -m pytest -n 2 --dist loadfile "$@"
         ;;
     *)
         echo "usage: $0 demo|test [options]" >&2

@@ -244,7 +244,7 @@ def test_flow_code_on_s3_through_a_storage_block(
                 "secret": "pygeoapi-prefect-test-secret",
                 "client_kwargs": {"endpoint_url": s3.endpoint},
             },
-        ).save("test-sb1", overwrite=True)
+        ).save("test-sb1", overwrite=True, _sync=True)
     config = yaml.safe_load(deployed.config_path.read_text())
     config_path = tmp_path / "config.yml"
     config_path.write_text(yaml.safe_dump(config))

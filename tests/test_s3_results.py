@@ -45,6 +45,8 @@ def test_result_store_from_a_prefect_block(s3, prefect_server, pygeoapi_factory)
     from prefect.filesystems import RemoteFileSystem
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    # _sync: Playwright's sync API (tests/browser.py) leaves an event loop
+    # running in this thread, where Prefect's save would return a coroutine.
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
         RemoteFileSystem(
             basepath=f"s3://{s3.bucket}/from-block",
@@ -53,7 +55,7 @@ def test_result_store_from_a_prefect_block(s3, prefect_server, pygeoapi_factory)
                 "secret": S3_ENV["AWS_SECRET_ACCESS_KEY"],
                 "client_kwargs": {"endpoint_url": s3.endpoint},
             },
-        ).save("results-store", overwrite=True)
+        ).save("results-store", overwrite=True, _sync=True)
     server = pygeoapi_factory(manager={"results": {"block": "remote-file-system/results-store"}})
     assert "secret" not in server.config_path.read_text()
     job_id = server.execute("hello-world", {"name": "block"}, asynchronous=True).json()["jobID"]
