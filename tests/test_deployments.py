@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import ROOT, STANDARD_PROCESSES, pygeoapi_config, server_env, start_pygeoapi
+from workers import start_process_worker
 
 from pygeoapi_prefect.cli import cli
 from pygeoapi_prefect.deploy import module_name, module_source
@@ -32,27 +33,7 @@ def deployed(prefect_server, prefect_api, tmp_path_factory):
     """A work pool, a worker, the test processes deployed, and pygeoapi using them."""
     folder = tmp_path_factory.mktemp("deployments")
     prefect_api.request("POST", "/work_pools/", json={"name": POOL, "type": "process"})
-    env = server_env(prefect_server.api_url, folder / "prefect-home")
-    env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
-    with (folder / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "worker",
-                "start",
-                "--pool",
-                POOL,
-                "--type",
-                "process",
-            ],
-            env=env,
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    worker = start_process_worker(prefect_server.api_url, POOL, folder)
     config = pygeoapi_config(
         free_port(),
         folder / "results",

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import pygeoapi_config, server_env, start_pygeoapi
+from conftest import pygeoapi_config, start_pygeoapi
 from faults import (
     FAST_HEARTBEAT,
     FINISHED,
@@ -23,6 +21,7 @@ from faults import (
     with_environment,
     workers,
 )
+from workers import start_process_worker
 
 from pygeoapi_prefect.cli import cli
 from pygeoapi_prefect.heartbeat import HEARTBEAT_ENV
@@ -144,28 +143,7 @@ def test_killed_flow_run_under_a_prefect_worker_fails_the_job(
     """A deployed process's run: its `prefect worker` and flow run process both SIGKILLed."""
     pool = "pygeoapi-faults-pool"
     prefect_api.request("POST", "/work_pools/", json={"name": pool, "type": "process"})
-    env = server_env(prefect_server.api_url, tmp_path / "prefect-home")
-    env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
-    env[HEARTBEAT_ENV] = "1"
-    with (tmp_path / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "worker",
-                "start",
-                "--pool",
-                pool,
-                "--type",
-                "process",
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    worker = start_process_worker(prefect_server.api_url, pool, tmp_path, {HEARTBEAT_ENV: "1"})
     try:
         sleep = {"name": "pygeoapi_test_processes.SleepProcessor"}
         config = pygeoapi_config(free_port(), tmp_path / "results", processes={"sleep": sleep})
