@@ -34,8 +34,11 @@ class Jobs:
     queued: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope: Playwright's sync API runs an event loop in this thread
+    # until it stops, and Prefect's sync-compatible calls in later tests of
+    # the same process (block saves, deployments) would return coroutines.
     with chromium() as launched:
         yield launched
 

@@ -45,8 +45,8 @@ def test_result_store_from_a_prefect_block(s3, prefect_server, pygeoapi_factory)
     from prefect.filesystems import RemoteFileSystem
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    # _sync: Playwright's sync API (tests/browser.py) leaves an event loop
-    # running in this thread, where Prefect's save would return a coroutine.
+    # _sync: run sync even if an event loop runs in this thread (Prefect's
+    # save would return a coroutine there).
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
         RemoteFileSystem(
             basepath=f"s3://{s3.bucket}/from-block",
