@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from pygeoapi_prefect.server import PrefectServer, free_port
+from pygeoapi_prefect.server import PrefectServer, free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +147,9 @@ class Postgres:
 
     def stop(self, *, remove: bool = True) -> None:
         """Stop the server (fast shutdown) and remove its folder."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None:
             # runuser passes the signal on to postgres; SIGINT is its fast shutdown.
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+            stop_process_group(self.process, sig=signal.SIGINT, timeout=20)
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -15,8 +15,6 @@ Fixture (import it with ``postgres``'s fixtures to use it):
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,7 +31,7 @@ from conftest import S3, Pygeoapi, pygeoapi_config, server_env, start_pygeoapi
 
 from pygeoapi_prefect.deploy import DeployRequest, deploy_process
 from pygeoapi_prefect.prefect_api import PrefectAPI
-from pygeoapi_prefect.server import PrefectServer, free_port
+from pygeoapi_prefect.server import PrefectServer, free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +131,7 @@ def _wait_for_workers(api: PrefectAPI, names: tuple[str, ...], folder: Path) -> 
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+    stop_process_group(process, timeout=30)
 
 
 @contextmanager

@@ -404,6 +404,7 @@ def warm_worker(
     import time
 
     from pygeoapi_prefect.heartbeat import HEARTBEAT_ENV
+    from pygeoapi_prefect.server import stop_process_group
     from pygeoapi_prefect.warm_client import SOCKET_ENV
 
     folder = None
@@ -450,12 +451,7 @@ def warm_worker(
         click.echo("stopping")
     finally:
         for process in (worker, server):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            stop_process_group(process, timeout=20)
         if folder is not None:
             import shutil
 

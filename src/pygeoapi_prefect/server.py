@@ -16,7 +16,13 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UNUSED_SERVICES", "PrefectServer", "free_port", "prefect_answers"]
+__all__ = [
+    "UNUSED_SERVICES",
+    "PrefectServer",
+    "free_port",
+    "prefect_answers",
+    "stop_process_group",
+]
 
 #: Prefect server services that jobs of pygeoapi-prefect (local or deployed)
 #: do not need: event storage and automations, schedules, late-run marking,
@@ -34,6 +40,29 @@ UNUSED_SERVICES = (
     "pause_expirations",
     "repossessor",
 )
+
+
+def stop_process_group(
+    process: subprocess.Popen[bytes],
+    *,
+    sig: signal.Signals = signal.SIGTERM,
+    timeout: float = 15.0,
+) -> None:
+    """Stop a process started with ``start_new_session=True``, and its children.
+
+    Sends ``sig`` to its process group, waits ``timeout`` seconds for it to
+    end, then kills the group.
+    """
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+    except ProcessLookupError:
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -175,16 +204,8 @@ class PrefectServer:
 
     def stop(self, *, timeout: float = 15.0) -> None:
         """Stop the server and everything it started."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-        except ProcessLookupError:
-            pass
+        if self.process is not None:
+            stop_process_group(self.process, timeout=timeout)
 
     def __enter__(self) -> PrefectServer:
         self.start()
