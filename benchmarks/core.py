@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from pygeoapi_prefect.prefect_api import PrefectAPI  # noqa: E402
-from pygeoapi_prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
+from pygeoapi_prefect.prefect.api import PrefectAPI  # noqa: E402
+from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
 
 SERVE = """
 import sys
@@ -71,7 +71,7 @@ def write_config(folder: Path, port: int, manager: dict, processors: dict | None
 def start_pygeoapi(
     folder: Path, manager: dict, app_module: str, env: dict, processors: dict | None = None
 ) -> tuple[subprocess.Popen, str]:
-    from pygeoapi_prefect.cli import write_openapi
+    from pygeoapi_prefect.cli.main import write_openapi
 
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))

@@ -29,8 +29,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core import ROOT, execute, start_pygeoapi  # noqa: E402
 
-from pygeoapi_prefect.prefect_api import PrefectAPI  # noqa: E402
-from pygeoapi_prefect.server import PrefectServer, free_port  # noqa: E402
+from pygeoapi_prefect.prefect.api import PrefectAPI  # noqa: E402
+from pygeoapi_prefect.prefect.server import PrefectServer, free_port  # noqa: E402
 
 
 def seconds(value: str) -> float:

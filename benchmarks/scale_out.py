@@ -36,7 +36,7 @@ import conftest  # noqa: E402, F401 - first: it imports the fixture modules belo
 from postgres import Postgres  # noqa: E402
 from scale_out import ScaleOut, running  # noqa: E402
 
-from pygeoapi_prefect.server import PrefectServer, free_port  # noqa: E402
+from pygeoapi_prefect.prefect.server import PrefectServer, free_port  # noqa: E402
 
 FINISHED = ("successful", "failed", "dismissed")
 

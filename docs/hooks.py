@@ -140,7 +140,7 @@ def _param_row(param: click.Parameter) -> str:
 
 def cli_reference() -> str:
     """A section per ``pygeoapi-prefect`` command: options, then its ``--help``."""
-    from pygeoapi_prefect.cli import cli
+    from pygeoapi_prefect.cli.main import cli
 
     root = click.Context(
         cli,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from pygeoapi_prefect.prefect_api import PrefectAPI
-from pygeoapi_prefect.server import PrefectServer, free_port
+from pygeoapi_prefect.prefect.api import PrefectAPI
+from pygeoapi_prefect.prefect.server import PrefectServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

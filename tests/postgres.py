@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from pygeoapi_prefect.server import PrefectServer, free_port, stop_process_group
+from pygeoapi_prefect.prefect.server import PrefectServer, free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import pytest
 import yaml
 from conftest import S3, Pygeoapi, pygeoapi_config, server_env, start_pygeoapi
 
-from pygeoapi_prefect.deploy import DeployRequest, deploy_process
-from pygeoapi_prefect.prefect_api import PrefectAPI
-from pygeoapi_prefect.server import PrefectServer, free_port, stop_process_group
+from pygeoapi_prefect.cli.deploy import DeployRequest, deploy_process
+from pygeoapi_prefect.prefect.api import PrefectAPI
+from pygeoapi_prefect.prefect.server import PrefectServer, free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 

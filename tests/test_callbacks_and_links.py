@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from ogc import validate
 
-from pygeoapi_prefect.callbacks import CallbackPolicy
+from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 
 
 class Receiver:

@@ -10,8 +10,8 @@ import yaml
 from click.testing import CliRunner
 from conftest import ROOT, pygeoapi_config, server_env, spawn_serve, wait_serving
 
-from pygeoapi_prefect.cli import cli, default_openapi_path, openapi_is_current
-from pygeoapi_prefect.server import free_port, prefect_answers
+from pygeoapi_prefect.cli.main import cli, default_openapi_path, openapi_is_current
+from pygeoapi_prefect.prefect.server import free_port, prefect_answers
 
 
 def test_openapi_command_regenerates_and_stamps(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from pygeoapi_prefect.cli import cli
+from pygeoapi_prefect.cli.main import cli
 
 DEPLOY = ROOT / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yml").read_text())
@@ -182,7 +182,7 @@ def test_the_load_balancer_reaches_both_instances() -> None:
 
 
 def test_the_pygeoapi_config_is_valid(tmp_path: Path) -> None:
-    from pygeoapi_prefect.cli import write_openapi
+    from pygeoapi_prefect.cli.main import write_openapi
     from pygeoapi_prefect.config import load_config
 
     config = yaml.safe_load((DEPLOY / "pygeoapi-config.yml").read_text())

@@ -93,7 +93,7 @@ def test_exceptions(pygeoapi):
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/00000000-0000-0000-0000-000000000000"])
 def test_unavailable_prefect_is_an_exception_document(pygeoapi_factory, path):
-    from pygeoapi_prefect.server import free_port
+    from pygeoapi_prefect.prefect.server import free_port
 
     server = pygeoapi_factory(prefect_api_url=f"http://127.0.0.1:{free_port()}/api")
     assert_exception(get(server, path), 503)

@@ -6,10 +6,10 @@ import threading
 import time
 import uuid
 
-from pygeoapi_prefect.counting import CountCache
-from pygeoapi_prefect.jobs import job_tags
+from pygeoapi_prefect.execution.timers import Timers
+from pygeoapi_prefect.jobs.counting import CountCache
+from pygeoapi_prefect.jobs.runs import job_tags
 from pygeoapi_prefect.manager import PrefectManager
-from pygeoapi_prefect.timers import Timers
 
 
 def _manager(api_url: str, process_id: str, **options: object) -> PrefectManager:

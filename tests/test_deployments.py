@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from conftest import ROOT, STANDARD_PROCESSES, pygeoapi_config, server_env, start_pygeoapi
 from workers import start_process_worker
 
-from pygeoapi_prefect.cli import cli
-from pygeoapi_prefect.deploy import module_name, module_source
-from pygeoapi_prefect.server import free_port
+from pygeoapi_prefect.cli.deploy import module_name, module_source
+from pygeoapi_prefect.cli.main import cli
+from pygeoapi_prefect.prefect.server import free_port
 
 POOL = "pygeoapi-test-pool"
 DEPLOYED = {
@@ -112,7 +112,7 @@ def test_generated_module_for_a_flow_process():
     ],
 )
 def test_generated_module_refuses_code_and_credentials(resource, results, fragment):
-    from pygeoapi_prefect.deploy import DeployError
+    from pygeoapi_prefect.cli.deploy import DeployError
 
     with pytest.raises(DeployError, match=fragment):
         module_source("p", resource, results)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 from pydantic import BaseModel
 
-from pygeoapi_prefect.cli import cli
+from pygeoapi_prefect.cli.main import cli
 from pygeoapi_prefect.config import YAML_PREFIX, ManagerConfig
 
 

@@ -13,9 +13,9 @@ import yaml
 from click.testing import CliRunner
 from conftest import pygeoapi_config, server_env
 
-from pygeoapi_prefect.cli import cli
-from pygeoapi_prefect.deploy import WARM_COMMAND
-from pygeoapi_prefect.server import free_port
+from pygeoapi_prefect.cli.deploy import WARM_COMMAND
+from pygeoapi_prefect.cli.main import cli
+from pygeoapi_prefect.prefect.server import free_port
 
 ONLINE, IDLE, GONE = "doctor-online", "doctor-idle", "doctor-gone"
 PUBLISH_TAG = "doctor.publish"

@@ -14,7 +14,7 @@ from ogc import validate
 
 from pygeoapi_prefect.errors import ConfigError, PrefectUnavailable
 from pygeoapi_prefect.manager import PrefectManager
-from pygeoapi_prefect.server import free_port
+from pygeoapi_prefect.prefect.server import free_port
 
 
 def test_sync_failure_is_400_with_the_process_message(pygeoapi, prefect_api):

@@ -7,7 +7,7 @@ import time
 
 from ogc import validate
 
-from pygeoapi_prefect.jobs import JOB_TAG
+from pygeoapi_prefect.jobs.runs import JOB_TAG
 
 
 def job_id_of(response) -> str:

@@ -23,9 +23,9 @@ from faults import (
 )
 from workers import start_process_worker
 
-from pygeoapi_prefect.cli import cli
-from pygeoapi_prefect.heartbeat import HEARTBEAT_ENV
-from pygeoapi_prefect.server import free_port
+from pygeoapi_prefect.cli.main import cli
+from pygeoapi_prefect.execution.heartbeat import HEARTBEAT_ENV
+from pygeoapi_prefect.prefect.server import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _default_zombie_automation(prefect_api):
     """The tests shorten the shared server's zombie timeout: put the default back after."""
     yield
     from pygeoapi_prefect.config import HeartbeatConfig
-    from pygeoapi_prefect.heartbeat import ensure_zombie_automation
+    from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 
     ensure_zombie_automation(prefect_api, HeartbeatConfig().zombie_timeout)
 

@@ -117,7 +117,7 @@ def test_deployed_wrapper_keeps_string_annotations_and_async_flows(tmp_path):
 
     from flows_with_string_annotations import async_width, width
 
-    from pygeoapi_prefect.deployed import job_flow
+    from pygeoapi_prefect.execution.deployed import job_flow
 
     wrapped = job_flow(width, process_id="width", results_url=tmp_path.as_uri())
     schema = wrapped.parameters.model_dump()

@@ -17,10 +17,10 @@ import pytest
 from conftest import TESTS, Pygeoapi, start_pygeoapi
 from ogc import validate
 
-from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.config import LimitsConfig
 from pygeoapi_prefect.errors import ResultNotFound
-from pygeoapi_prefect.results import ResultStore
+from pygeoapi_prefect.execution.callbacks import CallbackPolicy
+from pygeoapi_prefect.jobs.results import ResultStore
 
 PROCESSES: dict[str, str | dict[str, Any]] = {
     "hello-world": "HelloWorld",

@@ -17,8 +17,8 @@ import pytest
 from browser import chromium
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from pygeoapi_prefect.jobs import job_tags
-from pygeoapi_prefect.prefect_api import PrefectAPI
+from pygeoapi_prefect.jobs.runs import job_tags
+from pygeoapi_prefect.prefect.api import PrefectAPI
 
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 #: How pygeoapi's templates show a date-time (pygeoapi.util.DATETIME_FORMAT).

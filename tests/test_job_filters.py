@@ -10,7 +10,7 @@ import pytest
 from conftest import start_pygeoapi
 from ogc import validate
 
-from pygeoapi_prefect.jobs import job_tags
+from pygeoapi_prefect.jobs.runs import job_tags
 
 PROCESSES = {
     "hello-f": "HelloWorld",

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from ogc import validate
 
-from pygeoapi_prefect.jobs import job_tags
+from pygeoapi_prefect.jobs.runs import job_tags
 
 LIST_PROCESSES = {
     "hello-list": "HelloWorld",

@@ -9,7 +9,7 @@ import httpx
 from conftest import start_pygeoapi
 from faults import FINISHED, until
 
-from pygeoapi_prefect.server import PrefectServer, free_port
+from pygeoapi_prefect.prefect.server import PrefectServer, free_port
 
 logger = logging.getLogger(__name__)
 

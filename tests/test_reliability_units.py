@@ -9,9 +9,9 @@ import pytest
 
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.errors import ConfigError
-from pygeoapi_prefect.heartbeat import HEARTBEAT_EVENT, heartbeat_event, zombie_automation
-from pygeoapi_prefect.prefect_api import _WriteGate
-from pygeoapi_prefect.recovery import running_transition_id
+from pygeoapi_prefect.execution.heartbeat import HEARTBEAT_EVENT, heartbeat_event, zombie_automation
+from pygeoapi_prefect.execution.recovery import running_transition_id
+from pygeoapi_prefect.prefect.api import _WriteGate
 
 NAME = "pygeoapi_prefect.manager.PrefectManager"
 

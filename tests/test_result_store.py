@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from pygeoapi_prefect.errors import ResultNotFound
-from pygeoapi_prefect.results import ResultStore
+from pygeoapi_prefect.jobs.results import ResultStore
 
 
 @pytest.fixture(params=["file", "memory", "s3"])

@@ -21,8 +21,8 @@ import yaml
 from conftest import ROOT, Pygeoapi, pygeoapi_config, server_env, spawn_serve, wait_serving
 
 from pygeoapi_prefect.errors import ResultStoreError
-from pygeoapi_prefect.results import ResultStore
-from pygeoapi_prefect.server import free_port
+from pygeoapi_prefect.jobs.results import ResultStore
+from pygeoapi_prefect.prefect.server import free_port
 
 ACCESS_KEY = "AKIAHOSTILETESTKEYID"
 SECRET_KEY = "s3-secret-never-to-be-seen-0b1d"
@@ -262,8 +262,8 @@ def _is_state_result(node: ast.Attribute) -> bool:
 
 
 def test_deployed_flows_persist_no_results() -> None:
-    from pygeoapi_prefect.deployed import job_flow, process_flow
     from pygeoapi_prefect.examples.hi_prefect_world import hi_prefect_world
+    from pygeoapi_prefect.execution.deployed import job_flow, process_flow
 
     flows = [
         process_flow("hello-world", {"processor": {"name": "HelloWorld"}}, results_url="/tmp/x"),

@@ -6,7 +6,7 @@ import os
 
 from prefect.settings import get_current_settings
 
-from pygeoapi_prefect.server import UNUSED_SERVICES, PrefectServer
+from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer
 
 
 def test_unused_services_are_prefect_services_and_are_turned_off(tmp_path):

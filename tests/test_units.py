@@ -7,13 +7,13 @@ from prefect.client.schemas.objects import StateType
 from pygeoapi.util import JobStatus
 
 import pygeoapi_prefect
-from pygeoapi_prefect.jobs import (
+from pygeoapi_prefect.jobs.results import results_document
+from pygeoapi_prefect.jobs.runs import (
     STATUS_BY_STATE,
     job_from_flow_run,
     normalise_job_id,
     process_id_of,
 )
-from pygeoapi_prefect.results import results_document
 
 
 def test_every_prefect_state_is_mapped():

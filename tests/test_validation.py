@@ -6,8 +6,8 @@ import pytest
 from ogc import validate
 
 from pygeoapi_prefect.errors import InvalidInputs
-from pygeoapi_prefect.jobs import job_tags
-from pygeoapi_prefect.validation import check_execute_request
+from pygeoapi_prefect.execution.validation import check_execute_request
+from pygeoapi_prefect.jobs.runs import job_tags
 
 ECHO_COUNT = {"tags": {"all_": job_tags("echo")}}
 

@@ -1,10 +1,10 @@
 """The pygeoapi process manager: ``pygeoapi_prefect.manager.PrefectManager``.
 
-Every job is a Prefect flow run (see :mod:`pygeoapi_prefect.jobs`); Prefect is
+Every job is a Prefect flow run (see :mod:`pygeoapi_prefect.jobs.runs`); Prefect is
 the only job database, so pygeoapi instances keep no state of their own.
 Sync jobs run in the request; async jobs run in a pool of killable local
-worker processes (:mod:`pygeoapi_prefect.runner`). Outputs go to the result
-store (:mod:`pygeoapi_prefect.results`).
+worker processes (:mod:`pygeoapi_prefect.execution.local`). Outputs go to the result
+store (:mod:`pygeoapi_prefect.jobs.results`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ from pygeoapi.util import (
     Subscriber,
 )
 
-from pygeoapi_prefect import jobs, recovery
-from pygeoapi_prefect.callbacks import CallbackPolicy
 from pygeoapi_prefect.config import ManagerConfig, load_config
-from pygeoapi_prefect.counting import CountCache
 from pygeoapi_prefect.errors import (
     DeploymentMissing,
     InvalidInputs,
@@ -46,16 +43,20 @@ from pygeoapi_prefect.errors import (
     PrefectUnavailable,
     ProcessFailed,
 )
-from pygeoapi_prefect.execute import JobRequest, Outcome, run_processor, store_outcome
-from pygeoapi_prefect.heartbeat import ensure_zombie_automation
-from pygeoapi_prefect.prefect_api import REJECTED, PrefectAPI, prefect_settings_api_url
+from pygeoapi_prefect.execution import recovery
+from pygeoapi_prefect.execution.callbacks import CallbackPolicy
+from pygeoapi_prefect.execution.execute import JobRequest, Outcome, run_processor, store_outcome
+from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
+from pygeoapi_prefect.execution.local import JobHooks, LocalRunner
+from pygeoapi_prefect.execution.timers import TimerHandle, Timers
+from pygeoapi_prefect.execution.validation import check_execute_request
+from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.counting import CountCache
+from pygeoapi_prefect.jobs.query import JobQuery, current_query, parse_job_query
+from pygeoapi_prefect.jobs.results import Manifest, ResultStore, results_document
+from pygeoapi_prefect.prefect.api import REJECTED, PrefectAPI, prefect_settings_api_url
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor, describe_deployment
 from pygeoapi_prefect.progress import reporting_to
-from pygeoapi_prefect.query import JobQuery, current_query, parse_job_query
-from pygeoapi_prefect.results import Manifest, ResultStore, results_document
-from pygeoapi_prefect.runner import JobHooks, LocalRunner
-from pygeoapi_prefect.timers import TimerHandle, Timers
-from pygeoapi_prefect.validation import check_execute_request
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class PrefectManager(BaseManager):
 
     #: ``<pygeoapi URL>/jobs``; when set, each new job's flow run carries it
     #: as the label ``pygeoapi.jobs_url`` (its job is ``<that>/<flow run id>``).
-    #: :mod:`pygeoapi_prefect.flask_app` sets it from ``server.url``.
+    #: :mod:`pygeoapi_prefect.web.flask` sets it from ``server.url``.
     jobs_url: str | None = None
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
@@ -353,7 +354,7 @@ class PrefectManager(BaseManager):
         job-list filters come from ``query``, else ``filters`` (raw query
         parameters, as the pygeoapi change in docs/ would pass them), else
         the ``GET /jobs`` request being served (see
-        :mod:`pygeoapi_prefect.query`); ``status`` is pygeoapi's own.
+        :mod:`pygeoapi_prefect.jobs.query`); ``status`` is pygeoapi's own.
 
         Raises:
             InvalidParameter: a filter value cannot be used (also a ValueError).

@@ -43,8 +43,8 @@ def reporting_to(reporter: Reporter | None) -> Iterator[None]:
 
 def labels_reporter(api_url: str, job_id: str) -> Reporter:
     """A reporter that stores progress on the job's flow run."""
-    from pygeoapi_prefect.jobs import MESSAGE_LABEL, PROGRESS_LABEL
-    from pygeoapi_prefect.prefect_api import PrefectAPI
+    from pygeoapi_prefect.jobs.runs import MESSAGE_LABEL, PROGRESS_LABEL
+    from pygeoapi_prefect.prefect.api import PrefectAPI
 
     api = PrefectAPI(api_url)
 
@@ -65,7 +65,7 @@ def _prefect_run_reporter() -> Reporter | None:
     # reporter (one HTTP client) per run, however often it reports.
     from prefect.runtime import flow_run
 
-    from pygeoapi_prefect.prefect_api import prefect_settings_api_url
+    from pygeoapi_prefect.prefect.api import prefect_settings_api_url
 
     run_id, api_url = flow_run.id, prefect_settings_api_url()
     if not run_id or not api_url:

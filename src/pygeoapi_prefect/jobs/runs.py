@@ -46,7 +46,7 @@ DEFAULT_MIMETYPE = "application/json"
 
 #: The ``numberMatched`` of the job list the manager built last in this
 #: context (request thread); pygeoapi 0.24's API layer drops it, and
-#: :mod:`pygeoapi_prefect.flask_app` puts it back into the response.
+#: :mod:`pygeoapi_prefect.web.flask` puts it back into the response.
 number_matched: ContextVar[int | None] = ContextVar("number_matched", default=None)
 
 STATUS_BY_STATE: dict[StateType, JobStatus] = {
@@ -125,7 +125,7 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
     Timestamps that do not apply (``started`` of a queued job, ``finished`` of
     a running one) are empty strings: pygeoapi's API layer sorts on
     ``started`` and reads every key, so ``None`` would break it;
-    :mod:`pygeoapi_prefect.flask_app` leaves empty keys out of responses.
+    :mod:`pygeoapi_prefect.web.flask` leaves empty keys out of responses.
     """
     state = run.get("state") or {}
     status = STATUS_BY_STATE[StateType(run.get("state_type") or state.get("type"))]

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
-from pygeoapi_prefect.jobs import JOB_TAG
-from pygeoapi_prefect.prefect_api import PrefectAPI
+from pygeoapi_prefect.jobs.runs import JOB_TAG
+from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
 

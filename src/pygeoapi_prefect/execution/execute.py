@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pygeoapi.process.base import BaseProcessor
 
-    from pygeoapi_prefect.results import ResultStore
+    from pygeoapi_prefect.jobs.results import ResultStore
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 pygeoapi 0.24 renders ``/jobs``, ``/jobs/{id}`` and ``/processes/{id}`` as
 HTML straight from what the manager returns, before
-:mod:`pygeoapi_prefect.flask_app` can fix the documents: the job list comes
+:mod:`pygeoapi_prefect.web.flask` can fix the documents: the job list comes
 sorted by start time (queued jobs last, after older finished ones), and a
 status page lacks the links of the JSON document (the Prefect UI, a failed
 job's own link) while showing a results link for jobs that have none yet.
@@ -55,7 +55,7 @@ def render_html(api: Any, request: Request, fix: Fix) -> Response | None:
     Args:
         api: pygeoapi's ``API`` object.
         request: the Flask request being served.
-        fix: the fixes of :mod:`pygeoapi_prefect.flask_app` for a job document.
+        fix: the fixes of :mod:`pygeoapi_prefect.web.flask` for a job document.
 
     """
     parts = request.path.rstrip("/").split("/")[1:]

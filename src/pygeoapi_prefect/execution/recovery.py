@@ -14,8 +14,8 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pygeoapi_prefect import jobs
-from pygeoapi_prefect.execute import JobRequest
+from pygeoapi_prefect.execution.execute import JobRequest
+from pygeoapi_prefect.jobs import runs as jobs
 
 if TYPE_CHECKING:
     from pygeoapi_prefect.manager import PrefectManager

@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from pygeoapi_prefect.execute import (
+from pygeoapi_prefect.execution.execute import (
     JobRequest,
     Outcome,
     load_processor,
     run_processor,
     store_outcome,
 )
-from pygeoapi_prefect.heartbeat import beating
+from pygeoapi_prefect.execution.heartbeat import beating
+from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
-from pygeoapi_prefect.results import ResultStore
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) ->
     if not api_url:
         return
     from pygeoapi_prefect.errors import PrefectManagerError
-    from pygeoapi_prefect.jobs import DEFAULT_MIMETYPE, MIMETYPE_LABEL
-    from pygeoapi_prefect.prefect_api import PrefectAPI
+    from pygeoapi_prefect.jobs.runs import DEFAULT_MIMETYPE, MIMETYPE_LABEL
+    from pygeoapi_prefect.prefect.api import PrefectAPI
 
     api = PrefectAPI(api_url)
     if outcome.ok:

@@ -174,7 +174,7 @@ def serve(
     unless PREFECT_API_URL names one or one already answers there, then
     serves pygeoapi. Ctrl-C or SIGTERM stops everything it started.
     """
-    from pygeoapi_prefect.server import PrefectServer, prefect_answers
+    from pygeoapi_prefect.prefect.server import PrefectServer, prefect_answers
     from pygeoapi_prefect.urls import without_credentials
 
     config = config.resolve()
@@ -220,7 +220,7 @@ def serve(
         from werkzeug.serving import make_server
 
         with _config_errors(config):
-            from pygeoapi_prefect.flask_app import APP
+            from pygeoapi_prefect.web.flask import APP
 
         http_server = make_server(host, port, APP, threaded=True)
         click.echo(f"pygeoapi:   http://{host}:{port}")
@@ -327,7 +327,7 @@ def deploy_process_as_flow(
     runs started from the Prefect UI or CLI show up in /jobs. Set
     PREFECT_API_URL to the Prefect server first. Progress goes to stderr.
     """
-    from pygeoapi_prefect.deploy import DeployError, DeployRequest, deploy_process
+    from pygeoapi_prefect.cli.deploy import DeployError, DeployRequest, deploy_process
 
     request = DeployRequest(
         config_path=config,
@@ -403,8 +403,8 @@ def warm_worker(
     import tempfile
     import time
 
-    from pygeoapi_prefect.heartbeat import HEARTBEAT_ENV
-    from pygeoapi_prefect.server import stop_process_group
+    from pygeoapi_prefect.execution.heartbeat import HEARTBEAT_ENV
+    from pygeoapi_prefect.prefect.server import stop_process_group
     from pygeoapi_prefect.warm_client import SOCKET_ENV
 
     folder = None
@@ -415,7 +415,7 @@ def warm_worker(
         [
             sys.executable,
             "-c",
-            f"from pygeoapi_prefect.warm import serve; serve({str(socket_path)!r})",
+            f"from pygeoapi_prefect.execution.warm import serve; serve({str(socket_path)!r})",
         ],
         start_new_session=True,
     )
@@ -492,7 +492,7 @@ def doctor(config: Path, pools: tuple[str, ...]) -> None:
     can be written, read back and deleted from; and that every process
     loads. Exits with 1 if any check failed.
     """
-    from pygeoapi_prefect.doctor import run_checks
+    from pygeoapi_prefect.cli.doctor import run_checks
 
     failed = 0
     for check in run_checks(config, pools):

@@ -1,6 +1,6 @@
 """Deploying a pygeoapi process as a Prefect deployment (``deploy-process-as-flow``).
 
-The deployment runs a flow of :mod:`pygeoapi_prefect.deployed` from a small
+The deployment runs a flow of :mod:`pygeoapi_prefect.execution.deployed` from a small
 generated module, ``pygeoapi_<process>.py``, that names the process and the
 result store. The module is the deployment's code: kept in a local folder,
 or uploaded to a storage block (e.g. ``remote-file-system/test-sb1`` with
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from pygeoapi_prefect.config import load_config
-from pygeoapi_prefect.jobs import job_tags
-from pygeoapi_prefect.prefect_api import prefect_settings_api_url
+from pygeoapi_prefect.jobs.runs import job_tags
+from pygeoapi_prefect.prefect.api import prefect_settings_api_url
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +131,13 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
                 f"got {processor.get('flow')!r}"
             )
         return (
-            f"{header}from pygeoapi_prefect.deployed import job_flow\n"
+            f"{header}from pygeoapi_prefect.execution.deployed import job_flow\n"
             f"from {module} import {attribute} as _user_flow\n\n"
             f"flow = job_flow(_user_flow, process_id={_literal(process_id)}, {store})\n"
         )
     conf = {"processor": processor}
     return (
-        f"{header}from pygeoapi_prefect.deployed import process_flow\n\n"
+        f"{header}from pygeoapi_prefect.execution.deployed import process_flow\n\n"
         f"flow = process_flow({_literal(process_id)}, {_literal(conf)}, {store})\n"
     )
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pygeoapi_prefect.manager import PrefectManager
-    from pygeoapi_prefect.prefect_api import PrefectAPI
+    from pygeoapi_prefect.prefect.api import PrefectAPI
 
 __all__ = ["Check", "run_checks"]
 
@@ -131,7 +131,7 @@ def _deployments(
 ) -> Iterator[tuple[str | None, str, dict[str, Any] | None, bool]]:
     # (process id, deployment name, the deployment or None if Prefect has
     # none, whether it is published rather than configured)
-    from pygeoapi_prefect.jobs import process_id_of
+    from pygeoapi_prefect.jobs.runs import process_id_of
 
     api = manager.api
     for process_id, resource in processes.items():
@@ -151,7 +151,7 @@ def _deployments(
 def _check_pools(
     manager: PrefectManager, processes: dict[str, Any], asked: Sequence[str]
 ) -> Iterator[Check]:
-    from pygeoapi_prefect.deploy import WARM_COMMAND
+    from pygeoapi_prefect.cli.deploy import WARM_COMMAND
     from pygeoapi_prefect.errors import PrefectManagerError
 
     pools: dict[str, list[str]] = {pool: [] for pool in asked}

@@ -1,0 +1,5 @@
+"""``python -m pygeoapi_prefect.cli``."""
+
+from pygeoapi_prefect.cli.main import cli
+
+cli()
