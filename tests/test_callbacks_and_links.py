@@ -101,7 +101,7 @@ def test_sync_callbacks(allowing):
     assert response.status_code == 200
     assert receiver.wait_for("/success") == {"echo": "Hello sync!"}
     receiver = Receiver()
-    assert allowing.execute("fail", {}, subscriber=receiver.subscriber()).status_code == 400
+    assert allowing.execute("fail", {}, subscriber=receiver.subscriber()).status_code == 500
     assert receiver.wait_for("/failed")["status"] == "failed"
 
 

@@ -17,9 +17,10 @@ from pygeoapi_prefect.manager import PrefectManager
 from pygeoapi_prefect.prefect.server import free_port
 
 
-def test_sync_failure_is_400_with_the_process_message(pygeoapi, prefect_api):
+def test_sync_failure_is_500_with_the_process_message_and_the_job(pygeoapi, prefect_api):
     response = pygeoapi.execute("fail", {"what": "sync input"})
-    assert response.status_code == 400
+    # The inputs were valid: the process failed (pygeoapi's ProcessorExecuteError is a 500).
+    assert response.status_code == 500
     document = response.json()
     validate(document, "exception")
     assert "cannot handle sync input" in document["description"]

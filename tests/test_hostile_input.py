@@ -22,9 +22,10 @@ from pygeoapi_prefect.errors import ResultNotFound
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.jobs.results import ResultStore
 
+#: No process that always fails: its sync execution is the server's failure
+#: (500, with the failed job's Location; tests/test_errors.py), not bad input.
 PROCESSES: dict[str, str | dict[str, Any]] = {
     "hello-world": "HelloWorld",
-    "fail": "pygeoapi_test_processes.FailProcessor",
     "bytes": "pygeoapi_test_processes.BytesProcessor",
 }
 #: Small, so that the 413 test sends little; the default is checked apart.

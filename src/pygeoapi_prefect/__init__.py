@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PrefectManager", "__version__", "report_progress"]
 
-__version__ = "0.1.0"
+__version__ = "0.10.0"
 
 _LAZY = {
     "PrefectManager": "pygeoapi_prefect.manager",

@@ -11,7 +11,7 @@ The tree::
      ├── ResultNotFound              no results stored for the job: 404
      └── ExecuteError                also a pygeoapi ProcessorExecuteError
           ├── InvalidInputs          the execute request does not match the process: 400
-          ├── ProcessFailed          the process raised during sync execution: 400
+          ├── ProcessFailed          the process raised during sync execution: 500 (or its own)
           ├── PrefectUnavailable     the Prefect API cannot be reached: 503
           ├── DeploymentMissing      the process's deployment is not in Prefect: 503
           ├── JobStillRunning        a sync deployment job outlived its wait: 504
@@ -129,10 +129,31 @@ class InvalidInputs(ExecuteError):
 
 
 class ProcessFailed(ExecuteError):
-    """The process raised while running synchronously; the job is marked failed."""
+    """The process raised while running synchronously; the job is recorded as failed.
 
-    ogc_exception_code = "InvalidParameterValue"
-    http_status_code = HTTPStatus.BAD_REQUEST
+    The inputs passed validation, so this is the server's failure: 500
+    ``NoApplicableCode``, unless the process raised a pygeoapi error carrying
+    a status of its own (a process author's 400 for inputs it cannot use).
+    ``job_id`` is the failed job, which the client can read at ``/jobs/{id}``.
+    """
+
+    ogc_exception_code = "NoApplicableCode"
+    http_status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(
+        self,
+        msg: str,
+        *,
+        job_id: str | None = None,
+        http_status: int | None = None,
+        ogc_code: str | None = None,
+    ) -> None:
+        super().__init__(msg)
+        self.job_id = job_id
+        if http_status is not None:
+            self.http_status_code = HTTPStatus(http_status)
+        if ogc_code is not None:
+            self.ogc_exception_code = ogc_code
 
 
 class PrefectUnavailable(ExecuteError):

@@ -52,7 +52,8 @@ from pygeoapi_prefect.execution.timers import TimerHandle, Timers
 from pygeoapi_prefect.execution.validation import check_execute_request
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.counting import CountCache
-from pygeoapi_prefect.jobs.query import JobQuery, current_query, parse_job_query
+from pygeoapi_prefect.jobs.exchange import current_exchange
+from pygeoapi_prefect.jobs.query import JobQuery, parse_job_query
 from pygeoapi_prefect.jobs.results import Manifest, ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED, PrefectAPI, prefect_settings_api_url
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor, describe_deployment
@@ -361,7 +362,7 @@ class PrefectManager(BaseManager):
         """
         if query is None and filters:
             query = parse_job_query(filters)
-        query = query or current_query.get() or JobQuery()
+        query = query or current_exchange().query or JobQuery()
         if status is not None:
             query = replace(query, statuses=(JobStatus(status),))
         limit = limit or 10
@@ -374,7 +375,7 @@ class PrefectManager(BaseManager):
             runs, matched = self._runs_by_duration(flow_runs, query, limit, offset)
         else:
             runs, matched = self._page_and_count(flow_runs, limit, offset)
-        jobs.number_matched.set(matched)
+        current_exchange().number_matched = matched
         return {
             "jobs": [jobs.job_from_flow_run(run) for run in runs],
             "numberMatched": matched,
@@ -731,7 +732,13 @@ class PrefectManager(BaseManager):
         job_id = record.finish(outcome)
         if not outcome.ok:
             self._notify_status(job_id, "failedUri", subscriber)
-            raise ProcessFailed(outcome.message)
+            current_exchange().failed_job_id = job_id
+            raise ProcessFailed(
+                outcome.message,
+                job_id=job_id,
+                http_status=outcome.http_status,
+                ogc_code=outcome.ogc_code,
+            )
         document = results_document(outcome.outputs, outcome.mimetype, outcome.output_ids)
         self.callbacks.send(subscriber, "successUri", document)
         if response == RequestedResponse.document.value:
@@ -810,7 +817,8 @@ class PrefectManager(BaseManager):
                 )
             time.sleep(self.config.deployments.poll_seconds)
         if job["status"] != JobStatus.successful.value:
-            raise ProcessFailed(job["message"])
+            current_exchange().failed_job_id = job_id
+            raise ProcessFailed(job["message"], job_id=job_id)
         mimetype, outputs = self.get_job_result(job_id)
         return job_id, mimetype, outputs, JobStatus.successful
 

@@ -42,6 +42,10 @@ class Outcome:
     outputs: Any = None
     message: str = ""
     output_ids: tuple[str, ...] = field(default_factory=tuple)
+    #: The HTTP status and OGC code a failed sync job answers with: those of
+    #: the pygeoapi error the process raised, else 500 NoApplicableCode.
+    http_status: int = 500
+    ogc_code: str = "NoApplicableCode"
 
 
 def load_processor(process_conf: dict[str, Any]) -> BaseProcessor:
@@ -75,7 +79,13 @@ def run_processor(
         mimetype, outputs = processor.execute(inputs, **extra)
     except Exception as exc:  # noqa: BLE001 - any failure of user code fails the job
         logger.warning("%s failed: %s", job_label, exc, exc_info=True)
-        return Outcome(ok=False, message=failure_message(exc), output_ids=output_ids)
+        return Outcome(
+            ok=False,
+            message=failure_message(exc),
+            output_ids=output_ids,
+            http_status=int(getattr(exc, "http_status_code", 500)),
+            ogc_code=str(getattr(exc, "ogc_exception_code", "NoApplicableCode")),
+        )
     return Outcome(
         ok=True,
         mimetype=mimetype or "application/octet-stream",

@@ -4,14 +4,14 @@
 ``type`` are parsed here into a :class:`JobQuery`. pygeoapi 0.24's API layer
 passes only ``limit`` and ``offset`` to the manager, so
 :mod:`pygeoapi_prefect.web.flask` parses the filters of each ``GET /jobs``
-and hands them over in :data:`current_query` (a context variable of the
-request thread); :meth:`PrefectManager.get_jobs` also takes one directly.
+and hands them over in the request's
+:class:`~pygeoapi_prefect.jobs.exchange.RequestExchange`;
+:meth:`PrefectManager.get_jobs` also takes one directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +20,7 @@ from pygeoapi.util import JobStatus
 
 from pygeoapi_prefect.errors import InvalidParameter
 
-__all__ = ["FILTER_PARAMETERS", "JobQuery", "current_query", "parse_job_query"]
+__all__ = ["FILTER_PARAMETERS", "JobQuery", "parse_job_query"]
 
 FILTER_PARAMETERS = ("processID", "status", "datetime", "minDuration", "maxDuration", "type")
 _OPEN = ("", "..")
@@ -42,10 +42,6 @@ class JobQuery:
     def filters_durations(self) -> bool:
         """Whether the query needs job durations, which Prefect cannot filter on."""
         return self.min_duration is not None or self.max_duration is not None
-
-
-#: The filters of the ``GET /jobs`` request being served in this context.
-current_query: ContextVar[JobQuery | None] = ContextVar("current_query", default=None)
 
 
 def _values(raw: Iterable[str]) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ labels, so the job list needs no query beyond one page of flow runs.
 from __future__ import annotations
 
 import uuid
-from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -43,11 +42,6 @@ JOBS_URL_LABEL = "pygeoapi.jobs_url"
 INSTANCE_LABEL = "pygeoapi.instance"
 #: The media type of a job whose run has no MIMETYPE_LABEL.
 DEFAULT_MIMETYPE = "application/json"
-
-#: The ``numberMatched`` of the job list the manager built last in this
-#: context (request thread); pygeoapi 0.24's API layer drops it, and
-#: :mod:`pygeoapi_prefect.web.flask` puts it back into the response.
-number_matched: ContextVar[int | None] = ContextVar("number_matched", default=None)
 
 STATUS_BY_STATE: dict[StateType, JobStatus] = {
     StateType.SCHEDULED: JobStatus.accepted,

@@ -52,8 +52,9 @@ from pygeoapi_prefect.errors import (
     PrefectManagerError,
     RequestTooLarge,
 )
-from pygeoapi_prefect.jobs.query import current_query, parse_job_query
-from pygeoapi_prefect.jobs.runs import number_matched
+from pygeoapi_prefect.execution.engine import autostart
+from pygeoapi_prefect.jobs.exchange import begin_request, current_exchange
+from pygeoapi_prefect.jobs.query import parse_job_query
 from pygeoapi_prefect.web import guard
 from pygeoapi_prefect.web.html_pages import process_job_links, render_html
 
@@ -146,7 +147,7 @@ def _fixed_job_document(document: dict[str, Any]) -> dict[str, Any] | None:
         # newest first by creation, which is what the page was cut from.
         jobs.sort(key=lambda job: job.get("created", ""), reverse=True)
         document["jobs"] = jobs
-        matched = number_matched.get()
+        matched = current_exchange().number_matched
         if matched is not None:
             document["numberMatched"] = matched
     elif "jobID" in document:
@@ -274,15 +275,14 @@ def _guard_request() -> Response | HTTPException | None:
 @APP.before_request
 def _job_query() -> Response | None:
     # pygeoapi passes only limit and offset to the manager: the job-list
-    # filters travel in a context variable of this request's thread.
-    number_matched.set(None)
-    current_query.set(None)
+    # filters travel in this request's exchange (pygeoapi_prefect.jobs.exchange).
+    exchange = begin_request()
     parts = request.path.rstrip("/").split("/")
     if request.method == "GET" and parts[1:2] == ["jobs"] and parts[3:] == ["results"]:
         return _streamed_result(parts[2])
     if request.method == "GET" and request.path.rstrip("/") == "/jobs":
         try:
-            current_query.set(parse_job_query(request.args.to_dict(flat=False)))
+            exchange.query = parse_job_query(request.args.to_dict(flat=False))
         except InvalidParameter as exc:
             return _error_response(exc)
     return render_html(api_, request, _fixed_job_document)
@@ -321,7 +321,5 @@ def _fix_job_documents(response: Response) -> Response:
     return response
 
 
-# Jobs this instance accepted before a restart run now (see recovery.py).
-_start = getattr(api_.manager, "start", None)
-if callable(_start):
-    _start()
+# The engine (pool, recovery, leases) starts in the process that serves.
+autostart(api_.manager)

@@ -1,0 +1,57 @@
+"""What the web layer and the manager tell each other about one request.
+
+pygeoapi calls the manager with fixed arguments, so the job-list filters go
+in, and the job count and a failed sync job's id come out, through one
+:class:`RequestExchange` per request. It travels in a context variable whose
+value is a mutable object: an ASGI server runs pygeoapi's handlers in a
+worker thread with a *copy* of the request's context, so a value set there
+would not be seen by the middleware, but a change to the shared object is.
+
+Example::
+
+    exchange = begin_request(query=parse_job_query(args))
+    ...  # pygeoapi calls the manager, which reads exchange.query
+    exchange.number_matched  # set by the manager's get_jobs
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from pygeoapi_prefect.jobs.query import JobQuery
+
+__all__ = ["RequestExchange", "begin_request", "current_exchange"]
+
+
+@dataclass
+class RequestExchange:
+    """The facts of one request, shared by the web layer and the manager.
+
+    Attributes:
+        query: the job-list filters of ``GET /jobs`` (``None``: none given).
+        number_matched: how many jobs matched, set by ``get_jobs``.
+        failed_job_id: the recorded job of a sync execution that failed.
+
+    """
+
+    query: JobQuery | None = None
+    number_matched: int | None = None
+    failed_job_id: str | None = None
+
+
+_EXCHANGE: ContextVar[RequestExchange | None] = ContextVar(
+    "pygeoapi_prefect_exchange", default=None
+)
+
+
+def begin_request(query: JobQuery | None = None) -> RequestExchange:
+    """Start the exchange of a new request (in the context the handler will run in)."""
+    exchange = RequestExchange(query=query)
+    _EXCHANGE.set(exchange)
+    return exchange
+
+
+def current_exchange() -> RequestExchange:
+    """This request's exchange; a throwaway one outside a request (nothing reads it)."""
+    return _EXCHANGE.get() or RequestExchange()
