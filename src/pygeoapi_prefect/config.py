@@ -32,6 +32,8 @@ __all__ = [
     "LimitsConfig",
     "LocalExecutionConfig",
     "ManagerConfig",
+    "PublishConfig",
+    "RecoveryConfig",
     "ResultStoreConfig",
     "load_config",
 ]
@@ -115,12 +117,24 @@ class LocalExecutionConfig(_Strict):
         min_length=1,
         max_length=200,
         description=(
-            "The identity of this pygeoapi instance, written on each async job it accepts "
-            "(flow run label `pygeoapi.instance`). When the instance starts again with the "
-            "same identity, it takes back the jobs it had accepted but not started. "
-            "Defaults to the host name and the path of the pygeoapi config "
-            "(`PYGEOAPI_CONFIG`); give each instance serving the same config on one host "
-            "its own value, and keep it across restarts."
+            "A name for this pygeoapi instance, written on each async job it accepts "
+            "(flow run label `pygeoapi.instance`), for people reading Prefect. Recovery does "
+            "not depend on it: each server process holds its queued jobs under a lease of "
+            "its own (`recovery`). Defaults to the host name and a hash of the path of the "
+            "pygeoapi config (`PYGEOAPI_CONFIG`)."
+        ),
+    )
+    shutdown_grace: float = Field(
+        default=20,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds a stopping server process (SIGTERM, gunicorn's worker recycling, "
+            "interpreter exit) lets its running async jobs finish; jobs still running then "
+            'are killed and end `failed` ("Interrupted ... submit the job again"). Queued '
+            "jobs are handed over to the other processes at once. Keep it below the "
+            "server's own kill timeout (gunicorn `--graceful-timeout` and `--timeout`, 30 s "
+            "by default; Kubernetes `terminationGracePeriodSeconds`)."
         ),
     )
 
@@ -162,6 +176,33 @@ class HeartbeatConfig(_Strict):
                 f"({self.interval:g})"
             )
         return self
+
+
+class RecoveryConfig(_Strict):
+    """Handing queued jobs over between server processes (``server.manager.recovery``)."""
+
+    lease_seconds: float = Field(
+        default=60,
+        ge=2,
+        le=3600,
+        description=(
+            "Each server process holds the async jobs it queued under a lease in Prefect "
+            "(variable `pygeoapi_lease_<id>`), renewed every quarter of this. The queued "
+            "jobs of a process whose lease is older than this (killed, host lost, never "
+            "restarted) are taken over by a live process."
+        ),
+    )
+    scan_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description=(
+            "How often each server process looks for queued jobs whose holder is dead or "
+            "gone. A queued job of a killed process runs elsewhere within "
+            "`lease_seconds + scan_seconds` (90 s by default); of a process that stopped "
+            "gracefully, within `scan_seconds`."
+        ),
+    )
 
 
 class CallbacksConfig(_Strict):
@@ -339,6 +380,10 @@ class ManagerConfig(_Strict):
     callbacks: CallbacksConfig = Field(
         default_factory=CallbacksConfig,
         description="Delivery of the OGC `subscriber` callbacks of execute requests.",
+    )
+    recovery: RecoveryConfig = Field(
+        default_factory=RecoveryConfig,
+        description="Leases on queued jobs, and their takeover when the holding process dies.",
     )
     heartbeat: HeartbeatConfig = Field(
         default_factory=HeartbeatConfig,

@@ -1,18 +1,403 @@
-"""The process-wide engine: one per OS process and manager config.
+"""The engine: one per OS process and manager config, shared by every manager.
 
-(Being built: see docs/architecture.md.) :func:`autostart` is what the apps
-call when they are imported.
+pygeoapi builds a manager for each ``API`` object (Django: one per request),
+and a server may fork its workers after importing the app (``gunicorn
+--preload``). So nothing that lives at run time belongs to the manager: the
+Prefect client and its connection pool, the result store, the local worker
+pool, the timers, the thread pool, the lease and the recovery loop live
+here, in an :class:`Engine` looked up by :func:`engine_for`:
+
+- built lazily, on first use, in the process that uses it; a forked child
+  forgets its parent's engines (``os.register_at_fork``) and builds its own;
+- started (lease, recovery loop, zombie automation) by :func:`autostart`,
+  which the apps call when imported, or on first use; not in a preloading
+  gunicorn master, whose workers start theirs right after the fork;
+- closed at interpreter exit (``atexit``, before multiprocessing's own exit
+  handler terminates the worker processes) and on SIGTERM/SIGINT, chaining
+  whatever handler the server installed.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
 from typing import Any
 
-__all__ = ["autostart"]
+from pygeoapi_prefect.config import ManagerConfig
+from pygeoapi_prefect.errors import PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.execution.callbacks import CallbackPolicy
+from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
+from pygeoapi_prefect.execution.leases import Leases, new_holder_id
+from pygeoapi_prefect.execution.local import LocalRunner
+from pygeoapi_prefect.execution.timers import Timers
+from pygeoapi_prefect.jobs.counting import CountCache
+from pygeoapi_prefect.jobs.published import PublishedProcesses
+from pygeoapi_prefect.jobs.results import ResultStore
+from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Engine", "autostart", "close_all", "engine_for"]
+
+
+class Engine:
+    """Everything one manager config needs at run time in one OS process.
+
+    Args:
+        config: the validated ``server.manager`` block.
+
+    """
+
+    def __init__(self, config: ManagerConfig) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        #: This process's holder id (a new one in every process and engine).
+        self.holder = new_holder_id()
+        #: How this process is named in Prefect (claims, logs).
+        self.name = f"{socket.gethostname()} pid {self.pid}"
+        self.callbacks = CallbackPolicy(
+            config.callbacks.allow,
+            timeout=config.callbacks.timeout,
+            retries=config.callbacks.retries,
+        )
+        self.timers = Timers()
+        self.counts = CountCache(config.job_count_cache_seconds)
+        self.published = PublishedProcesses(config.publish)
+        self.deployment_ids: dict[str, str] = {}
+        self._configured = {pid: dict(conf) for pid, conf in config.processes.items()}
+        self._lock = threading.RLock()
+        self._api: PrefectAPI | None = None
+        self._store: ResultStore | None = None
+        self._runner: LocalRunner | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._recorder: ThreadPoolExecutor | None = None
+        self._leases: Leases | None = None
+        self._started = False
+        self._stopping = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._automation_done = False
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.name} holder {self.holder}>"
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """The configured processes, then the published deployments (the config wins)."""
+        published = self.published.get(self.api) if self.config.publish.enabled else {}
+        if not published:
+            return self._configured
+        merged = dict(self._configured)
+        for process_id, resource in published.items():
+            merged.setdefault(process_id, resource)
+        return merged
+
+    # -- parts, built on first use ------------------------------------------
+
+    @property
+    def api(self) -> PrefectAPI:
+        """The Prefect API client."""
+        if self._api is None:
+            url = self.config.connection or prefect_settings_api_url()
+            if not url:
+                raise PrefectUnavailable(
+                    "No Prefect API is configured: set server.manager.connection "
+                    "in the pygeoapi config or PREFECT_API_URL in the environment"
+                )
+            with self._lock:
+                if self._api is None:
+                    self._api = PrefectAPI(
+                        url,
+                        timeout=self.config.api_timeout,
+                        write_concurrency=self.config.api_write_concurrency,
+                    )
+        return self._api
+
+    @property
+    def store(self) -> ResultStore:
+        """The result store."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    results = self.config.results
+                    if results.block:
+                        self._store = ResultStore(block=results.block, api_url=self.api.api_url)
+                    else:
+                        self._store = ResultStore(
+                            self.config.results_url(), results.storage_options
+                        )
+        return self._store
+
+    @property
+    def leases(self) -> Leases:
+        """This process's lease on its queued jobs."""
+        if self._leases is None:
+            with self._lock:
+                if self._leases is None:
+                    self._leases = Leases(self.api, self.holder, self.config.recovery.lease_seconds)
+        return self._leases
+
+    @property
+    def runner(self) -> LocalRunner:
+        """The pool of worker processes for local async jobs, started on first use."""
+        if self._stopping.is_set():
+            raise PrefectUnavailable(
+                "This pygeoapi process is stopping and accepts no new async jobs; try again"
+            )
+        if self._runner is None:
+            from pygeoapi_prefect.execution.async_jobs import local_hooks
+
+            api, store = self.api, self.store  # built outside the lock they take too
+            with self._lock:
+                if self._runner is None:
+                    self._runner = LocalRunner(
+                        store,
+                        local_hooks(self),
+                        max_workers=self.config.local.max_workers,
+                        cancel_check_seconds=self.config.local.cancel_check_seconds,
+                        api_url=api.api_url,
+                        heartbeat_seconds=self.config.heartbeat.interval,
+                    )
+            self.start()
+        return self._runner
+
+    @property
+    def runner_if_started(self) -> LocalRunner | None:
+        """The local pool if this process has one (dismiss looks there)."""
+        return self._runner
+
+    def background(self) -> ThreadPoolExecutor:
+        """A few threads for work off the request path (counts, callbacks' status)."""
+        if self._threads is None:
+            with self._lock:
+                if self._threads is None:
+                    self._threads = ThreadPoolExecutor(
+                        max_workers=4, thread_name_prefix="pygeoapi-prefect"
+                    )
+        return self._threads
+
+    def recorder(self) -> ThreadPoolExecutor:
+        """Threads that write deferred sync records while Prefect is out of reach."""
+        if self._recorder is None:
+            with self._lock:
+                if self._recorder is None:
+                    self._recorder = ThreadPoolExecutor(
+                        max_workers=2, thread_name_prefix="pygeoapi-prefect-recorder"
+                    )
+        return self._recorder
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the lease and the recovery loop (idempotent; no I/O in the caller)."""
+        with self._lock:
+            if self._started or self._stopping.is_set():
+                return
+            self._started = True
+            self._housekeeper = threading.Thread(
+                target=self._housekeep, name="pygeoapi-prefect-engine", daemon=True
+            )
+            self._housekeeper.start()
+
+    def _housekeep(self) -> None:
+        from pygeoapi_prefect.execution.recovery import take_over
+
+        recovery = self.config.recovery
+        renew_every = recovery.lease_seconds / 4
+        next_scan = 0.0  # at once: jobs handed over by a stopped process run now
+        waited = 0.0
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                self._install_automation()
+                self.leases.renew()
+                if waited >= next_scan:
+                    taken = take_over(self)
+                    if taken:
+                        logger.info("took over %d queued job(s) of stopped processes", taken)
+                    waited = 0.0
+                    # Jittered, so that the processes of a server do not scan together.
+                    next_scan = recovery.scan_seconds * random.uniform(0.8, 1.0)
+                delay = 1.0
+            except PrefectManagerError as exc:
+                logger.warning("lease or recovery step failed (retrying): %s", exc)
+                renew_wait = min(delay, renew_every)
+                delay = min(delay * 2, 30.0)
+                self._stopping.wait(renew_wait)
+                waited += renew_wait
+                continue
+            except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                logger.exception("lease or recovery step failed")
+            step = min(renew_every, max(0.05, next_scan - waited))
+            self._stopping.wait(step)
+            waited += step
+
+    def _install_automation(self) -> None:
+        if self._automation_done or not self.config.heartbeat.install_automation:
+            return
+        try:
+            ensure_zombie_automation(self.api, self.config.heartbeat.zombie_timeout)
+        except PrefectUnavailable:
+            raise
+        except PrefectManagerError as exc:
+            logger.warning(
+                "the zombie automation was not installed (server.manager.heartbeat): %s", exc
+            )
+        self._automation_done = True
+
+    def begin_shutdown(self) -> None:
+        """Stop taking jobs (safe in a signal handler: no lock, no I/O)."""
+        self._stopping.set()
+        runner = self._runner
+        if runner is not None:
+            runner.stop_taking()
+
+    def close(self) -> None:
+        """Let running jobs finish (``local.shutdown_grace``), hand queued ones over, close."""
+        self.begin_shutdown()
+        if self._housekeeper is not None:
+            self._housekeeper.join(2.0)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.shutdown(grace=self.config.local.shutdown_grace)
+        if self._leases is not None:
+            self._leases.release()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+        if self._api is not None:
+            self._api.close()
+
+
+# -- the process-wide registry ------------------------------------------------
+
+_ENGINES: dict[str, Engine] = {}
+_REGISTRY_LOCK = threading.Lock()
+#: Engines of a parent process, kept (never used, never closed) in a forked child.
+_INHERITED: list[Engine] = []
+_AUTOSTART: list[ManagerConfig] = []
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_exit_hooks_installed = False
+
+
+def _key(config: ManagerConfig) -> str:
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True, default=str)
+
+
+def engine_for(config: ManagerConfig) -> Engine:
+    """The engine of this config in this process, built on first use."""
+    key = _key(config)
+    engine = _ENGINES.get(key)
+    if engine is not None and engine.pid == os.getpid():
+        return engine
+    with _REGISTRY_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None or engine.pid != os.getpid():
+            engine = _ENGINES[key] = Engine(config)
+            _install_exit_hooks()
+    return engine
+
+
+def close_all() -> None:
+    """Close every engine of this process (at exit; also for tests and tools)."""
+    with _REGISTRY_LOCK:
+        engines = [e for e in _ENGINES.values() if e.pid == os.getpid()]
+        _ENGINES.clear()
+    for engine in engines:
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - one engine must not keep the others open
+            logger.exception("closing %r failed", engine)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads do not exist here and its sockets and pipes are
+    # shared: keep its engines out of reach (unclosed), and start afresh.
+    global _exit_hooks_installed
+    _INHERITED.extend(_ENGINES.values())
+    _ENGINES.clear()
+    _exit_hooks_installed = False
+    for config in _AUTOSTART:
+        engine_for(config).start()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _install_exit_hooks() -> None:
+    global _exit_hooks_installed
+    if _exit_hooks_installed:
+        return
+    _exit_hooks_installed = True
+    # Registered after multiprocessing's own exit handler (imported with the
+    # local pool), so it runs first: jobs are drained before their worker
+    # processes are terminated.
+    atexit.register(close_all)
+    if threading.current_thread() is threading.main_thread():
+        for signum in _HANDLED_SIGNALS:
+            _chain(signum)
+
+
+def _chain(signum: int) -> None:
+    previous = signal.getsignal(signum)
+    if getattr(previous, "_pygeoapi_prefect", False):
+        return
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        for engine in list(_ENGINES.values()):
+            if engine.pid == os.getpid():
+                engine.begin_shutdown()
+        if callable(previous):
+            previous(sig, frame)
+        elif previous == signal.SIG_DFL:
+            # Nobody else handles it: finish as the default would, after a drain.
+            close_all()
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+
+    handler._pygeoapi_prefect = True  # type: ignore[attr-defined]
+    try:
+        signal.signal(signum, handler)
+    except (ValueError, OSError):  # not the main thread, or not allowed here
+        return
+
+
+def _in_preloading_gunicorn_master() -> bool:
+    # gunicorn --preload imports the app in Arbiter.setup, before forking the
+    # workers; anything started here would be inherited half-dead by them.
+    if "gunicorn.arbiter" not in sys.modules:
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename.endswith(os.path.join("gunicorn", "arbiter.py")) and code.co_name in (
+            "setup",
+            "__init__",
+        ):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def autostart(manager: Any) -> None:
-    """Start the engine of pygeoapi's manager in this process (a no-op for other managers)."""
-    start = getattr(manager, "start", None)
-    if callable(start):
-        start()
+    """Start the engine of pygeoapi's manager in the process that will serve.
+
+    Called by the apps when imported. In a preloading gunicorn master it
+    only arranges for each forked worker to start its own. A no-op for
+    managers other than ours.
+    """
+    config = getattr(manager, "config", None)
+    if not isinstance(config, ManagerConfig):
+        return
+    if config not in _AUTOSTART:
+        _AUTOSTART.append(config)
+    if _in_preloading_gunicorn_master():
+        logger.info("gunicorn --preload: the engine starts in each worker after the fork")
+        return
+    engine_for(config).start()

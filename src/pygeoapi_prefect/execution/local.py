@@ -228,6 +228,9 @@ class _Worker:
             request = self.pool.queue.get()
             if request is None:
                 return
+            if not self.pool.taking:
+                # Stopping: the job stays Pending for another process to take.
+                continue
             with self.pool.lock:
                 if request.job_id in self.pool.dismissed:
                     self.pool.dismissed.discard(request.job_id)
@@ -336,6 +339,8 @@ class LocalRunner:
         self.api_url = api_url
         self.heartbeat_seconds = heartbeat_seconds
         self.stopping = False
+        #: False once the process stops: queued jobs are left for others.
+        self.taking = True
         self.hooks = hooks
         self.cancel_check_seconds = cancel_check_seconds
         self.queue: queue.Queue[JobRequest | None] = queue.Queue()
@@ -375,18 +380,35 @@ class LocalRunner:
             time.sleep(_POLL_SECONDS)
         return True
 
-    def shutdown(self) -> None:
+    def holds(self, job_id: str) -> bool:
+        """Whether the job is queued or running in this pool."""
+        with self.lock:
+            if any(w.current is not None and w.current.job_id == job_id for w in self.workers):
+                return True
+        with self.queue.mutex:
+            return any(r is not None and r.job_id == job_id for r in self.queue.queue)
+
+    def stop_taking(self) -> None:
+        """Start no further job (safe in a signal handler: sets a flag only)."""
+        self.taking = False
+
+    def shutdown(self, grace: float = 0.0) -> None:
         """Stop the worker processes.
 
-        Queued jobs are not run here (they stay Pending in Prefect, for the
-        next start of this instance); running jobs are killed and recorded
-        as failed with :data:`INTERRUPTED`.
+        Queued jobs are not run here (they stay Pending in Prefect, and
+        another process takes them over); running jobs get ``grace`` seconds
+        to finish, then are killed and recorded as failed with
+        :data:`INTERRUPTED`.
         """
-        self.stopping = True
+        self.taking = False
         with self.queue.mutex:
             self.queue.queue.clear()
         for _ in self.workers:
             self.queue.put(None)
+        deadline = time.monotonic() + grace
+        for worker in self.workers:
+            worker.idle.wait(max(0.0, deadline - time.monotonic()))
+        self.stopping = True
         with self.lock:
             busy = [w.current for w in self.workers if w.current is not None]
         for worker in self.workers:

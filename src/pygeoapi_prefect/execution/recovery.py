@@ -1,69 +1,60 @@
-"""Taking back, after a restart, the async jobs an instance had accepted.
+"""Taking over the queued jobs of server processes that stopped or died.
 
-An async job waits in the memory of the instance that accepted it until a
-worker process takes it. Each such job carries the instance's identity (flow
-run label ``pygeoapi.instance``, see ``server.manager.local.instance``); when
-an instance starts, it queues again its jobs that are still Pending and were
-created before it started. Their request is in the flow run's parameters.
+Every engine runs :func:`take_over` at start and every
+``recovery.scan_seconds``: it reads the Pending jobs of this config's local
+processes and the leases (:mod:`pygeoapi_prefect.execution.leases`), and
+queues here every job whose holder is not alive: its lease was released by
+a graceful stop, expired after a crash, or never existed (a job of an
+earlier version, or of an instance that never came back). The job's
+request comes from its flow run's parameters. Two processes may both queue
+the same job; the claim at its start lets only one run it.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.execution.execute import JobRequest
+from pygeoapi_prefect.execution.leases import HOLDER_LABEL
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.prefect.states import state
 
 if TYPE_CHECKING:
-    from pygeoapi_prefect.manager import PrefectManager
+    from pygeoapi_prefect.execution.engine import Engine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["running_transition_id", "take_back"]
+__all__ = ["take_over"]
 
 _PAGE = 200
-#: At most this many jobs are looked at (oldest first) at one start.
+#: At most this many queued jobs are looked at (oldest first) in one scan.
 MAX_SCAN = 10_000
-_NAMESPACE = uuid.UUID("8f0c3f5e-6d1f-4a8e-9a53-3c5a1b0e7d21")
+#: A job this young is left alone: its holder has just created it.
+_SETTLE_SECONDS = 2.0
 
 
-def running_transition_id(job_id: str) -> str:
-    """The transition id of a job's move to Running: the same in every instance.
-
-    Prefect rejects a transition whose id equals that of the run's current
-    state, so only the first of two instances proposing Running runs the job.
-    """
-    return str(uuid.uuid5(_NAMESPACE, f"{job_id}/running"))
+def _fail(engine: Engine, job_id: str, message: str) -> None:
+    logger.warning("job %s cannot be taken over: %s", job_id, message)
+    engine.api.set_state(job_id, state("FAILED", message))
 
 
-def _fail(manager: PrefectManager, job_id: str, message: str) -> None:
-    logger.warning("job %s cannot be taken back: %s", job_id, message)
-    manager.api.set_state(job_id, {"type": "FAILED", "name": "Failed", "message": message})
-
-
-def _request(manager: PrefectManager, run: dict[str, Any]) -> JobRequest | None:
+def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> JobRequest | None:
     job_id = str(run["id"])
-    process_id = jobs.process_id_of(run.get("tags") or []) or ""
-    resource = manager.processes.get(process_id)
-    if resource is None:
-        _fail(manager, job_id, f"The process {process_id!r} is no longer configured")
-        return None
     parameters = run.get("parameters") or {}
     if "inputs" not in parameters:
         _fail(
-            manager,
+            engine,
             job_id,
-            "The job was accepted before a restart of pygeoapi, and its request was too "
-            "large to keep; submit it again",
+            "The pygeoapi process that accepted the job stopped, and the job's request was "
+            "too large to keep in Prefect; submit it again",
         )
         return None
     labels = run.get("labels") or {}
     return JobRequest(
         job_id=job_id,
-        process_id=process_id,
+        process_id=jobs.process_id_of(run.get("tags") or []) or "",
         process_conf=resource,
         inputs=parameters.get("inputs") or {},
         requested_outputs=parameters.get("outputs"),
@@ -72,29 +63,55 @@ def _request(manager: PrefectManager, run: dict[str, Any]) -> JobRequest | None:
     )
 
 
-def take_back(manager: PrefectManager, born: datetime) -> int:
-    """Queue again this instance's Pending jobs created before ``born``; returns how many."""
-    me = manager.config.instance_id()
+def _orphans(engine: Engine, local: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     flow_runs = {
-        "tags": {"all_": [jobs.JOB_TAG]},
+        "tags": {"all_": [jobs.JOB_TAG], "any_": [jobs.job_tags(pid)[1] for pid in local]},
         "state": {"type": {"any_": ["PENDING"]}},
-        "expected_start_time": {"before_": born.isoformat()},
+        "expected_start_time": {
+            "before_": (datetime.now(UTC) - timedelta(seconds=_SETTLE_SECONDS)).isoformat()
+        },
     }
-    mine: list[dict[str, Any]] = []
+    live, stale = engine.leases.live_holders()
+    live.add(engine.holder)
+    found: list[dict[str, Any]] = []
     for offset in range(0, MAX_SCAN, _PAGE):
-        page = manager.api.filter_flow_runs(
+        page = engine.api.filter_flow_runs(
             flow_runs, sort="EXPECTED_START_TIME_ASC", limit=_PAGE, offset=offset
         )
-        mine += [r for r in page if (r.get("labels") or {}).get(jobs.INSTANCE_LABEL) == me]
+        found += [r for r in page if (r.get("labels") or {}).get(HOLDER_LABEL) not in live]
         if len(page) < _PAGE:
             break
-    if not mine:
+    if stale and not found:
+        engine.leases.forget(stale)
+    return found
+
+
+def take_over(engine: Engine) -> int:
+    """Queue here the queued jobs of dead or stopped holders; returns how many."""
+    local = {
+        pid: resource
+        for pid, resource in engine.processes().items()
+        if not (resource.get("processor") or {}).get("deployment")
+    }
+    if not local:
         return 0
-    runner = manager.runner
+    orphans = _orphans(engine, local)
+    if not orphans:
+        return 0
+    runner = engine.runner
     taken = 0
-    for run in mine:
-        request = _request(manager, run)
-        if request is not None:
-            runner.submit(request)
-            taken += 1
+    for run in orphans:
+        job_id = str(run["id"])
+        if runner.holds(job_id):
+            continue
+        resource = local.get(jobs.process_id_of(run.get("tags") or []) or "")
+        if resource is None:
+            continue
+        request = _request(engine, run, resource)
+        if request is None:
+            continue
+        # Ours now: other scans leave it alone while we live.
+        engine.api.update_labels(job_id, {HOLDER_LABEL: engine.holder})
+        runner.submit(request)
+        taken += 1
     return taken

@@ -32,12 +32,15 @@ class RequestExchange:
         query: the job-list filters of ``GET /jobs`` (``None``: none given).
         number_matched: how many jobs matched, set by ``get_jobs``.
         failed_job_id: the recorded job of a sync execution that failed.
+        unrecorded: a sync job ran but its record waits for Prefect: the
+            answer has no job (no ``Location``).
 
     """
 
     query: JobQuery | None = None
     number_matched: int | None = None
     failed_job_id: str | None = None
+    unrecorded: bool = False
 
 
 _EXCHANGE: ContextVar[RequestExchange | None] = ContextVar(

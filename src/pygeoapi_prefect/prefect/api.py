@@ -207,7 +207,7 @@ class PrefectAPI:
             ) from exc
 
     def _send(
-        self, method: str, path: str, json: Any, gate_deadline: float
+        self, method: str, path: str, json: Any, gate_deadline: float, end: float | None = None
     ) -> tuple[httpx.Response, float]:
         # Returns the answer and the seconds spent waiting for the write gate.
         gate = (
@@ -222,20 +222,30 @@ class PrefectAPI:
                 f"{self.timeout:g} s for its turn); try again later"
             )
         waited = time.monotonic() - queued
+        timeout: Any = httpx.USE_CLIENT_DEFAULT
+        if end is not None:
+            left = max(0.05, end - time.monotonic())
+            timeout = httpx.Timeout(left, connect=min(left, 3.0))
         try:
             try:
-                return self._http().request(method, path, json=json), waited
+                return self._http().request(method, path, json=json, timeout=timeout), waited
             except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
                 # A kept-alive connection the server closed as we reused it.
                 # Every request here is safe to send again (a create carries
                 # an idempotency key), so try once more on a new connection.
-                return self._http().request(method, path, json=json), waited
+                return self._http().request(method, path, json=json, timeout=timeout), waited
         finally:
             if gate is not None:
                 gate.release()
 
     def request(
-        self, method: str, path: str, *, json: Any = None, allow_404: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        allow_404: bool = False,
+        budget: float | None = None,
     ) -> httpx.Response:
         """Send one request; map transport errors and error answers onto ours.
 
@@ -244,17 +254,23 @@ class PrefectAPI:
         a concurrent write, and the next attempt usually succeeds. (Creating
         a flow run is safe to retry: its idempotency key makes a second
         attempt return the first run.) Writes first wait for their turn, up
-        to ``timeout`` more: at most twice ``timeout`` in all. A 404 is
-        returned only where the caller expects one.
+        to ``timeout`` more: at most twice ``timeout`` in all, unless a
+        ``budget`` (seconds, for everything) is given: a request in which a
+        client waits for its answer passes what is left of its own bound.
+        A 404 is returned only where the caller expects one.
         """
         started = time.monotonic()
+        end = None if budget is None else started + max(0.0, budget)
         waited = 0.0
         attempt = 0
         while True:
+            gate_deadline = (
+                started + self.timeout if end is None else min(started + self.timeout, end)
+            )
             with self._errors(f"{method} {path}"):
-                response, queued = self._send(method, path, json, started + self.timeout)
+                response, queued = self._send(method, path, json, gate_deadline, end)
             waited += queued
-            deadline = started + waited + self.timeout
+            deadline = started + waited + self.timeout if end is None else end
             if response.status_code != 503:
                 break
             delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)] * (1 + random.random())
@@ -279,8 +295,8 @@ class PrefectAPI:
             )
         return response
 
-    def _json(self, method: str, path: str, body: Any = None) -> Any:
-        return self._decode(self.request(method, path, json=body))
+    def _json(self, method: str, path: str, body: Any = None, budget: float | None = None) -> Any:
+        return self._decode(self.request(method, path, json=body, budget=budget))
 
     def _decode(self, response: httpx.Response) -> Any:
         try:
@@ -359,6 +375,7 @@ class PrefectAPI:
         tags: list[str],
         labels: dict[str, Any] | None = None,
         parameters: dict[str, Any] | None = None,
+        budget: float | None = None,
     ) -> dict[str, Any]:
         """Create a flow run of the flow ``flow_name`` directly in ``state``."""
         body: dict[str, Any] = {
@@ -371,7 +388,7 @@ class PrefectAPI:
         if labels:
             body["labels"] = labels
         try:
-            run: dict[str, Any] = self._json("POST", "/flow_runs/", body)
+            run: dict[str, Any] = self._json("POST", "/flow_runs/", body, budget)
         except PrefectRequestFailed as exc:
             if exc.status not in (404, 409):
                 raise
@@ -390,17 +407,27 @@ class PrefectAPI:
         return run
 
     def set_state(
-        self, flow_run_id: str, state: dict[str, Any], *, force: bool = False
+        self,
+        flow_run_id: str,
+        state: dict[str, Any],
+        *,
+        force: bool = False,
+        budget: float | None = None,
     ) -> dict[str, Any]:
         """Propose a state; returns Prefect's orchestration result."""
         result: dict[str, Any] = self._json(
-            "POST", f"/flow_runs/{flow_run_id}/set_state", {"state": state, "force": force}
+            "POST",
+            f"/flow_runs/{flow_run_id}/set_state",
+            {"state": state, "force": force},
+            budget,
         )
         return result
 
-    def update_labels(self, flow_run_id: str, labels: dict[str, Any]) -> None:
+    def update_labels(
+        self, flow_run_id: str, labels: dict[str, Any], *, budget: float | None = None
+    ) -> None:
         """Merge ``labels`` into the flow run's labels."""
-        self.request("PATCH", f"/flow_runs/{flow_run_id}/labels", json=labels)
+        self.request("PATCH", f"/flow_runs/{flow_run_id}/labels", json=labels, budget=budget)
 
     def update_tags(self, flow_run_id: str, tags: list[str]) -> None:
         """Replace the flow run's tags."""

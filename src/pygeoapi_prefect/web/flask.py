@@ -211,6 +211,9 @@ def _streamed_result(job_id: str) -> Response | None:
 
 def _monitor_links(response: Response) -> Response:
     # OGC /req/core/process-execute-sync-*: point the client at its job.
+    if current_exchange().unrecorded:
+        # A sync job whose record waits for Prefect: there is no job to point at yet.
+        response.headers.pop("Location", None)
     location = response.headers.get("Location")
     if location and response.status_code in (200, 201):
         response.headers.add(

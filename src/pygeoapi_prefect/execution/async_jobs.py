@@ -1,0 +1,179 @@
+"""Local async jobs: accepted here, queued in this process, started at most once.
+
+A job is created Pending with this process's holder id (label
+``pygeoapi.holder``) and queued in the local pool. When a worker is free,
+:func:`_started` *claims* the job (:func:`pygeoapi_prefect.execution.leases.claim`)
+and only the winner moves it to Running and runs it; a job taken over by
+another process after this one stopped (or was thought dead) is started by
+one of them only. The hooks then record the outcome and send callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pygeoapi_prefect.execution.execute import JobRequest, Outcome
+from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
+from pygeoapi_prefect.execution.local import JobHooks
+from pygeoapi_prefect.execution.notify import notify_results, notify_status
+from pygeoapi_prefect.execution.persist import persist
+from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.prefect.api import REJECTED
+from pygeoapi_prefect.prefect.states import running, state
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.execution.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MAX_PARAMETERS_BYTES", "job_parameters", "local_hooks", "submit"]
+
+#: Execute requests larger than this are not copied into the flow run's
+#: parameters (they still run); Prefect caps parameters at 512 KB by default.
+MAX_PARAMETERS_BYTES = 256 * 1024
+
+
+def job_parameters(
+    inputs: dict[str, Any],
+    requested_outputs: dict[str, Any] | None,
+    response: str,
+    subscriber: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The flow run's parameters: the request, so another process can run it; {} if huge."""
+    parameters = {
+        "inputs": inputs,
+        "outputs": requested_outputs,
+        "response": response,
+        "subscriber": subscriber,
+    }
+    try:
+        size = len(json.dumps(parameters, default=str))
+    except (TypeError, ValueError):
+        return {}
+    return parameters if size <= MAX_PARAMETERS_BYTES else {}
+
+
+def submit(
+    engine: Engine,
+    process_id: str,
+    inputs: dict[str, Any],
+    requested_outputs: dict[str, Any] | None,
+    response: str,
+    subscriber: dict[str, str] | None,
+    *,
+    jobs_url: str | None,
+) -> str:
+    """Accept an async job: create its run Pending and queue it here; returns its id."""
+    runner = engine.runner  # started before the job exists: a failure leaves no orphan run
+    labels: dict[str, Any] = {
+        jobs.PROGRESS_LABEL: 0,
+        jobs.RESPONSE_LABEL: response,
+        jobs.INSTANCE_LABEL: engine.config.instance_id(),
+        HOLDER_LABEL: engine.holder,
+    }
+    if jobs_url:
+        labels[jobs.JOBS_URL_LABEL] = jobs_url
+    run = engine.api.create_flow_run(
+        flow_name=process_id,
+        state=state("PENDING", "Job accepted and waiting to run"),
+        tags=jobs.job_tags(process_id),
+        labels=labels,
+        parameters=job_parameters(inputs, requested_outputs, response, subscriber),
+    )
+    job_id = str(run["id"])
+    runner.submit(
+        JobRequest(
+            job_id=job_id,
+            process_id=process_id,
+            process_conf=engine.processes()[process_id],
+            inputs=inputs,
+            requested_outputs=requested_outputs,
+            response=response,
+            subscriber=subscriber,
+        )
+    )
+    logger.debug("job %s of process %s accepted", job_id, process_id)
+    return job_id
+
+
+def local_hooks(engine: Engine) -> JobHooks:
+    """The local pool's hooks, recording each step of a job in Prefect."""
+    return JobHooks(
+        started=lambda request: _started(engine, request),
+        finished=lambda request, outcome: _finished(engine, request, outcome),
+        cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
+        killed=lambda request: finish_cancelled(engine, request.job_id),
+    )
+
+
+def _started(engine: Engine, request: JobRequest) -> bool:
+    job_id = request.job_id
+    won = persist(claim, engine.api, job_id, engine.holder, name=engine.name)
+    if not won.won:
+        _lost_claim(engine, job_id, won.holder)
+        return False
+    result = persist(engine.api.set_state, job_id, running(job_id))
+    if result.get("status") in (REJECTED, "ABORT"):
+        current = (result.get("state") or {}).get("type")
+        if current in ("CANCELLING", "CANCELLED"):
+            logger.info("job %s was dismissed before it started", job_id)
+            finish_cancelled(engine, job_id)
+        else:
+            logger.info("job %s is %s elsewhere: not run here", job_id, current)
+        return False
+    notify_status(engine, engine.processes(), job_id, "inProgressUri", request.subscriber)
+    return True
+
+
+def _lost_claim(engine: Engine, job_id: str, holder: str | None) -> None:
+    # Another process started (or is starting) the job. If that process is
+    # gone and the job never left Pending, nobody will run it: fail it.
+    run = engine.api.read_flow_run(job_id)
+    if run is None or run.get("state_type") != "PENDING":
+        logger.info("job %s was started by another process: not run here", job_id)
+        return
+    live, _ = engine.leases.live_holders()
+    if holder in live:
+        logger.info("job %s is being started by holder %s: not run here", job_id, holder)
+        return
+    message = (
+        "Interrupted: the pygeoapi process that was starting the job stopped; submit the job again"
+    )
+    logger.warning("job %s: %s", job_id, message)
+    engine.api.set_state(job_id, state("FAILED", message))
+
+
+def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
+    job_id = request.job_id
+    if outcome.ok:
+        if outcome.mimetype != jobs.DEFAULT_MIMETYPE:
+            # Progress 100 follows from Completed; only a media type other
+            # than the default costs a write of its own.
+            persist(engine.api.update_labels, job_id, {jobs.MIMETYPE_LABEL: outcome.mimetype})
+        final = state("COMPLETED", "Job complete")
+    else:
+        final = state("FAILED", outcome.message)
+    if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
+        # Cancelled in Prefect after the last check: the output goes.
+        finish_cancelled(engine, job_id)
+    elif outcome.ok:
+        notify_results(engine, job_id, request.subscriber)
+    else:
+        notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
+
+
+def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:
+    run = engine.api.read_flow_run(request.job_id)
+    return run is None or run.get("state_type") in ("CANCELLING", "CANCELLED")
+
+
+def finish_cancelled(engine: Engine, job_id: str) -> None:
+    """Drop a stopped job's output, and end a cancellation asked for elsewhere."""
+    engine.store.delete(job_id)
+    run = engine.api.read_flow_run(job_id)
+    if run is not None and run.get("state_type") == "CANCELLING":
+        engine.api.set_state(
+            job_id, state("CANCELLED", "Cancelled: the job's process was stopped"), force=True
+        )

@@ -1,0 +1,45 @@
+"""Dismissing a job through the OGC API: stop it, delete its results, forget it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pygeoapi.util import JobStatus
+
+from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.listing import read_job_run
+from pygeoapi_prefect.prefect.states import state
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.execution.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["dismiss"]
+
+_MESSAGE = "Dismissed through the OGC API"
+
+
+def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
+    """Dismiss a job (see :meth:`pygeoapi_prefect.manager.PrefectManager.delete_job`).
+
+    Raises:
+        JobNotFound: no such job.
+
+    """
+    run = read_job_run(engine.api, processes, job_id)
+    flow_run_id = run["id"]
+    if jobs.job_from_flow_run(run)["status"] in (JobStatus.accepted.value, JobStatus.running.value):
+        # Cancelling: Prefect refuses Running and Completed from now on, whichever
+        # process or worker holds the job; the holder kills it and ends it Cancelled.
+        engine.api.set_state(flow_run_id, state("CANCELLING", _MESSAGE), force=True)
+        runner = engine.runner_if_started
+        if runner is not None and runner.dismiss(flow_run_id):
+            # It was this process's, and nothing of it runs any more.
+            engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
+    engine.store.delete(flow_run_id)
+    tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
+    engine.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
+    logger.info("dismissed job %s", flow_run_id)

@@ -1,0 +1,50 @@
+"""Callbacks of a job's steps, sent from wherever the step is recorded."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pygeoapi_prefect.errors import PrefectManagerError
+from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.listing import get_job
+from pygeoapi_prefect.jobs.results import results_document
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.execution.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["notify_results", "notify_status"]
+
+
+def notify_status(
+    engine: Engine,
+    processes: Mapping[str, Any],
+    job_id: str,
+    key: str,
+    subscriber: dict[str, str] | None,
+) -> None:
+    """Send the job's status document to ``subscriber[key]`` (inProgressUri, failedUri)."""
+    if not subscriber or not subscriber.get(key):
+        return
+    try:
+        document = jobs.status_document(get_job(engine.api, processes, job_id))
+    except PrefectManagerError as exc:  # a callback never fails a job
+        logger.warning("no %s callback for job %s: %s", key, job_id, exc)
+        return
+    engine.callbacks.send(subscriber, key, document)
+
+
+def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | None) -> None:
+    """Send the job's results document to ``subscriber["successUri"]``."""
+    if not subscriber or not subscriber.get("successUri"):
+        return
+    try:
+        manifest, outputs = engine.store.read(job_id)
+    except PrefectManagerError as exc:
+        logger.warning("no successUri callback for job %s: %s", job_id, exc)
+        return
+    document = results_document(outputs, manifest.mimetype, manifest.output_ids)
+    engine.callbacks.send(subscriber, "successUri", document)

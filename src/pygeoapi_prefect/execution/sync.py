@@ -1,0 +1,271 @@
+"""Sync jobs: run in the request, recorded in Prefect as late as the job allows.
+
+A job that ends within ``local.sync_visible_after`` seconds is recorded in
+one API call, directly in its final state. A slower one is recorded as
+Running once that time has passed (so the Prefect UI shows it while it
+runs, and it sends heartbeats like an async job: a server killed under it
+leaves it to the zombie automation, not ``running`` forever), and moved to
+its final state at the end.
+
+Bounded in an outage: after the processor returns, the request waits on
+Prefect at most ``api_timeout`` in all. A record that cannot be written by
+then is handed to the engine's background recorder, which retries it for up
+to 10 minutes (:mod:`pygeoapi_prefect.execution.persist`); the client gets
+its result at once (a job recorded Running keeps its ``Location``; one not
+recorded yet has none, and appears in the job list when Prefect is back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from pygeoapi.process.base import BaseProcessor
+from pygeoapi.util import RequestedResponse
+
+from pygeoapi_prefect.errors import JobNotFound, PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
+from pygeoapi_prefect.execution.execute import Outcome, run_processor, store_outcome
+from pygeoapi_prefect.execution.heartbeat import beating
+from pygeoapi_prefect.execution.notify import notify_status
+from pygeoapi_prefect.execution.persist import persist
+from pygeoapi_prefect.execution.timers import TimerHandle
+from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.results import results_document
+from pygeoapi_prefect.prefect.api import REJECTED
+from pygeoapi_prefect.prefect.states import state
+from pygeoapi_prefect.progress import reporting_to
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.execution.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SyncResult", "run_sync"]
+
+
+class SyncResult:
+    """What a sync execution answers: its job (``""`` if not recorded yet) and output."""
+
+    def __init__(self, job_id: str, outcome: Outcome, mimetype: str, outputs: Any) -> None:
+        self.job_id = job_id
+        self.outcome = outcome
+        self.mimetype = mimetype
+        self.outputs = outputs
+
+
+class _Record:
+    """The flow run of one sync job, created as late as the job allows."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        process_id: str,
+        parameters: dict[str, Any],
+        response: str,
+        subscriber: dict[str, str] | None,
+        jobs_url: str | None,
+    ) -> None:
+        self.engine = engine
+        self.process_id = process_id
+        self.parameters = parameters
+        self.response = response
+        self.subscriber = subscriber
+        self.jobs_url = jobs_url
+        self._lock = threading.Lock()
+        self._begun = False
+        self._finishing = False
+        self._created = threading.Event()
+        self._timer: TimerHandle | None = None
+        self._beat = contextlib.ExitStack()
+        self.job_id: str | None = None
+
+    def _labels(self, labels: dict[str, Any]) -> dict[str, Any]:
+        labels = {jobs.RESPONSE_LABEL: self.response, **labels}
+        if self.jobs_url:
+            labels[jobs.JOBS_URL_LABEL] = self.jobs_url
+        return labels
+
+    def _create(self, final: dict[str, Any], labels: dict[str, Any], budget: float | None) -> str:
+        run = self.engine.api.create_flow_run(
+            flow_name=self.process_id,
+            state=final,
+            tags=jobs.job_tags(self.process_id),
+            labels=self._labels(labels),
+            parameters=self.parameters,
+            budget=budget,
+        )
+        return str(run["id"])
+
+    def begin(self) -> str:
+        """Create the flow run as Running now, and start its heartbeats; returns the job id."""
+        with self._lock:
+            if self._finishing:
+                return ""
+            self._begun = True
+        try:
+            self.job_id = self._create(
+                state("RUNNING", "Job running"), {jobs.PROGRESS_LABEL: 0}, None
+            )
+        finally:
+            self._created.set()
+        config = self.engine.config
+        self._beat.enter_context(
+            beating(self.engine.api.api_url, self.job_id, config.heartbeat.interval)
+        )
+        notify_status(
+            self.engine, self.engine.processes(), self.job_id, "inProgressUri", self.subscriber
+        )
+        return self.job_id
+
+    def begin_after(self, seconds: float) -> None:
+        """Call :meth:`begin` in the background if the job is still running then."""
+        self._timer = self.engine.timers.call_later(seconds, self._begin_quietly)
+
+    def _begin_quietly(self) -> None:
+        try:
+            self.begin()
+        except PrefectManagerError as exc:
+            logger.warning("a running sync job of %s is not recorded yet: %s", self.process_id, exc)
+
+    def report(self, percent: int, message: str | None) -> None:
+        """Store progress once the job is recorded (a fast job's is not)."""
+        if not (self._created.is_set() and self.job_id):
+            return
+        labels: dict[str, Any] = {jobs.PROGRESS_LABEL: percent}
+        if message is not None:
+            labels[jobs.MESSAGE_LABEL] = message
+        try:
+            self.engine.api.update_labels(self.job_id, labels)
+        except PrefectManagerError as exc:  # progress never fails a job
+            logger.warning("progress of sync job %s not stored: %s", self.job_id, exc)
+
+    def finish(self, outcome: Outcome) -> str:
+        """Record the end; returns the job id, ``""`` when the record was deferred."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._finishing = True
+            begun = self._begun
+        end = time.monotonic() + self.engine.config.api_timeout
+        if begun:
+            # The timer may be creating the run right now: its own bound applies.
+            self._created.wait(self.engine.config.api_timeout * 2)
+        self._beat.close()
+        if outcome.ok:
+            final = state("COMPLETED", "Job complete")
+            labels = {jobs.PROGRESS_LABEL: 100, jobs.MIMETYPE_LABEL: outcome.mimetype}
+        else:
+            final = state("FAILED", outcome.message)
+            labels = {}
+        job_id = self.job_id
+        try:
+            if job_id:
+                self._finish_recorded(job_id, outcome, final, end)
+                return job_id
+            job_id = self._create(final, labels, max(0.0, end - time.monotonic()))
+        except PrefectUnavailable as exc:
+            logger.warning("sync job of %s: record deferred (%s)", self.process_id, exc)
+            self.engine.recorder().submit(self._record_later, job_id, outcome, final, labels)
+            return job_id or ""
+        if outcome.ok:
+            self._store(job_id, outcome)
+        return job_id
+
+    def _finish_recorded(
+        self, job_id: str, outcome: Outcome, final: dict[str, Any], end: float
+    ) -> None:
+        api = self.engine.api
+        if outcome.ok:
+            self._store(job_id, outcome)
+            if outcome.mimetype != jobs.DEFAULT_MIMETYPE:
+                api.update_labels(
+                    job_id,
+                    {jobs.MIMETYPE_LABEL: outcome.mimetype},
+                    budget=max(0.0, end - time.monotonic()),
+                )
+        result = api.set_state(job_id, final, budget=max(0.0, end - time.monotonic()))
+        if result.get("status") == REJECTED:
+            finish_cancelled(self.engine, job_id)
+            raise JobNotFound(f"Job {job_id} was dismissed while it ran")
+
+    def _store(self, job_id: str, outcome: Outcome) -> None:
+        try:
+            store_outcome(self.engine.store, job_id, outcome, self.response)
+        except PrefectManagerError:
+            persist(
+                self.engine.api.set_state,
+                job_id,
+                state("FAILED", "The job's output could not be stored"),
+                force=True,
+            )
+            raise
+
+    def _record_later(
+        self,
+        job_id: str | None,
+        outcome: Outcome,
+        final: dict[str, Any],
+        labels: dict[str, Any],
+    ) -> None:
+        # In the background recorder: the client has its answer already.
+        try:
+            if job_id is None:
+                job_id = persist(self._create, final, labels, None)
+                if outcome.ok:
+                    self._store(job_id, outcome)
+            else:
+                if outcome.ok and outcome.mimetype != jobs.DEFAULT_MIMETYPE:
+                    persist(
+                        self.engine.api.update_labels,
+                        job_id,
+                        {jobs.MIMETYPE_LABEL: outcome.mimetype},
+                    )
+                persist(self.engine.api.set_state, job_id, final)
+            logger.info("sync job %s of %s recorded after a delay", job_id, self.process_id)
+        except PrefectManagerError as exc:
+            logger.error("sync job of %s could not be recorded: %s", self.process_id, exc)
+
+
+def run_sync(
+    engine: Engine,
+    process_id: str,
+    processor: BaseProcessor,
+    inputs: dict[str, Any],
+    requested_outputs: dict[str, Any] | None,
+    response: str,
+    subscriber: dict[str, str] | None,
+    *,
+    jobs_url: str | None,
+) -> SyncResult:
+    """Run a sync job in this thread and record it; see the module docstring."""
+    record = _Record(
+        engine,
+        process_id,
+        job_parameters(inputs, requested_outputs, response, subscriber),
+        response,
+        subscriber,
+        jobs_url,
+    )
+    if type(processor).set_job_id is not BaseProcessor.set_job_id:
+        # The processor wants its job id while it runs: record it first.
+        processor.set_job_id(record.begin())
+    else:
+        record.begin_after(engine.config.local.sync_visible_after)
+    with reporting_to(record.report):
+        outcome = run_processor(
+            processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
+        )
+    job_id = record.finish(outcome)
+    if not outcome.ok:
+        if job_id:
+            notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)
+        return SyncResult(job_id, outcome, "application/json", None)
+    document = results_document(outcome.outputs, outcome.mimetype, outcome.output_ids)
+    engine.callbacks.send(subscriber, "successUri", document)
+    if response == RequestedResponse.document.value:
+        return SyncResult(job_id, outcome, "application/json", document)
+    return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)

@@ -1,0 +1,263 @@
+"""Reading jobs: one job, its results, and the job list, filtered and paged by Prefect.
+
+Functions of a :class:`Backend` (the engine of the process: the Prefect
+client, the result store, the count cache and a small thread pool) and of
+the processes a manager serves; they hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pygeoapi.util import JobStatus, RequestedResponse
+
+from pygeoapi_prefect.errors import JobNotFound
+from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.counting import CountCache
+from pygeoapi_prefect.jobs.exchange import current_exchange
+from pygeoapi_prefect.jobs.query import JobQuery, parse_job_query
+from pygeoapi_prefect.jobs.results import Manifest, ResultStore, results_document
+from pygeoapi_prefect.prefect.api import PrefectAPI
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "STATES_BY_STATUS",
+    "Backend",
+    "flow_run_filter",
+    "get_job",
+    "get_job_result",
+    "get_jobs",
+    "read_job_run",
+    "stream_result",
+]
+
+#: Prefect refuses pages larger than this.
+MAX_PAGE = 200
+#: How many candidate runs a duration filter looks at, at most.
+MAX_DURATION_SCAN = 10_000
+_NEWEST_FIRST = "EXPECTED_START_TIME_DESC"
+
+STATES_BY_STATUS: dict[JobStatus, list[str]] = {}
+for _state_type, _status in jobs.STATUS_BY_STATE.items():
+    STATES_BY_STATUS.setdefault(_status, []).append(_state_type.value)
+
+
+class Backend(Protocol):
+    """What reading jobs needs of the process's engine."""
+
+    @property
+    def api(self) -> PrefectAPI: ...  # noqa: D102
+
+    @property
+    def store(self) -> ResultStore: ...  # noqa: D102
+
+    counts: CountCache
+
+    def background(self) -> ThreadPoolExecutor: ...  # noqa: D102
+
+
+def flow_run_filter(
+    query: JobQuery, process_ids: Iterator[str] | list[str]
+) -> dict[str, Any] | None:
+    """The Prefect ``FlowRunFilter`` for a job query (``None``: nothing can match)."""
+    wanted = [pid for pid in process_ids if query.process_ids is None or pid in query.process_ids]
+    if not wanted or (query.types is not None and "process" not in query.types):
+        return None
+    flow_runs: dict[str, Any] = {
+        "tags": {"all_": [jobs.JOB_TAG], "any_": [jobs.job_tags(pid)[1] for pid in wanted]}
+    }
+    if query.statuses is not None:
+        states = [state for status in query.statuses for state in STATES_BY_STATUS[status]]
+        flow_runs["state"] = {"type": {"any_": states}}
+    if query.created_after is not None or query.created_before is not None:
+        # For job runs the expected start time is their creation time.
+        window: dict[str, str] = {}
+        if query.created_after is not None:
+            window["after_"] = query.created_after.isoformat()
+        if query.created_before is not None:
+            window["before_"] = query.created_before.isoformat()
+        flow_runs["expected_start_time"] = window
+    if query.filters_durations:
+        # Only started jobs have a duration; one of at least minDuration
+        # started at least that long ago. The rest is checked per run.
+        started: dict[str, Any] = {"is_null_": False}
+        if query.min_duration is not None:
+            cutoff = datetime.now(UTC) - timedelta(seconds=query.min_duration)
+            started["before_"] = cutoff.isoformat()
+        flow_runs["start_time"] = started
+    return flow_runs
+
+
+def get_jobs(
+    backend: Backend,
+    processes: Mapping[str, Any],
+    *,
+    status: JobStatus | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+    filters: Mapping[str, list[str]] | None = None,
+    query: JobQuery | None = None,
+) -> dict[str, Any]:
+    """One page of jobs, newest first, filtered and paged by the Prefect server.
+
+    See :meth:`pygeoapi_prefect.manager.PrefectManager.get_jobs`.
+    """
+    if query is None and filters:
+        query = parse_job_query(filters)
+    query = query or current_exchange().query or JobQuery()
+    if status is not None:
+        query = replace(query, statuses=(JobStatus(status),))
+    limit = limit or 10
+    offset = offset or 0
+    flow_runs = flow_run_filter(query, list(processes))
+    runs: list[dict[str, Any]]
+    if flow_runs is None:
+        runs, matched = [], 0
+    elif query.filters_durations:
+        runs, matched = _runs_by_duration(backend, flow_runs, query, limit, offset)
+    else:
+        runs, matched = _page_and_count(backend, flow_runs, limit, offset)
+    current_exchange().number_matched = matched
+    return {"jobs": [jobs.job_from_flow_run(run) for run in runs], "numberMatched": matched}
+
+
+def _page_and_count(
+    backend: Backend, flow_runs: dict[str, Any], limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    # The page and the count are independent: ask for both at once. A page
+    # shorter than asked for (with something on it, or the first) tells the
+    # count itself, which is then not waited for.
+    counts = backend.counts
+    key = counts.key(flow_runs)
+    cached = counts.get(key)
+    counting = None
+    if cached is None:
+        counting = backend.background().submit(_count, backend, key, flow_runs)
+    try:
+        runs = _page(backend.api, flow_runs, limit, offset)
+    except BaseException:
+        if counting is not None:
+            counting.cancel()
+        raise
+    if len(runs) < limit and (runs or offset == 0):
+        matched = offset + len(runs)
+        counts.put(key, matched)
+        return runs, matched
+    if counting is None:
+        assert cached is not None
+        return runs, cached
+    return runs, counting.result()
+
+
+def _count(backend: Backend, key: str, flow_runs: dict[str, Any]) -> int:
+    matched = backend.api.count_flow_runs(flow_runs)
+    backend.counts.put(key, matched)
+    return matched
+
+
+def _page(api: PrefectAPI, flow_runs: dict[str, Any], limit: int, offset: int) -> list[Any]:
+    # Prefect serves at most MAX_PAGE runs a call; pygeoapi's next link
+    # assumes the whole limit was served.
+    runs: list[dict[str, Any]] = []
+    while len(runs) < limit:
+        size = min(MAX_PAGE, limit - len(runs))
+        page = api.filter_flow_runs(
+            flow_runs, sort=_NEWEST_FIRST, limit=size, offset=offset + len(runs)
+        )
+        runs.extend(page)
+        if len(page) < size:
+            break
+    return runs
+
+
+def _runs_by_duration(
+    backend: Backend, flow_runs: dict[str, Any], query: JobQuery, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    # Prefect cannot filter on durations: walk the (server-narrowed)
+    # candidates newest first and keep those whose duration fits.
+    now = datetime.now(UTC)
+    matched: list[dict[str, Any]] = []
+    for start in range(0, MAX_DURATION_SCAN, MAX_PAGE):
+        page = backend.api.filter_flow_runs(
+            flow_runs, sort=_NEWEST_FIRST, limit=MAX_PAGE, offset=start
+        )
+        for run in page:
+            duration = jobs.run_duration(run, now)
+            if duration is None:
+                continue
+            if query.min_duration is not None and duration < query.min_duration:
+                continue
+            if query.max_duration is not None and duration > query.max_duration:
+                continue
+            matched.append(run)
+        if len(page) < MAX_PAGE:
+            break
+    else:
+        logger.warning(
+            "duration filter looked at the newest %d candidate jobs only", MAX_DURATION_SCAN
+        )
+    return matched[offset : offset + limit], len(matched)
+
+
+def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> dict[str, Any]:
+    """The flow run of a job of these processes.
+
+    Raises:
+        JobNotFound: no such job (unknown, malformed, dismissed, another config's).
+
+    """
+    canonical = jobs.normalise_job_id(job_id)
+    run = api.read_flow_run(canonical) if canonical else None
+    if (
+        run is None
+        or jobs.JOB_TAG not in (run.get("tags") or [])
+        or jobs.process_id_of(run["tags"]) not in processes
+    ):
+        raise JobNotFound(f"No job with id {job_id!r}")
+    return run
+
+
+def get_job(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> dict[str, Any]:
+    """The job's pygeoapi status record."""
+    return jobs.job_from_flow_run(read_job_run(api, processes, job_id))
+
+
+def get_job_result(store: ResultStore, job_id: str) -> tuple[str, Any]:
+    """(media type, output) of a finished job, as the job asked for it.
+
+    A job run with ``response: document`` gets the OGC 1.0 results document
+    (a map keyed by output id); otherwise the output as the process made it.
+    """
+    canonical = jobs.normalise_job_id(job_id)
+    if canonical is None:
+        raise JobNotFound(f"No job with id {job_id!r}")
+    manifest, outputs = store.read(canonical)  # ResultNotFound: a 404
+    if manifest.response == RequestedResponse.document.value:
+        return "application/json", results_document(outputs, manifest.mimetype, manifest.output_ids)
+    return manifest.mimetype, outputs
+
+
+def stream_result(
+    backend: Backend, processes: Mapping[str, Any], job_id: str
+) -> tuple[Manifest, Iterator[bytes]] | None:
+    """The raw output of a finished job as chunks, when it can be streamed.
+
+    ``None`` when the answer is not a stream (a results document, a JSON
+    output, a job that has not succeeded): pygeoapi answers those itself.
+    """
+    try:
+        job = get_job(backend.api, processes, job_id)
+    except JobNotFound:
+        return None
+    if job["status"] != JobStatus.successful.value:
+        return None
+    manifest = backend.store.read_manifest(job["identifier"])
+    if manifest.response != RequestedResponse.raw.value or manifest.encoding == "json":
+        return None
+    return manifest, backend.store.iter_output(job["identifier"])
