@@ -30,7 +30,8 @@ from pygeoapi_prefect.prefect.server import free_port
 logger = logging.getLogger(__name__)
 
 #: One worker process, so that jobs queue and the worker is easy to find.
-ONE_WORKER = {"max_workers": 1, "instance": "faults-test-instance"}
+#: A short drain, so that a SIGTERM interrupts the long job of these tests.
+ONE_WORKER = {"max_workers": 1, "instance": "faults-test-instance", "shutdown_grace": 1}
 
 
 @pytest.fixture(autouse=True)

@@ -263,16 +263,17 @@ class _Worker:
         hooks = self.pool.hooks
         if not hooks.started(request):
             return
-        assert self.conn is not None
-        self.conn.send(request)
+        conn = self.conn  # kill() may clear self.conn from another thread
+        assert conn is not None
+        conn.send(request)
         next_check = time.monotonic() + self.pool.cancel_check_seconds
         while True:
             if self._kill_requested(request):
                 self._killed(request)
                 return
             try:
-                if self.conn.poll(_POLL_SECONDS):
-                    outcome: Outcome = self.conn.recv()
+                if conn.poll(_POLL_SECONDS):
+                    outcome: Outcome = conn.recv()
                     break
             except (EOFError, OSError):
                 if self.pool.stopping:
