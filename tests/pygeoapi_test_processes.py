@@ -143,3 +143,34 @@ class BigProcessor(BaseProcessor):
     def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
         block = bytes(range(256)) * 4096  # 1 MiB
         return "application/octet-stream", block * int(data["megabytes"])
+
+
+class RunLogProcessor(BaseProcessor):
+    """Appends its job id and process id to the file ``log``, then sleeps ``seconds``.
+
+    One line per start: a job that ran twice shows twice.
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(
+            processor_def,
+            _metadata(
+                "run-log",
+                inputs={
+                    "log": {"schema": {"type": "string"}},
+                    "seconds": {"schema": {"type": "number", "minimum": 0}, "minOccurs": 0},
+                },
+            ),
+        )
+        self.job_id: str | None = None
+
+    def set_job_id(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import os
+
+        with open(data["log"], "a", encoding="utf-8") as handle:
+            handle.write(f"{self.job_id} {os.getpid()}\n")
+        time.sleep(float(data.get("seconds", 0)))
+        return "application/json", {"id": "result", "value": self.job_id}

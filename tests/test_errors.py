@@ -61,7 +61,9 @@ def hanging_port():
 
 
 @pytest.mark.parametrize("kind", ["refused", "hanging"])
-def test_prefect_unreachable_is_503_within_10s_but_sync_jobs_answer(pygeoapi_factory, hanging_port, kind):
+def test_prefect_unreachable_is_503_within_10s_but_sync_jobs_answer(
+    pygeoapi_factory, hanging_port, kind
+):
     port = free_port() if kind == "refused" else hanging_port
     server = pygeoapi_factory(prefect_api_url=f"http://127.0.0.1:{port}/api")
     assert server.client.get("/processes", params={"f": "json"}).status_code == 200

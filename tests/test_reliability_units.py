@@ -10,8 +10,8 @@ import pytest
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.errors import ConfigError
 from pygeoapi_prefect.execution.heartbeat import HEARTBEAT_EVENT, heartbeat_event, zombie_automation
-from pygeoapi_prefect.prefect.states import running_transition_id
 from pygeoapi_prefect.prefect.api import _WriteGate
+from pygeoapi_prefect.prefect.states import running_transition_id
 
 NAME = "pygeoapi_prefect.manager.PrefectManager"
 
