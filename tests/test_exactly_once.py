@@ -28,7 +28,8 @@ PROCESSES: dict[str, str | dict[str, Any]] = {
 MANAGER = {
     "local": {"max_workers": 1, "shutdown_grace": 10},
     "recovery": {"lease_seconds": 6, "scan_seconds": 1},
-    "heartbeat": {"interval": 2, "zombie_timeout": 20},
+    # The zombie automation is shared by the whole Prefect server: left as it is.
+    "heartbeat": {"install_automation": False},
     "api_write_concurrency": 2,
 }
 JOBS = 300

@@ -81,11 +81,18 @@ def _beat(api: PrefectAPI, flow_run_id: str) -> None:
 
 
 @contextmanager
-def beating(api_url: str | None, flow_run_id: str, interval: float | None) -> Iterator[None]:
+def beating(
+    api_url: str | None,
+    flow_run_id: str,
+    interval: float | None,
+    *,
+    first: float = FIRST_BEAT_SECONDS,
+) -> Iterator[None]:
     """Send heartbeats for ``flow_run_id`` from a thread while the block runs.
 
     Nothing is sent when ``api_url`` or ``interval`` is missing. The thread
     dies with the process, which is the point: a killed process stops beating.
+    The first beat comes after ``first`` seconds (at most ``interval``).
     """
     if not api_url or not interval:
         yield
@@ -94,7 +101,7 @@ def beating(api_url: str | None, flow_run_id: str, interval: float | None) -> It
     stop = threading.Event()
 
     def loop() -> None:
-        wait = min(FIRST_BEAT_SECONDS, interval)
+        wait = min(first, interval)
         while not stop.wait(wait):
             _beat(api, flow_run_id)
             wait = interval

@@ -113,8 +113,10 @@ class _Record:
         finally:
             self._created.set()
         config = self.engine.config
+        # At once: a sync job is recorded only once it has run a while, and
+        # the zombie automation watches a run from its first beat on.
         self._beat.enter_context(
-            beating(self.engine.api.api_url, self.job_id, config.heartbeat.interval)
+            beating(self.engine.api.api_url, self.job_id, config.heartbeat.interval, first=0.0)
         )
         notify_status(
             self.engine, self.engine.processes(), self.job_id, "inProgressUri", self.subscriber
