@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -48,7 +48,13 @@ from pygeoapi_prefect.web.html_pages import Answer, process_job_links, render_ht
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Contract", "WebRequest", "WebResponse"]
+__all__ = ["DISCARD_BYTES", "Contract", "WebRequest", "WebResponse", "discard"]
+
+#: How much of a refused (too large) body is read and dropped before the 413
+#: goes out: a server that closes a connection with unread data makes the
+#: client's TCP stack reset it, and the client may never see the answer.
+#: Past this, the connection is closed all the same.
+DISCARD_BYTES = 16 * 1024 * 1024
 
 _ROOTS = ("processes", "jobs")
 #: Methods of each route shape (segments after the root, ``*`` any id).
@@ -107,6 +113,16 @@ class WebResponse:
             if key.lower() == name.lower():
                 return value
         return None
+
+
+def discard(read: Callable[[int], bytes], limit: int = DISCARD_BYTES) -> None:
+    """Read and drop the rest of a refused body, at most ``limit`` bytes (:data:`DISCARD_BYTES`)."""
+    dropped = 0
+    while dropped < limit:
+        chunk = read(64 * 1024)
+        if not chunk:
+            return
+        dropped += len(chunk)
 
 
 class _Shim:

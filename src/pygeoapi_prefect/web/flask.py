@@ -22,7 +22,7 @@ from flask import Response, request
 from pygeoapi.flask_app import APP, api_
 
 from pygeoapi_prefect.execution.engine import autostart
-from pygeoapi_prefect.web.contract import Contract, WebRequest, WebResponse
+from pygeoapi_prefect.web.contract import Contract, WebRequest, WebResponse, discard
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,18 @@ CONTRACT = Contract(api_)
 def _body(limit: int | None) -> bytes:
     if request.method != "POST":
         return b""
+    if limit is None:
+        return request.get_data()
     length = request.content_length
-    if limit is not None and length is not None and length > limit:
-        return b""  # refused on its Content-Length, unread
+    if length is not None and length > limit:
+        discard(request.stream.read)  # refused on its Content-Length
+        return b""
     # Also bounds a chunked body, which has no Content-Length: one byte past
     # the limit is enough to refuse it.
-    return request.stream.read(limit + 1) if limit is not None else request.get_data()
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        discard(request.stream.read)
+    return body
 
 
 def web_request() -> WebRequest:
