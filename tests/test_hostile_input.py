@@ -1,7 +1,9 @@
 """Hostile input: fuzzing from the OpenAPI document, and requests built to hurt.
 
 Every answer is a 4xx with an OGC exception document, never a 5xx, and
-nothing outside the result store is read, written or deleted.
+nothing outside the result store is read, written or deleted: on
+``pygeoapi-prefect serve``, on gunicorn with the Flask app and on uvicorn
+with the Starlette app (tests/servers.py).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import http.client
 import json
 import re
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TESTS, Pygeoapi, start_pygeoapi
 from ogc import validate
+from servers import start_server
 
 from pygeoapi_prefect.config import LimitsConfig
 from pygeoapi_prefect.errors import ResultNotFound
@@ -33,11 +37,12 @@ MAX_BYTES = 256 * 1024
 SECRET = "TOP-SECRET-OUTSIDE-THE-STORE"
 
 
-@pytest.fixture(scope="module")
-def hostile(prefect_server, tmp_path_factory) -> Any:
+@pytest.fixture(scope="module", params=["serve", "gunicorn", "uvicorn"])
+def hostile(request, prefect_server, tmp_path_factory) -> Any:
     """A pygeoapi with quick processes only, and a sentinel beside its result store."""
-    tmp = tmp_path_factory.mktemp("hostile")
-    server = start_pygeoapi(
+    tmp = tmp_path_factory.mktemp(f"hostile-{request.param}")
+    start = start_pygeoapi if request.param == "serve" else partial(start_server, request.param)
+    server = start(
         tmp,
         prefect_server.api_url,
         processes=PROCESSES,
@@ -261,11 +266,13 @@ def test_bad_bodies_are_400_saying_why(hostile: Pygeoapi, body: bytes, expected:
 def test_no_unhandled_error_in_the_log(hostile: Pygeoapi) -> None:
     # Runs after the tests above (the fuzzing included). pygeoapi logs each
     # 4xx it answers with the exception being handled; an unhandled one is
-    # logged by Flask as "Exception on <path>", and answered 5xx.
+    # logged by Flask as "Exception on <path>" (gunicorn: "Error handling
+    # request", uvicorn: "Exception in ASGI application"), and answered 5xx.
     for body in (b"[" * 5000, b"\xc3\x28", b"[]", b'{"subscriber": []}'):
         assert _post(hostile, body).status_code == 400
     log = hostile.log_path.read_text(errors="replace")
-    assert "Exception on /" not in log
+    for escaped in ("Exception on /", "Error handling request", "Exception in ASGI application"):
+        assert escaped not in log
     assert re.search(r'HTTP/1\.[01]" 5\d\d ', log) is None
     for error in ("RecursionError", "UnicodeDecodeError", "UnicodeEncodeError", "AttributeError"):
         assert error not in log

@@ -1,4 +1,9 @@
-"""The Prefect server down for 30 s, then back (docs/reliability.md, part 3)."""
+"""The Prefect server down for 30 s, then back (docs/reliability.md, part 3).
+
+On gunicorn with the Flask app and on uvicorn with the Starlette app, two
+workers each (tests/servers.py): every request during the outage answers an
+OGC 503, and no job accepted before it is lost.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import logging
 import time
 
 import httpx
-from conftest import start_pygeoapi
+import pytest
 from faults import FINISHED, until
+from servers import start_server
 
 from pygeoapi_prefect.prefect.server import PrefectServer, free_port
 
@@ -27,12 +33,14 @@ def _finished(server, job_ids):
     return documents if all(d["status"] in FINISHED for d in documents.values()) else None
 
 
-def test_prefect_outage_answers_503_and_loses_no_job(tmp_path_factory):
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_prefect_outage_answers_503_and_loses_no_job(tmp_path_factory, kind):
     home = tmp_path_factory.mktemp("outage-prefect")
     prefect = PrefectServer(home, port=free_port())
     prefect.start(timeout=180)
-    server = start_pygeoapi(
-        tmp_path_factory.mktemp("outage-pygeoapi"),
+    server = start_server(
+        kind,
+        tmp_path_factory.mktemp(f"outage-{kind}"),
         prefect.api_url,
         manager={"local": {"max_workers": 1}},
     )

@@ -2,7 +2,7 @@
 
 pygeoapi 0.24 renders ``/jobs``, ``/jobs/{id}`` and ``/processes/{id}`` as
 HTML straight from what the manager returns, before
-:mod:`pygeoapi_prefect.web.flask` can fix the documents: the job list comes
+:mod:`pygeoapi_prefect.web.contract` can fix the documents: the job list comes
 sorted by start time (queued jobs last, after older finished ones), and a
 status page lacks the links of the JSON document (the Prefect UI, a failed
 job's own link) while showing a results link for jobs that have none yet.
@@ -21,10 +21,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Request, Response
-from pygeoapi.api import SYSTEM_LOCALE, APIRequest, apply_gzip
+from pygeoapi.api import SYSTEM_LOCALE, APIRequest
 from pygeoapi.api import processes as processes_api
-from pygeoapi.formats import F_HTML
 from pygeoapi.util import get_current_datetime, render_j2_template
 
 logger = logging.getLogger(__name__)
@@ -36,35 +34,30 @@ JOB_LIST_REL = "http://www.opengis.net/def/rel/ogc/1.0/job-list"
 
 #: Fixes a JSON document of the API; ``None`` when it is not one to fix.
 Fix = Callable[[dict[str, Any]], dict[str, Any] | None]
+#: pygeoapi's answer: headers, status, body.
+Answer = tuple[dict[str, str], int, str | bytes]
 
 
-def _as_json(request: Request) -> Request:
-    # The same request, asking for JSON.
-    args = [(key, value) for key, value in request.args.items(multi=True) if key != "f"]
-    args.append(("f", "json"))
-    return Request(dict(request.environ, QUERY_STRING=urlencode(args)))
-
-
-def render_html(api: Any, request: Request, fix: Fix) -> Response | None:
+def render_html(
+    api: Any,
+    parts: list[str],
+    html_request: APIRequest,
+    json_request: APIRequest,
+    fix: Fix,
+) -> Answer | None:
     """The HTML page of a job list, job or process, or ``None`` to let pygeoapi answer.
 
-    ``None`` is returned for requests that do not ask for HTML, for other
-    paths, and when the JSON answer is not a 200 (pygeoapi then renders the
-    error page itself).
+    ``None`` is returned for other paths, and when the JSON answer is not a
+    200 (pygeoapi then renders the error page itself).
 
     Args:
         api: pygeoapi's ``API`` object.
-        request: the Flask request being served.
-        fix: the fixes of :mod:`pygeoapi_prefect.web.flask` for a job document.
+        parts: the path's segments (``["jobs", "<id>"]``).
+        html_request: the request, asking for HTML.
+        json_request: the same request, asking for JSON.
+        fix: the fixes of :mod:`pygeoapi_prefect.web.documents` for a job document.
 
     """
-    parts = request.path.rstrip("/").split("/")[1:]
-    if request.method != "GET" or parts[:1] not in (["jobs"], ["processes"]):
-        return None
-    html_request = APIRequest.from_flask(request, api.locales)
-    if html_request.format != F_HTML:
-        return None
-    json_request = APIRequest.from_flask(_as_json(request), api.locales)
     data: dict[str, Any]
     if parts[:1] == ["jobs"] and len(parts) <= 2:
         job_id = parts[1] if len(parts) == 2 else None
@@ -74,10 +67,11 @@ def render_html(api: Any, request: Request, fix: Fix) -> Response | None:
         document = fix(json.loads(content))
         if document is None:
             return None
+        offset = json_request.params.get("offset") or 0
         data = {
             "jobs": document,
             # Validated by the JSON answer (a bad offset is a 400).
-            "offset": int(request.args.get("offset") or 0),
+            "offset": int(offset),
             "now": get_current_datetime(),
         }
         template, templates = (
@@ -94,11 +88,7 @@ def render_html(api: Any, request: Request, fix: Fix) -> Response | None:
         return None
     headers = html_request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
     page = render_j2_template(api.tpl_config, templates, template, data, html_request.locale)
-    body = apply_gzip(headers, page)
-    response = Response(body, status=HTTPStatus.OK)
-    for key, value in headers.items():
-        response.headers[key] = value
-    return response
+    return headers, HTTPStatus.OK, page
 
 
 def process_job_links(description: dict[str, Any], base_url: str) -> dict[str, Any]:
