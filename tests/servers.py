@@ -61,7 +61,7 @@ class Served(Pygeoapi):
         stop_process_group(self.process, timeout=20)
 
 
-def _command(kind: str, port: int, workers: int) -> list[str]:
+def _command(kind: str, port: int, workers: int, extra: tuple[str, ...]) -> list[str]:
     bind = f"127.0.0.1:{port}"
     if kind == "uvicorn":
         return [
@@ -77,6 +77,7 @@ def _command(kind: str, port: int, workers: int) -> list[str]:
             str(workers),
             "--timeout-graceful-shutdown",
             "5",
+            *extra,
         ]
     app = {
         "gunicorn": "pygeoapi_prefect.flask_app:APP",
@@ -99,6 +100,7 @@ def _command(kind: str, port: int, workers: int) -> list[str]:
         "5",
         "--access-logfile",
         "-",
+        *extra,
     ]
 
 
@@ -111,10 +113,16 @@ def start_server(
     manager: dict[str, Any] | None = None,
     workers: int = WORKERS,
     timeout: float = 90,
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Served:
-    """Write a config into ``tmp`` and serve it with ``kind`` (one of :data:`KINDS`)."""
+    """Write a config into ``tmp`` and serve it with ``kind`` (one of :data:`KINDS`).
+
+    ``port`` (a restart on the same address) and ``extra`` (more options of the
+    server's command line, e.g. ``--max-requests``) are optional.
+    """
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     results_dir = tmp / "results"
     config_path = tmp / "pygeoapi-config.yml"
     config = pygeoapi_config(
@@ -130,10 +138,10 @@ def start_server(
         (tmp / "pygeoapi_prefect_django_settings.py").write_text(_DJANGO_SETTINGS)
         env["DJANGO_SETTINGS_MODULE"] = "pygeoapi_prefect_django_settings"
         env["PYTHONPATH"] = f"{tmp}:{env['PYTHONPATH']}"
-    log_path = tmp / f"{kind}.log"
+    log_path = tmp / f"{kind}-{len(list(tmp.glob(f'{kind}-*.log')))}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            _command(kind, port, workers),
+            _command(kind, port, workers, extra),
             cwd=tmp,
             env=env,
             stdout=log,

@@ -19,14 +19,14 @@ from typing import Any
 import httpx
 import pytest
 from faults import until
-from gunicorn_runs import start_gunicorn
+from servers import start_server
 
 PROCESSES: dict[str, str | dict[str, Any]] = {
     "run-log": "pygeoapi_test_processes.RunLogProcessor",
 }
 #: Quick hand-over between processes, so the test is short.
 MANAGER = {
-    "local": {"max_workers": 1, "shutdown_grace": 10},
+    "local": {"max_workers": 1, "shutdown_grace": 3},  # below gunicorn's graceful 5 s
     "recovery": {"lease_seconds": 6, "scan_seconds": 1},
     # The zombie automation is shared by the whole Prefect server: left as it is.
     "heartbeat": {"install_automation": False},
@@ -72,7 +72,8 @@ def test_300_jobs_each_run_once_through_recycling_and_a_restart(prefect_server, 
     log = tmp_path / "runs.log"
     log.touch()
     recycle = ("--max-requests", "30", "--max-requests-jitter", "10")
-    server = start_gunicorn(
+    server = start_server(
+        "gunicorn",
         tmp_path,
         prefect_server.api_url,
         workers=3,
@@ -89,8 +90,15 @@ def test_300_jobs_each_run_once_through_recycling_and_a_restart(prefect_server, 
             # A full restart while the first half still runs or waits.
             server.process.send_signal(signal.SIGTERM)
             server.process.wait(60)
-            server = start_gunicorn(
-                tmp_path, prefect_server.api_url, port=port, workers=3, extra=recycle
+            server = start_server(
+                "gunicorn",
+                tmp_path,
+                prefect_server.api_url,
+                port=port,
+                workers=3,
+                extra=recycle,
+                processes=PROCESSES,
+                manager=MANAGER,
             )
             job_ids += list(
                 pool.map(lambda i: _submit(server.base_url, log, i), range(JOBS // 2, JOBS))

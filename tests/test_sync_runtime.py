@@ -6,7 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from faults import FAST_HEARTBEAT, kill, until, with_environment
-from gunicorn_runs import start_gunicorn
+from servers import start_server
 from tcp_proxy import TcpProxy
 
 PROCESSES = {"sleep": "pygeoapi_test_processes.SleepProcessor"}
@@ -15,7 +15,8 @@ API_TIMEOUT = 3
 
 def test_sync_job_answers_within_its_bound_when_prefect_goes_away(prefect_server, tmp_path):
     proxy = TcpProxy(prefect_server.port)
-    server = start_gunicorn(
+    server = start_server(
+        "gunicorn",
         tmp_path,
         f"{proxy.url}/api",
         workers=2,
@@ -55,7 +56,8 @@ def test_sync_job_answers_within_its_bound_when_prefect_goes_away(prefect_server
 
 
 def test_a_recorded_sync_job_of_a_killed_server_fails_by_heartbeat(prefect_server, tmp_path):
-    server = start_gunicorn(
+    server = start_server(
+        "gunicorn",
         tmp_path,
         prefect_server.api_url,
         workers=1,
@@ -78,7 +80,8 @@ def test_a_recorded_sync_job_of_a_killed_server_fails_by_heartbeat(prefect_serve
                 kill(pid)
         server.stop()
         # Another server reads it: the zombie automation has failed it.
-        other = start_gunicorn(
+        other = start_server(
+            "gunicorn",
             tmp_path / "other",
             prefect_server.api_url,
             workers=1,

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from faults import kill, until, with_environment
-from gunicorn_runs import start_gunicorn
+from servers import start_server
 
 PROCESSES: dict[str, str | dict[str, Any]] = {
     "run-log": "pygeoapi_test_processes.RunLogProcessor",
@@ -31,8 +31,13 @@ MANAGER = {
 def test_queued_jobs_of_a_killed_server_are_taken_over_once(prefect_server, tmp_path):
     log = tmp_path / "runs.log"
     log.touch()
-    first = start_gunicorn(
-        tmp_path / "a", prefect_server.api_url, workers=1, processes=PROCESSES, manager=MANAGER
+    first = start_server(
+        "gunicorn",
+        tmp_path / "a",
+        prefect_server.api_url,
+        workers=1,
+        processes=PROCESSES,
+        manager=MANAGER,
     )
     try:
         blocker = first.execute("sleep", {"seconds": 120}, asynchronous=True).json()["jobID"]
@@ -49,8 +54,13 @@ def test_queued_jobs_of_a_killed_server_are_taken_over_once(prefect_server, tmp_
         first.stop()
     killed_at = time.monotonic()
 
-    second = start_gunicorn(
-        tmp_path / "b", prefect_server.api_url, workers=2, processes=PROCESSES, manager=MANAGER
+    second = start_server(
+        "gunicorn",
+        tmp_path / "b",
+        prefect_server.api_url,
+        workers=2,
+        processes=PROCESSES,
+        manager=MANAGER,
     )
     try:
         until(

@@ -346,7 +346,7 @@ class Contract:
         return document
 
     def _executed(self, response: WebResponse, exchange: RequestExchange) -> WebResponse:
-        if getattr(exchange, "unrecorded", False):
+        if exchange.unrecorded:
             # A sync job whose record waits for Prefect: no job to point at yet.
             response.headers = [(k, v) for k, v in response.headers if k.lower() != "location"]
         location = response.header("Location")
