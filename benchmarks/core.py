@@ -221,6 +221,7 @@ class Burst:
     lost: int
     twice: int
     failed: int
+    refused: int
 
 
 def burst(url: str, ran_file: Path, count: int, clients: int) -> Burst:
@@ -236,13 +237,24 @@ def burst(url: str, ran_file: Path, count: int, clients: int) -> Burst:
     names = [f"burst-{uuid.uuid4().hex[:12]}" for _ in range(count)]
     started = time.time()
 
+    refused: list[str] = []
+
     def submit(chunk: list[str]) -> list[tuple[str, str]]:
+        accepted = []
         with httpx.Client(base_url=url, timeout=120) as client:
-            return [(name, job_id_of(execute(client, True, RECORDER, name=name))) for name in chunk]
+            for name in chunk:
+                try:
+                    accepted.append((name, job_id_of(execute(client, True, RECORDER, name=name))))
+                except httpx.HTTPStatusError as exc:  # e.g. 503: Prefect did not answer in time
+                    log(f"  submit {name}: {exc.response.status_code} {exc.response.text[:200]}")
+                    refused.append(name)
+        return accepted
 
     chunks = [names[i::clients] for i in range(clients)]
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         submitted = [pair for chunk in pool.map(submit, chunks) for pair in chunk]
+    count -= len(refused)
+    names = [name for name in names if name not in set(refused)]
     deadline = time.time() + 300
     while time.time() < deadline:
         noted = ran_file.read_text().splitlines() if ran_file.exists() else []
@@ -268,7 +280,7 @@ def burst(url: str, ran_file: Path, count: int, clients: int) -> Burst:
     twice = sum(1 for name in names if runs[name] > 1)
     lost += count - len(finished) if len(finished) < count else 0
     seconds = (max(finished.values()) - started) if finished else float("nan")
-    return Burst(seconds, lost, twice, failed)
+    return Burst(seconds, lost, twice, failed, len(refused))
 
 
 def fill_tinydb(path: Path, count: int) -> None:
@@ -343,6 +355,7 @@ class Phase:
     fill: Callable[[int], None]
     args: argparse.Namespace
     stored: int = 0
+    errors: int = 0
     rows: dict[str, float] = field(default_factory=dict)
 
     def fill_to(self, total: int) -> None:
@@ -403,6 +416,7 @@ class Phase:
             rows[f"burst of {args.burst}: lost / run twice / failed"] = float(
                 result.lost * 10_000 + result.twice * 100 + result.failed
             )
+            rows[f"burst of {args.burst}: refused (an error answer)"] = float(result.refused)
             log(f"  {args.memory_jobs} sync jobs for the memory figures ...")
             half = args.memory_jobs // 2
 
@@ -410,17 +424,23 @@ class Phase:
                 def one(_: int) -> None:
                     with httpx.Client(base_url=self.url, timeout=120) as own:
                         for _ in range(count // 4):
-                            execute(own)
+                            try:
+                                execute(own)
+                            except httpx.HTTPStatusError as exc:
+                                log(f"  sync job: {exc.response.status_code}")
+                                self.errors += 1
 
                 with concurrent.futures.ThreadPoolExecutor(4) as pool:
                     list(pool.map(one, range(4)))
                 self.stored += count // 4 * 4
 
+            self.errors = 0
             many(half)
             middle = server_rss_mib(self.pid)
             many(args.memory_jobs - half)
             rows[f"RSS after {args.memory_jobs} more jobs (MiB)"] = server_rss_mib(self.pid)
             rows["RSS with child processes, at the end (MiB)"] = rss_tree_mib(self.pid)
+            rows[f"{args.memory_jobs} sync jobs: error answers"] = float(self.errors)
             rows[f"RSS growth over the last {args.memory_jobs - half} jobs (MiB)"] = (
                 server_rss_mib(self.pid) - middle
             )
@@ -455,6 +475,7 @@ def _targets(args: argparse.Namespace) -> dict[str, Callable[[float, float], tup
         f"GET /jobs/{{id}} growth {small} -> {large}": absolute(1.5),
         f"burst of {args.burst} async, all done (s)": absolute(20),
         f"burst of {args.burst}: lost / run twice / failed": lambda t, p: ("0 / 0 / 0", p == 0),
+        f"burst of {args.burst}: refused (an error answer)": absolute(0),
         f"RSS after {args.memory_jobs} more jobs (MiB)": lambda t, p: (
             "<= TinyDB + 60",
             p <= t + 60,
