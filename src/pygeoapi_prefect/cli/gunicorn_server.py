@@ -30,6 +30,30 @@ def _die_with_the_master(server: Any, worker: Any) -> None:
         os._exit(1)
 
 
+def close_after_refused_bodies(app: Any) -> Any:
+    """Wrap a WSGI app so that gunicorn closes the connection after a 413.
+
+    The app refuses a too large body without reading it (413). gunicorn
+    then drains a bounded part of the body and, when it cannot, drops the
+    connection, after a response that said nothing of it: the client's next
+    request on that kept-alive connection fails. The app cannot say
+    ``Connection: close`` itself (gunicorn drops hop-by-hop headers of
+    apps), so this tells gunicorn's response, the object behind
+    ``start_response``, to close.
+    """
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        def starting(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            response: Any = getattr(start_response, "__self__", None)
+            if status.startswith("413") and hasattr(response, "must_close"):
+                response.must_close = True
+            return start_response(status, headers, *exc_info)
+
+        return app(environ, starting)
+
+    return wrapped
+
+
 def bind_address(host: str, port: int) -> str:
     """The ``bind`` of gunicorn for ``host`` and ``port`` (an IPv6 host in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -79,6 +103,6 @@ def run_gunicorn(
             # In each worker, after the fork (the app is not preloaded).
             from pygeoapi_prefect.web.flask import APP
 
-            return APP
+            return close_after_refused_bodies(APP)
 
     Gunicorn().run()
