@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/core.py [--repeat 30] [--small 100] [--large 10000]
                                         [--burst 200] [--clients 20] [--memory-jobs 2000]
+                                        [--server werkzeug|gunicorn] [--workers 4]
 
 Starts one Prefect server (own PREFECT_HOME, free loopback port) and, one
 after the other, two pygeoapi servers on the same WSGI server (werkzeug,
-threaded): one with pygeoapi's TinyDBManager, one with PrefectManager. Each
-goes through the same phases (see benchmarks/README.md); the script prints a
-table of medians, the ratio PrefectManager / TinyDB for each row, and the
-target of issue 5 where there is one.
+threaded; or gunicorn with --workers gthread workers): one with pygeoapi's
+TinyDBManager (``pygeoapi.flask_app:APP``), one with PrefectManager
+(``pygeoapi_prefect.flask_app:APP``). Each goes through the same phases (see
+benchmarks/README.md); the script prints a table of medians, the ratio
+PrefectManager / TinyDB for each row, and the target of issue 5 where there
+is one.
 """
 
 from __future__ import annotations
@@ -68,8 +71,28 @@ def write_config(folder: Path, port: int, manager: dict, processors: dict | None
     return path
 
 
+def serve_command(app_module: str, port: int, server: str, workers: int) -> list[str]:
+    """The command serving ``<app_module>:APP`` on loopback ``port``."""
+    if server == "werkzeug":
+        return [sys.executable, "-c", SERVE, app_module, str(port)]
+    # What `pygeoapi-prefect serve` runs, for either app.
+    return [
+        *(sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"),
+        *("--workers", str(workers), "--worker-class", "gthread", "--threads", "8"),
+        *("--timeout", "120", "--graceful-timeout", "10", "--no-control-socket"),
+        f"{app_module}:APP",
+    ]
+
+
 def start_pygeoapi(
-    folder: Path, manager: dict, app_module: str, env: dict, processors: dict | None = None
+    folder: Path,
+    manager: dict,
+    app_module: str,
+    env: dict,
+    processors: dict | None = None,
+    *,
+    server: str = "werkzeug",
+    workers: int = 1,
 ) -> tuple[subprocess.Popen, str]:
     from pygeoapi_prefect.cli.main import write_openapi
 
@@ -87,7 +110,7 @@ def start_pygeoapi(
         "BENCH_RAN_FILE": str(folder / "ran.txt"),
     }
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, app_module, str(port)],
+        serve_command(app_module, port, server, workers),
         env=env,
         cwd=folder,
         stdout=subprocess.DEVNULL,
@@ -125,6 +148,33 @@ def rss_tree_mib(pid: int) -> float:
     while todo:
         current = todo.pop()
         try:
+            total += rss_mib(current)
+        except (OSError, RuntimeError):
+            continue
+        todo.extend(children.get(current, []))
+    return total
+
+
+def server_rss_mib(pid: int) -> float:
+    """RSS of the web server: ``pid`` and its descendants but the job processes.
+
+    ``pid`` alone under werkzeug; gunicorn's master and its workers under
+    gunicorn. Left out: multiprocessing's processes (PrefectManager's local
+    job workers and their resource tracker), counted by ``rss_tree_mib``.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            if b"multiprocessing" in Path(f"/proc/{current}/cmdline").read_bytes():
+                continue
             total += rss_mib(current)
         except (OSError, RuntimeError):
             continue
@@ -171,6 +221,7 @@ class Burst:
     lost: int
     twice: int
     failed: int
+    refused: int
 
 
 def burst(url: str, ran_file: Path, count: int, clients: int) -> Burst:
@@ -186,13 +237,24 @@ def burst(url: str, ran_file: Path, count: int, clients: int) -> Burst:
     names = [f"burst-{uuid.uuid4().hex[:12]}" for _ in range(count)]
     started = time.time()
 
+    refused: list[str] = []
+
     def submit(chunk: list[str]) -> list[tuple[str, str]]:
+        accepted = []
         with httpx.Client(base_url=url, timeout=120) as client:
-            return [(name, job_id_of(execute(client, True, RECORDER, name=name))) for name in chunk]
+            for name in chunk:
+                try:
+                    accepted.append((name, job_id_of(execute(client, True, RECORDER, name=name))))
+                except httpx.HTTPStatusError as exc:  # e.g. 503: Prefect did not answer in time
+                    log(f"  submit {name}: {exc.response.status_code} {exc.response.text[:200]}")
+                    refused.append(name)
+        return accepted
 
     chunks = [names[i::clients] for i in range(clients)]
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         submitted = [pair for chunk in pool.map(submit, chunks) for pair in chunk]
+    count -= len(refused)
+    names = [name for name in names if name not in set(refused)]
     deadline = time.time() + 300
     while time.time() < deadline:
         noted = ran_file.read_text().splitlines() if ran_file.exists() else []
@@ -218,7 +280,7 @@ def burst(url: str, ran_file: Path, count: int, clients: int) -> Burst:
     twice = sum(1 for name in names if runs[name] > 1)
     lost += count - len(finished) if len(finished) < count else 0
     seconds = (max(finished.values()) - started) if finished else float("nan")
-    return Burst(seconds, lost, twice, failed)
+    return Burst(seconds, lost, twice, failed, len(refused))
 
 
 def fill_tinydb(path: Path, count: int) -> None:
@@ -293,6 +355,7 @@ class Phase:
     fill: Callable[[int], None]
     args: argparse.Namespace
     stored: int = 0
+    errors: int = 0
     rows: dict[str, float] = field(default_factory=dict)
 
     def fill_to(self, total: int) -> None:
@@ -318,25 +381,31 @@ class Phase:
         self.rows[f"GET /jobs?limit=10, {label} jobs (ms)"] = median_ms(jobs, repeat)
         self.rows[f"GET /jobs/{{id}}, {label} jobs (ms)"] = median_ms(job, repeat)
 
+    def warm_up(self, client: httpx.Client) -> None:
+        self.sync(client)
+        client.get("/jobs", params={"limit": 10, "f": "json"}).raise_for_status()
+        warm = job_id_of(execute(client, True, RECORDER, name="warm-up"))
+        self.stored += 1
+        while client.get(f"/jobs/{warm}", params={"f": "json"}).json()["status"] in (
+            "accepted",
+            "running",
+        ):
+            time.sleep(0.2)
+
     def run(self) -> dict[str, float]:
         args = self.args
         small, large = args.small, args.large
         rows = self.rows
+        # Warm up every path once (imports, connection pools, worker pool); with
+        # several gunicorn workers, on new connections, which any worker may take.
+        for _ in range(args.warm_rounds):
+            with httpx.Client(base_url=self.url, timeout=120) as client:
+                self.warm_up(client)
         with httpx.Client(base_url=self.url, timeout=120) as client:
-            # Warm up every path once (imports, connection pools, worker pool).
-            self.sync(client)
             job_id = job_id_of(execute(client))
             self.stored += 1
-            client.get("/jobs", params={"limit": 10, "f": "json"}).raise_for_status()
-            warm = job_id_of(execute(client, True, RECORDER, name="warm-up"))
-            self.stored += 1
-            while client.get(f"/jobs/{warm}", params={"f": "json"}).json()["status"] in (
-                "accepted",
-                "running",
-            ):
-                time.sleep(0.2)
             time.sleep(1)
-            rows["RSS after start (MiB)"] = rss_mib(self.pid)
+            rows["RSS after start (MiB)"] = server_rss_mib(self.pid)
             rows["sync execute, 0 jobs (ms)"] = median_ms(lambda: self.sync(client), args.repeat)
             self.fill_to(small)
             self.queries(client, f"{small}", job_id)
@@ -347,6 +416,7 @@ class Phase:
             rows[f"burst of {args.burst}: lost / run twice / failed"] = float(
                 result.lost * 10_000 + result.twice * 100 + result.failed
             )
+            rows[f"burst of {args.burst}: refused (an error answer)"] = float(result.refused)
             log(f"  {args.memory_jobs} sync jobs for the memory figures ...")
             half = args.memory_jobs // 2
 
@@ -354,19 +424,25 @@ class Phase:
                 def one(_: int) -> None:
                     with httpx.Client(base_url=self.url, timeout=120) as own:
                         for _ in range(count // 4):
-                            execute(own)
+                            try:
+                                execute(own)
+                            except httpx.HTTPStatusError as exc:
+                                log(f"  sync job: {exc.response.status_code}")
+                                self.errors += 1
 
                 with concurrent.futures.ThreadPoolExecutor(4) as pool:
                     list(pool.map(one, range(4)))
                 self.stored += count // 4 * 4
 
+            self.errors = 0
             many(half)
-            middle = rss_mib(self.pid)
+            middle = server_rss_mib(self.pid)
             many(args.memory_jobs - half)
-            rows[f"RSS after {args.memory_jobs} more jobs (MiB)"] = rss_mib(self.pid)
+            rows[f"RSS after {args.memory_jobs} more jobs (MiB)"] = server_rss_mib(self.pid)
             rows["RSS with child processes, at the end (MiB)"] = rss_tree_mib(self.pid)
+            rows[f"{args.memory_jobs} sync jobs: error answers"] = float(self.errors)
             rows[f"RSS growth over the last {args.memory_jobs - half} jobs (MiB)"] = (
-                rss_mib(self.pid) - middle
+                server_rss_mib(self.pid) - middle
             )
             self.fill_to(large)
             self.queries(client, f"{large}", job_id)
@@ -399,6 +475,7 @@ def _targets(args: argparse.Namespace) -> dict[str, Callable[[float, float], tup
         f"GET /jobs/{{id}} growth {small} -> {large}": absolute(1.5),
         f"burst of {args.burst} async, all done (s)": absolute(20),
         f"burst of {args.burst}: lost / run twice / failed": lambda t, p: ("0 / 0 / 0", p == 0),
+        f"burst of {args.burst}: refused (an error answer)": absolute(0),
         f"RSS after {args.memory_jobs} more jobs (MiB)": lambda t, p: (
             "<= TinyDB + 60",
             p <= t + 60,
@@ -463,7 +540,17 @@ def main() -> None:
         action="store_true",
         help="start the Prefect server without the services jobs do not need",
     )
+    parser.add_argument(
+        "--server",
+        choices=("werkzeug", "gunicorn"),
+        default="werkzeug",
+        help="WSGI server of both pygeoapi servers (gunicorn: gthread, 8 threads a worker)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=4, help="gunicorn worker processes (with --server gunicorn)"
+    )
     args = parser.parse_args()
+    args.warm_rounds = 1 if args.server == "werkzeug" else 3 * args.workers
 
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-bench-"))
     prefect = PrefectServer(
@@ -514,13 +601,16 @@ def main() -> None:
             folder = work / name
             folder.mkdir(exist_ok=True)
             log(f"{name}: starting pygeoapi ...")
-            process, url = start_pygeoapi(folder, manager, module, env)
+            workers = args.workers if args.server == "gunicorn" else 1
+            process, url = start_pygeoapi(
+                folder, manager, module, env, server=args.server, workers=workers
+            )
             try:
                 args.ran_file = str(folder / "ran.txt")
                 rows[name] = Phase(url, process.pid, fill, args).run()
             finally:
                 process.terminate()
-                process.wait(10)
+                process.wait(30)
             log(f"{name}: done after {time.monotonic() - started:.0f} s")
     finally:
         prefect.stop()
@@ -534,7 +624,8 @@ def main() -> None:
         f"\nPrefect's POST /flow_runs/ alone (empty server, this client): {floor:.1f} ms median"
         " - the floor of a PrefectManager sync execute"
     )
-    log(f"whole run: {time.monotonic() - started:.0f} s; work folder {work}")
+    where = "werkzeug" if args.server == "werkzeug" else f"gunicorn, {args.workers} workers"
+    log(f"whole run ({where}): {time.monotonic() - started:.0f} s; work folder {work}")
 
 
 if __name__ == "__main__":

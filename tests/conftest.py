@@ -187,8 +187,14 @@ def start_pygeoapi(
     manager: dict[str, Any] | None = None,
     max_items: int = 200,
     timeout: float = 60,
+    workers: int = 1,
 ) -> Pygeoapi:
-    """Write a config into ``tmp`` and serve it with ``pygeoapi-prefect serve``."""
+    """Write a config into ``tmp`` and serve it with ``pygeoapi-prefect serve``.
+
+    ``workers`` gunicorn workers serve it. One by default: several tests count
+    on one process (``local.max_workers`` is per worker; the fault tests find
+    the job processes under it); the shared ``pygeoapi`` fixture has two.
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     results_dir = tmp / "results"
@@ -201,9 +207,8 @@ def start_pygeoapi(
         )
     )
     log_path = tmp / "pygeoapi.log"
-    process = spawn_serve(
-        config_path, port, tmp, server_env(prefect_api_url, tmp / "prefect-home"), log_path
-    )
+    env = server_env(prefect_api_url, tmp / "prefect-home")
+    process = spawn_serve(config_path, port, tmp, env, log_path, workers=workers)
     server = Pygeoapi(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
     try:
         wait_serving(process, server.base_url, log_path, timeout)
@@ -214,11 +219,22 @@ def start_pygeoapi(
 
 
 def spawn_serve(
-    config_path: Path, port: int, cwd: Path, env: dict[str, str], log_path: Path, *extra: str
+    config_path: Path,
+    port: int | None,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    *extra: str,
+    workers: int = 1,
 ) -> subprocess.Popen[bytes]:
-    """Start ``pygeoapi-prefect serve`` in a subprocess, its output into ``log_path``."""
+    """Start ``pygeoapi-prefect serve`` in a subprocess, its output into ``log_path``.
+
+    ``port`` None leaves it to the config (``server.bind.port``).
+    """
     command = [sys.executable, "-m", "pygeoapi_prefect.cli", "serve"]
-    command += ["--config", str(config_path), "--port", str(port), *extra]
+    command += ["--config", str(config_path), "--workers", str(workers)]
+    command += ["--port", str(port)] if port is not None else []
+    command += extra
     with log_path.open("wb") as log:
         return subprocess.Popen(
             command,
@@ -251,8 +267,8 @@ def wait_serving(
 def pygeoapi(
     prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pygeoapi]:
-    """The pygeoapi server most tests share, with every test process."""
-    server = start_pygeoapi(tmp_path_factory.mktemp("pygeoapi"), prefect_server.api_url)
+    """The pygeoapi server most tests share, with every test process; two gunicorn workers."""
+    server = start_pygeoapi(tmp_path_factory.mktemp("pygeoapi"), prefect_server.api_url, workers=2)
     try:
         yield server
     finally:

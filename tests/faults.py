@@ -17,9 +17,13 @@ FINISHED = ("successful", "failed", "dismissed")
 
 
 def workers(pid: int) -> list[int]:
-    """The local runner's worker processes of the pygeoapi process ``pid``."""
+    """The local runner's worker processes of the pygeoapi process ``pid``.
+
+    They are grandchildren of ``pygeoapi-prefect serve`` (gunicorn's master),
+    children of its gunicorn workers.
+    """
     found = []
-    for child in children(pid):
+    for child in [grandchild for worker in children(pid) for grandchild in children(worker)]:
         try:
             command = (Path("/proc") / str(child) / "cmdline").read_bytes()
         except OSError:

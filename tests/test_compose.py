@@ -181,6 +181,27 @@ def test_the_load_balancer_reaches_both_instances() -> None:
     assert set(upstreams) == {("pygeoapi-1", "5000"), ("pygeoapi-2", "5000")}
 
 
+def test_the_instances_serve_where_the_load_balancer_looks(tmp_path: Path) -> None:
+    """serve takes host and port from server.bind; links keep the balancer's server.url."""
+    from pygeoapi_prefect.cli.serve import plan_serve
+
+    upstreams = {
+        port
+        for _, port in re.findall(r"server ([\w-]+):(\d+);", (DEPLOY / "nginx.conf").read_text())
+    }
+    listen = re.search(r"listen (\d+);", (DEPLOY / "nginx.conf").read_text())
+    assert listen is not None
+    for name in ("pygeoapi-1", "pygeoapi-2"):
+        argv = commands(SERVICES[name])[0]
+        assert "--port" not in argv and "--host" not in argv
+        assert int(argv[argv.index("--workers") + 1]) >= 2
+        openapi = tmp_path / Path(argv[argv.index("--openapi") + 1]).name
+        plan = plan_serve(DEPLOY / "pygeoapi-config.yml", openapi, None, None)
+        assert (plan.host, {str(plan.port)}) == ("0.0.0.0", upstreams)
+        assert plan.url == f"http://localhost:{listen.group(1)}"
+        assert plan.config == DEPLOY / "pygeoapi-config.yml"
+
+
 def test_the_pygeoapi_config_is_valid(tmp_path: Path) -> None:
     from pygeoapi_prefect.cli.main import write_openapi
     from pygeoapi_prefect.config import load_config

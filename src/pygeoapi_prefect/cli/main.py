@@ -2,66 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
 from pygeoapi_prefect import __version__
-from pygeoapi_prefect.errors import ConfigError
+from pygeoapi_prefect.cli.common import (
+    Stop,
+    config_errors,
+    config_option,
+    examples,
+    raise_stop,
+)
+from pygeoapi_prefect.cli.openapi import default_openapi_path, openapi_is_current, write_openapi
+from pygeoapi_prefect.cli.serve import serve
+
+__all__ = ["cli", "default_openapi_path", "openapi_is_current", "write_openapi"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PREFECT_PORT = 4200
-PREFECT_HOME = Path(".prefect-home")
-_STAMP = "# pygeoapi-prefect openapi stamp: "
-
-
-def default_openapi_path(config: Path) -> Path:
-    """``example-config.yml`` -> ``example-openapi.yml``; else ``<stem>-openapi.yml``."""
-    stem = config.stem
-    name = stem.replace("config", "openapi") if "config" in stem else f"{stem}-openapi"
-    return config.with_name(name + config.suffix)
-
-
-def _stamp(config: Path) -> str:
-    import pygeoapi
-
-    digest = hashlib.sha256(config.read_bytes()).hexdigest()
-    return f"{_STAMP}{config.name} sha256={digest} pygeoapi={pygeoapi.__version__}"
-
-
-def write_openapi(config: Path, openapi: Path) -> None:
-    """Generate pygeoapi's OpenAPI document for ``config`` into ``openapi``."""
-    from pygeoapi.openapi import generate_openapi_document
-
-    document = generate_openapi_document(config, "yaml")
-    openapi.write_text(f"{_stamp(config)}\n{document}", encoding="utf-8")
-
-
-def openapi_is_current(config: Path, openapi: Path) -> bool:
-    """Whether ``openapi`` was generated from this exact config and pygeoapi."""
-    if not openapi.exists():
-        return False
-    with openapi.open(encoding="utf-8") as handle:
-        return handle.readline().rstrip("\n") == _stamp(config)
-
-
-@contextmanager
-def _config_errors(config: Path) -> Iterator[None]:
-    # A bad manager config is the user's to fix: say which key, no traceback.
-    try:
-        yield
-    except ConfigError as exc:
-        raise click.ClickException(f"{config}: {exc}") from exc
 
 
 @click.group(
@@ -75,30 +38,14 @@ def cli() -> None:
     """Run pygeoapi processes as Prefect flow runs."""
 
 
-_config_option = click.option(
-    "--config",
-    "config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="PYGEOAPI_CONFIG",
-    default="example-config.yml",
-    show_default=True,
-    help="pygeoapi config file [env: PYGEOAPI_CONFIG].",
-)
-
-
-def _examples(*lines: str) -> str:
-    # Shown after the options by --help; \b keeps click from rewrapping them.
-    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
-
-
 @cli.command(
     "openapi",
-    epilog=_examples(
+    epilog=examples(
         "pygeoapi-prefect openapi --config example-config.yml",
         "pygeoapi-prefect openapi --config prod.yml --output /srv/pygeoapi/openapi.yml",
     ),
 )
-@_config_option
+@config_option
 @click.option(
     "--output",
     "output",
@@ -113,147 +60,22 @@ def openapi_command(config: Path, output: Path | None) -> None:
     version, which `serve` uses to tell whether it is stale.
     """
     output = output or default_openapi_path(config)
-    with _config_errors(config):
+    with config_errors(config):
         write_openapi(config, output)
     click.echo(f"wrote {output}")
 
 
-class _Stop(Exception):
-    """Raised in the main thread by SIGTERM."""
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
-
-
-@cli.command(
-    "serve",
-    epilog=_examples(
-        "pygeoapi-prefect serve",
-        "pygeoapi-prefect serve --config my-config.yml --port 8080",
-        "PREFECT_API_URL=http://127.0.0.1:4200/api pygeoapi-prefect serve",
-    ),
-)
-@_config_option
-@click.option(
-    "--openapi",
-    "openapi",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="OpenAPI document; regenerated when missing or stale "
-    "[default: example-openapi.yml beside the config].",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address for pygeoapi.")
-@click.option("--port", default=5000, show_default=True, type=int, help="Port for pygeoapi.")
-@click.option(
-    "--prefect-port",
-    default=DEFAULT_PREFECT_PORT,
-    show_default=True,
-    type=int,
-    help="Port of the Prefect server started when PREFECT_API_URL is not set.",
-)
-@click.option(
-    "--prefect-home",
-    default=PREFECT_HOME,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="PREFECT_HOME (database, logs) of the Prefect server started here.",
-)
-def serve(
-    config: Path,
-    openapi: Path | None,
-    host: str,
-    port: int,
-    prefect_port: int,
-    prefect_home: Path,
-) -> None:
-    """Serve pygeoapi with this manager, and a Prefect server unless one is set.
-
-    Regenerates the OpenAPI document when it is missing or stale, starts a
-    Prefect server with its UI on 127.0.0.1:4200 (state in ./.prefect-home)
-    unless PREFECT_API_URL names one or one already answers there, then
-    serves pygeoapi. Ctrl-C or SIGTERM stops everything it started.
-    """
-    from pygeoapi_prefect.prefect.server import PrefectServer, prefect_answers
-    from pygeoapi_prefect.urls import without_credentials
-
-    config = config.resolve()
-    openapi = (openapi or default_openapi_path(config)).resolve()
-    if not openapi_is_current(config, openapi):
-        click.echo(f"generating {openapi.name} from {config.name}", err=True)
-        with _config_errors(config):
-            write_openapi(config, openapi)
-
-    signal.signal(signal.SIGTERM, _raise_stop)
-    # Also when started in the background of a shell, which ignores SIGINT.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    prefect_server = None
-    api_url = os.environ.get("PREFECT_API_URL")
-    try:
-        if api_url:
-            if not prefect_answers(api_url):
-                click.echo(
-                    f"warning: no Prefect API answers at {without_credentials(api_url)} "
-                    "(PREFECT_API_URL)",
-                    err=True,
-                )
-            ui_url = without_credentials(api_url).rstrip("/").removesuffix("/api")
-        else:
-            local = f"http://127.0.0.1:{prefect_port}/api"
-            if prefect_answers(local):
-                click.echo(f"using the Prefect server already running at {local}")
-            else:
-                click.echo(
-                    "starting a Prefect server (the first start takes about 20 s)...", err=True
-                )
-                prefect_server = PrefectServer(prefect_home, port=prefect_port)
-                try:
-                    prefect_server.start(waiting=_waiting_for(local))
-                except RuntimeError as exc:
-                    raise click.ClickException(str(exc)) from exc
-            api_url = local
-            ui_url = local.removesuffix("/api")
-            os.environ["PREFECT_API_URL"] = api_url
-
-        os.environ["PYGEOAPI_CONFIG"] = str(config)
-        os.environ["PYGEOAPI_OPENAPI"] = str(openapi)
-        from werkzeug.serving import make_server
-
-        with _config_errors(config):
-            from pygeoapi_prefect.web.flask import APP
-
-        http_server = make_server(host, port, APP, threaded=True)
-        click.echo(f"pygeoapi:   http://{host}:{port}")
-        click.echo(f"Prefect UI: {ui_url}")
-        click.echo("Press Ctrl-C to stop.")
-        sys.stdout.flush()
-        try:
-            http_server.serve_forever()
-        finally:
-            http_server.server_close()
-            _close_manager()
-    except (KeyboardInterrupt, _Stop):
-        click.echo("stopping")
-    finally:
-        if prefect_server is not None:
-            prefect_server.stop()
+cli.add_command(serve)
 
 
 def _progress(step: str) -> None:
     click.echo(f"  {step}...", err=True)
 
 
-def _waiting_for(url: str) -> Any:
-    def waiting(seconds: float) -> None:
-        click.echo(f"  still waiting for the Prefect server at {url} ({seconds:.0f} s)", err=True)
-
-    return waiting
-
-
 def _deploy_options(command: Any) -> Any:
     options = [
         click.argument("process_id"),
-        _config_option,
+        config_option,
         click.option(
             "--deployment-name",
             default="default",
@@ -301,7 +123,7 @@ def _deploy_options(command: Any) -> Any:
 
 @cli.command(
     "deploy-process-as-flow",
-    epilog=_examples(
+    epilog=examples(
         "pygeoapi-prefect deploy-process-as-flow hi-prefect-world --work-pool pygeoapi",
         "pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm --publish",
         "PYGEOAPI_CONFIG=example-config.yml pygeoapi-prefect deploy-process-as-flow \\",
@@ -341,7 +163,7 @@ def deploy_process_as_flow(
     )
     click.echo(f"deploying {process_id} to work pool {work_pool}...")
     try:
-        with _config_errors(request.config_path):
+        with config_errors(request.config_path):
             name = deploy_process(request, progress=_progress)
     except DeployError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -353,7 +175,7 @@ cli.add_command(deploy_process_as_flow, "deploy-as-prefect-flow")
 
 @cli.command(
     "warm-worker",
-    epilog=_examples(
+    epilog=examples(
         "pygeoapi-prefect warm-worker --pool pygeoapi",
         "pygeoapi-prefect warm-worker --pool pygeoapi --name worker-1 --limit 4",
         "pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm",
@@ -443,11 +265,11 @@ def warm_worker(
         env=env,
         start_new_session=True,
     )
-    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGTERM, raise_stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         worker.wait()
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, Stop):
         click.echo("stopping")
     finally:
         for process in (worker, server):
@@ -460,7 +282,7 @@ def warm_worker(
 
 @cli.command(
     "doctor",
-    epilog=_examples(
+    epilog=examples(
         "pygeoapi-prefect doctor",
         "PREFECT_API_URL=http://prefect:4200/api pygeoapi-prefect doctor --config prod.yml",
         "pygeoapi-prefect doctor --pool pygeoapi --pool gpu",
@@ -504,14 +326,6 @@ def doctor(config: Path, pools: tuple[str, ...]) -> None:
     if failed:
         raise click.ClickException(f"{failed} check(s) failed")
     click.echo("all good")
-
-
-def _close_manager() -> None:
-    from pygeoapi.flask_app import api_
-
-    close = getattr(api_.manager, "close", None)
-    if close is not None:
-        close()
 
 
 if __name__ == "__main__":  # pragma: no cover

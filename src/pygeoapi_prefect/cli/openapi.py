@@ -1,0 +1,213 @@
+"""The OpenAPI document: pygeoapi's, completed with what this app really accepts.
+
+pygeoapi 0.24 generates the document from the config, but its job endpoints
+miss what OGC API - Processes (and :mod:`pygeoapi_prefect.web.flask`) take:
+``limit`` on ``GET /processes`` and ``GET /jobs``, ``offset``, ``f`` and the
+job-list filters on ``GET /jobs``, and the answers of ``DELETE /jobs/{jobId}``
+(200 with a statusInfo document, not 204). :func:`complete_document` adds
+them to the generated document; :func:`write_openapi` writes it with a stamp
+that :func:`openapi_is_current` checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from pygeoapi_prefect import __version__
+
+__all__ = ["complete_document", "default_openapi_path", "openapi_is_current", "write_openapi"]
+
+_STAMP = "# pygeoapi-prefect openapi stamp: "
+_SCHEMAS = "https://schemas.opengis.net/ogcapi/processes/part1/1.0/openapi/schemas/"
+_STATUSES = ["accepted", "running", "successful", "failed", "dismissed"]
+
+
+def default_openapi_path(config: Path) -> Path:
+    """``example-config.yml`` -> ``example-openapi.yml``; else ``<stem>-openapi.yml``."""
+    stem = config.stem
+    name = stem.replace("config", "openapi") if "config" in stem else f"{stem}-openapi"
+    return config.with_name(name + config.suffix)
+
+
+def _stamp(config: Path) -> str:
+    import pygeoapi
+
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    return (
+        f"{_STAMP}{config.name} sha256={digest} pygeoapi={pygeoapi.__version__} "
+        f"pygeoapi-prefect={__version__}"
+    )
+
+
+def write_openapi(config: Path, openapi: Path) -> None:
+    """Generate the OpenAPI document for ``config`` into ``openapi``.
+
+    pygeoapi's document, completed by :func:`complete_document`, in YAML,
+    after a stamp line naming the config's hash and both versions.
+    """
+    import yaml  # type: ignore[import-untyped]
+    from pygeoapi.openapi import get_oas
+    from pygeoapi.util import yaml_load
+
+    with config.open(encoding="utf-8") as handle:
+        settings = yaml_load(handle)
+    document = complete_document(get_oas(settings), settings)
+    text = yaml.safe_dump(document, default_flow_style=False)
+    openapi.write_text(f"{_stamp(config)}\n{text}", encoding="utf-8")
+
+
+def openapi_is_current(config: Path, openapi: Path) -> bool:
+    """Whether ``openapi`` was generated from this exact config and these versions."""
+    if not openapi.exists():
+        return False
+    with openapi.open(encoding="utf-8") as handle:
+        return handle.readline().rstrip("\n") == _stamp(config)
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _SCHEMAS + schema}}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+        "style": "form",
+        **extra,
+    }
+
+
+def _limit(limits: dict[str, Any]) -> dict[str, Any]:
+    # The very rule of pygeoapi's evaluate_limit: server.limits, defaults 10/10.
+    default = int(limits.get("default_items", 10))
+    most = int(limits.get("max_items", 10))
+    schema: dict[str, Any] = {"type": "integer", "minimum": 1, "default": default}
+    if limits.get("on_exceed", "throttle") == "error":
+        schema["maximum"] = most
+        beyond = f"more than {most} (server.limits.max_items) is an error"
+    else:
+        beyond = f"more than {most} (server.limits.max_items) is cut to {most}"
+    return _query(
+        "limit",
+        f"The most items in the answer: {default} when left out; {beyond}.",
+        schema,
+        explode=False,
+    )
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def _seconds() -> dict[str, Any]:
+    return {"type": "number", "minimum": 0}
+
+
+def _job_filters() -> list[dict[str, Any]]:
+    return [
+        _query(
+            "processID",
+            "Only jobs of these processes (comma-separated, or the parameter repeated).",
+            _array({"type": "string"}),
+            explode=False,
+        ),
+        _query(
+            "status",
+            "Only jobs in these states (comma-separated, or the parameter repeated).",
+            _array({"type": "string", "enum": _STATUSES}),
+            explode=False,
+        ),
+        _query(
+            "datetime",
+            "Only jobs created at this RFC 3339 instant or within this interval "
+            "(`start/end`, either end open as `..` or empty).",
+            {"type": "string"},
+            explode=False,
+        ),
+        _query("minDuration", "Only jobs that ran at least this many seconds.", _seconds()),
+        _query("maxDuration", "Only jobs that ran at most this many seconds.", _seconds()),
+        _query(
+            "type",
+            "Only jobs of these types; every job of this server is a `process` job, "
+            "so another value matches none.",
+            _array({"type": "string", "enum": ["process"]}),
+            explode=False,
+        ),
+    ]
+
+
+def _format(formats: list[str]) -> dict[str, Any]:
+    return _query(
+        "f",
+        "The format of the answer.",
+        {"type": "string", "enum": formats, "default": "json"},
+        explode=False,
+    )
+
+
+def _offset() -> dict[str, Any]:
+    return _query(
+        "offset",
+        "How many jobs to skip, newest first (for paging with `limit`).",
+        {"type": "integer", "minimum": 0, "default": 0},
+        explode=False,
+    )
+
+
+def _add_parameters(
+    document: dict[str, Any], operation: dict[str, Any], wanted: list[dict[str, Any]]
+) -> None:
+    parameters = operation.setdefault("parameters", [])
+    present = set()
+    for parameter in parameters:
+        if "$ref" in parameter:
+            name = parameter["$ref"].rsplit("/", 1)[-1]
+            parameter = document.get("components", {}).get("parameters", {}).get(name, {})
+        present.add((parameter.get("in"), parameter.get("name")))
+    for parameter in wanted:
+        if (parameter["in"], parameter["name"]) not in present:
+            parameters.append(parameter)
+
+
+def complete_document(document: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Add what pygeoapi's generated document misses of the process and job API.
+
+    Args:
+        document: the document of :func:`pygeoapi.openapi.get_oas` (not changed).
+        settings: the pygeoapi config it was generated from (``server.limits``).
+
+    Returns:
+        A copy with ``limit`` on ``GET /processes`` and ``GET /jobs``; ``offset``,
+        ``f`` and the job-list filters on ``GET /jobs``; and the 200 (statusInfo)
+        and 404 (exception) answers of ``DELETE /jobs/{jobId}``. Parameters the
+        document already declares are left as they are.
+
+    """
+    document = copy.deepcopy(document)
+    paths = document.get("paths", {})
+    limits = settings.get("server", {}).get("limits") or {}
+    if "get" in paths.get("/processes", {}):
+        _add_parameters(document, paths["/processes"]["get"], [_limit(limits)])
+    if "get" in paths.get("/jobs", {}):
+        wanted = [_limit(limits), _offset(), _format(["json", "html"]), *_job_filters()]
+        _add_parameters(document, paths["/jobs"]["get"], wanted)
+    delete = paths.get("/jobs/{jobId}", {}).get("delete")
+    if delete is not None:
+        responses = delete.setdefault("responses", {})
+        responses.pop("204", None)
+        responses["200"] = {
+            "description": "The job is dismissed (stopped first if it was running, its "
+            "results deleted); its status document.",
+            "content": _json("statusInfo.yaml"),
+        }
+        responses["404"] = {
+            "description": "No such job, or it was dismissed already.",
+            "content": _json("exception.yaml"),
+        }
+    return document
