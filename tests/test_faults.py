@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 #: One worker process, so that jobs queue and the worker is easy to find.
 #: A short drain, so that a SIGTERM interrupts the long job of these tests.
 ONE_WORKER = {"max_workers": 1, "instance": "faults-test-instance", "shutdown_grace": 1}
+#: A killed server's queued jobs are taken over within 5 + 1 s (default 60 + 30).
+QUICK_RECOVERY = {"lease_seconds": 5, "scan_seconds": 1}
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +64,9 @@ def _all_finished(server, job_ids):
 
 def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_server):
     """SIGTERM, then SIGKILL, of a pygeoapi with queued and running jobs."""
-    server = pygeoapi_factory(manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT})
+    server = pygeoapi_factory(
+        manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT, "recovery": QUICK_RECOVERY}
+    )
     earlier = server.execute("hello-world", {"name": "kept"}, asynchronous=True).json()["jobID"]
     server.wait_for(earlier, "successful")
     kept = server.client.get(f"/jobs/{earlier}/results", params={"f": "json"}).json()
@@ -105,7 +109,9 @@ def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_se
 
 def test_killed_local_worker_fails_the_job(pygeoapi_factory, pygeoapi, prefect_api):
     """A worker process killed mid-job; then its pygeoapi killed too (heartbeats stop)."""
-    server = pygeoapi_factory(manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT})
+    server = pygeoapi_factory(
+        manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT, "recovery": QUICK_RECOVERY}
+    )
     (job_id,) = _submit(server, 1, 60)
     server.wait_for(job_id, "running")
     (worker,) = workers(server.process.pid)

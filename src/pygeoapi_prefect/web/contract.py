@@ -40,7 +40,7 @@ from pygeoapi.formats import F_HTML, F_JSON
 from pygeoapi.util import get_api_rules
 from werkzeug.datastructures import ImmutableMultiDict
 
-from pygeoapi_prefect.errors import PrefectManagerError, RequestTooLarge
+from pygeoapi_prefect.errors import InvalidParameter, PrefectManagerError, RequestTooLarge
 from pygeoapi_prefect.jobs.exchange import RequestExchange, begin_request
 from pygeoapi_prefect.jobs.query import parse_job_query
 from pygeoapi_prefect.web import documents, guard
@@ -233,7 +233,17 @@ class Contract:
         if shape == ("jobs",):
             # pygeoapi passes only limit and offset to the manager: the
             # job-list filters travel in this request's exchange.
-            exchange.query = parse_job_query(self._query_dict(request))
+            try:
+                exchange.query = parse_job_query(self._query_dict(request))
+            except InvalidParameter as exc:
+                if api_request.format != F_HTML:
+                    raise
+                # Asked for HTML: pygeoapi's own exception page.
+                headers = api_request.get_response_headers(**self.api.api_headers)
+                page = self.api.get_exception(
+                    HTTPStatus.BAD_REQUEST, headers, F_HTML, exc.ogc_exception_code, exc.message
+                )
+                return self._answer(page, parts)
         if api_request.format == F_HTML and method == "GET":
             page = render_html(
                 self.api, parts, api_request, self._api_request(request, fmt=F_JSON), self._fix
