@@ -21,7 +21,7 @@ The tree::
 Every concrete class also inherits the pygeoapi class that pygeoapi's API layer
 already catches, so a client gets the mapped HTTP status and OGC exception code.
 Where pygeoapi's API layer catches nothing (the job list, job status), the
-error handlers of :mod:`pygeoapi_prefect.web.flask` do the same mapping.
+HTTP contract (:mod:`pygeoapi_prefect.web.contract`) does the same mapping.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class PrefectManager(BaseManager):
 
     def flow_run_url(self, job_id: str) -> str:
         """The page of the job's flow run in the Prefect UI."""
-        return f"{self.api.ui_url}/runs/flow-run/{job_id}"
+        return self.api.flow_run_url(job_id)
 
     # -- reading jobs ---------------------------------------------------------
 

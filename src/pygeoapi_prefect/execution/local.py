@@ -42,8 +42,6 @@ _POLL_SECONDS = 0.05
 _READY = "ready"
 #: How long a new worker process may take to import what it needs.
 _START_SECONDS = 120.0
-#: How long an orphaned worker process tries to record its job's end.
-_ALONE_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -73,32 +71,26 @@ def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) ->
     """Record a job's end from its worker process, whose pygeoapi is gone.
 
     The pool thread that would have done it died with its server (SIGKILL):
-    the job's output is in the store, and only its state is left to set.
+    the job's output is in the store, and only its state is left to set
+    (retried through an outage, as every step of an accepted job).
     """
     if not api_url:
         return
     from pygeoapi_prefect.errors import PrefectManagerError
+    from pygeoapi_prefect.execution.persist import persist
     from pygeoapi_prefect.jobs.runs import DEFAULT_MIMETYPE, MIMETYPE_LABEL
     from pygeoapi_prefect.prefect.api import PrefectAPI
+    from pygeoapi_prefect.prefect.states import state
 
     api = PrefectAPI(api_url)
-    if outcome.ok:
-        state = {"type": "COMPLETED", "name": "Completed", "message": "Job complete"}
-    else:
-        state = {"type": "FAILED", "name": "Failed", "message": outcome.message}
-    deadline = time.monotonic() + _ALONE_SECONDS
-    while True:
-        try:
-            if outcome.ok and outcome.mimetype != DEFAULT_MIMETYPE:
-                api.update_labels(request.job_id, {MIMETYPE_LABEL: outcome.mimetype})
-            api.set_state(request.job_id, state)
-            logger.info("job %s ended after its pygeoapi instance stopped", request.job_id)
-            return
-        except PrefectManagerError as exc:
-            if time.monotonic() > deadline:
-                logger.error("could not record the end of job %s: %s", request.job_id, exc)
-                return
-            time.sleep(2.0)
+    final = state("COMPLETED", "Job complete") if outcome.ok else state("FAILED", outcome.message)
+    try:
+        if outcome.ok and outcome.mimetype != DEFAULT_MIMETYPE:
+            persist(api.update_labels, request.job_id, {MIMETYPE_LABEL: outcome.mimetype})
+        persist(api.set_state, request.job_id, final)
+        logger.info("job %s ended after its pygeoapi instance stopped", request.job_id)
+    except PrefectManagerError as exc:
+        logger.error("could not record the end of job %s: %s", request.job_id, exc)
 
 
 def _worker_main(

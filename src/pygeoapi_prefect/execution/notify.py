@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
 from pygeoapi_prefect.jobs import runs as jobs
-from pygeoapi_prefect.jobs.listing import get_job
+from pygeoapi_prefect.jobs.listing import read_job_run
 from pygeoapi_prefect.jobs.results import results_document
 
 if TYPE_CHECKING:
@@ -30,7 +30,12 @@ def notify_status(
     if not subscriber or not subscriber.get(key):
         return
     try:
-        document = jobs.status_document(get_job(engine.api, processes, job_id))
+        run = read_job_run(engine.api, processes, job_id)
+        document = jobs.status_document(
+            jobs.job_from_flow_run(run),
+            jobs_url=(run.get("labels") or {}).get(jobs.JOBS_URL_LABEL),
+            ui_url=engine.api.flow_run_url(job_id),
+        )
     except PrefectManagerError as exc:  # a callback never fails a job
         logger.warning("no %s callback for job %s: %s", key, job_id, exc)
         return

@@ -3,7 +3,7 @@
 ``processID``, ``status``, ``datetime``, ``minDuration``, ``maxDuration`` and
 ``type`` are parsed here into a :class:`JobQuery`. pygeoapi 0.24's API layer
 passes only ``limit`` and ``offset`` to the manager, so
-:mod:`pygeoapi_prefect.web.flask` parses the filters of each ``GET /jobs``
+:mod:`pygeoapi_prefect.web.contract` parses the filters of each ``GET /jobs``
 and hands them over in the request's
 :class:`~pygeoapi_prefect.jobs.exchange.RequestExchange`;
 :meth:`PrefectManager.get_jobs` also takes one directly.

@@ -23,6 +23,7 @@ __all__ = [
     "process_id_of",
     "run_duration",
     "status_document",
+    "status_links",
 ]
 
 JOB_TAG = "pygeoapi"
@@ -119,7 +120,7 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
     Timestamps that do not apply (``started`` of a queued job, ``finished`` of
     a running one) are empty strings: pygeoapi's API layer sorts on
     ``started`` and reads every key, so ``None`` would break it;
-    :mod:`pygeoapi_prefect.web.flask` leaves empty keys out of responses.
+    :mod:`pygeoapi_prefect.web.documents` leaves empty keys out of responses.
     """
     state = run.get("state") or {}
     status = STATUS_BY_STATE[StateType(run.get("state_type") or state.get("type"))]
@@ -168,8 +169,51 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status_document(job: dict[str, Any]) -> dict[str, Any]:
-    """An OGC statusInfo document for a job dict (keys without a value left out)."""
+def status_links(
+    job_id: str, status: str, jobs_url: str, ui_url: str | None = None
+) -> list[dict[str, str]]:
+    """The links of a statusInfo: the job itself, its results once it has some, its flow run.
+
+    The one place they are made, for the API's documents and the callbacks'.
+    """
+    job_url = f"{jobs_url}/{job_id}"
+    links = [
+        {
+            "href": f"{job_url}?f=json",
+            "rel": "self",
+            "type": "application/json",
+            "title": "This job",
+        }
+    ]
+    if status == JobStatus.successful.value:
+        links.append(
+            {
+                "href": f"{job_url}/results?f=json",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/results",
+                "type": "application/json",
+                "title": f"Results of job {job_id}",
+            }
+        )
+    if ui_url:
+        links.append(
+            {
+                "href": ui_url,
+                "rel": "related",
+                "type": "text/html",
+                "title": "This job's flow run in the Prefect UI",
+            }
+        )
+    return links
+
+
+def status_document(
+    job: dict[str, Any], *, jobs_url: str | None = None, ui_url: str | None = None
+) -> dict[str, Any]:
+    """An OGC statusInfo document for a job dict (keys without a value left out).
+
+    With ``jobs_url`` (the pygeoapi job list the job belongs to) it carries
+    the same links as the API's status document.
+    """
     document = {
         "type": "process",
         "jobID": job["identifier"],
@@ -182,4 +226,6 @@ def status_document(job: dict[str, Any]) -> dict[str, Any]:
         "finished": job["finished"],
         "updated": job["updated"],
     }
+    if jobs_url:
+        document["links"] = status_links(job["identifier"], job["status"], jobs_url, ui_url)
     return {key: value for key, value in document.items() if value not in (None, "")}

@@ -136,6 +136,10 @@ class PrefectAPI:
         # Links to the UI go into job documents: never with credentials.
         return without_credentials(self.api_url).removesuffix("/api")
 
+    def flow_run_url(self, flow_run_id: str) -> str:
+        """The page of a flow run in the Prefect UI."""
+        return f"{self.ui_url}/runs/flow-run/{flow_run_id}"
+
     def _http(self) -> httpx.Client:
         if self._client is None:
             with self._lock:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pygeoapi_prefect.errors import EXCEPTION_TYPES, PrefectManagerError
+from pygeoapi_prefect.jobs.runs import status_links
 
 __all__ = [
     "EXTRA_CONFORMANCE",
@@ -88,25 +89,23 @@ def _clean_job(job: dict[str, Any]) -> dict[str, Any]:
 def _with_links(job: dict[str, Any], base_url: str, ui_url: UiUrl | None) -> dict[str, Any]:
     # statusInfo links: the job itself, its results (pygeoapi's, retitled),
     # and its flow run in the Prefect UI.
-    job_url = f"{base_url}/jobs/{job['jobID']}"
-    links = [link for link in job.get("links", []) if link.get("rel") != "self"]
-    if job.get("status") != "successful":
-        # pygeoapi links a queued or running job to results it does not have yet.
-        links = [link for link in links if not link.get("rel", "").endswith("/results")]
-    for link in links:
+    # pygeoapi's own results links (one per format) are kept, retitled, for a
+    # job that has results; it also links queued and running jobs to results
+    # they do not have yet. self and the Prefect UI come from the one builder.
+    job_id, status = job["jobID"], str(job.get("status"))
+    ours = status_links(job_id, status, f"{base_url}/jobs", ui_url(job_id) if ui_url else None)
+    kept = [
+        link
+        for link in job.get("links", [])
+        if link.get("rel") != "self"
+        and (status == "successful" or not link.get("rel", "").endswith("/results"))
+    ]
+    for link in kept:
         if link.get("rel", "").endswith("/results"):
-            link["title"] = f"Results of job {job['jobID']}"
-    links.insert(0, {"href": f"{job_url}?f=json", "rel": "self", "type": JSON, "title": "This job"})
-    if ui_url is not None:
-        links.append(
-            {
-                "href": ui_url(job["jobID"]),
-                "rel": "related",
-                "type": "text/html",
-                "title": "This job's flow run in the Prefect UI",
-            }
-        )
-    job["links"] = links
+            link["title"] = f"Results of job {job_id}"
+    if any(link.get("rel", "").endswith("/results") for link in kept):
+        ours = [link for link in ours if not link["rel"].endswith("/results")]
+    job["links"] = [ours[0], *kept, *ours[1:]]
     return job
 
 
