@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -131,6 +132,29 @@ class Pygeoapi:
                 raise AssertionError(f"job {job_id} never reached {statuses}: {document}")
             time.sleep(0.05)
 
+    def raw(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """(status, Content-Type, body) of a request sent with ``path`` exactly as written.
+
+        http.client leaves the path alone; httpx would normalise it.
+        """
+        host, port = self.base_url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request(method, path)
+            answer = connection.getresponse()
+            return answer.status, answer.getheader("Content-Type") or "", answer.read()
+        finally:
+            connection.close()
+
+    def started(self, timeout: float) -> Pygeoapi:
+        """Wait until it answers; stop it and raise with its log if it does not."""
+        try:
+            wait_serving(self.process, self.base_url, self.log_path, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
     def stop(self) -> None:
         self.client.close()
         if self.process.poll() is None:
@@ -210,12 +234,7 @@ def start_pygeoapi(
     env = server_env(prefect_api_url, tmp / "prefect-home")
     process = spawn_serve(config_path, port, tmp, env, log_path, workers=workers)
     server = Pygeoapi(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
-    try:
-        wait_serving(process, server.base_url, log_path, timeout)
-    except RuntimeError:
-        server.stop()
-        raise
-    return server
+    return server.started(timeout)
 
 
 def spawn_serve(

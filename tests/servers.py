@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import Pygeoapi, pygeoapi_config, server_env, wait_serving
+from conftest import Pygeoapi, pygeoapi_config, server_env
 
 from pygeoapi_prefect.cli.main import write_openapi
 from pygeoapi_prefect.prefect.server import free_port, stop_process_group
@@ -151,9 +151,5 @@ def start_server(
         )
     server = Served(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
     server.kind = kind
-    try:
-        wait_serving(process, server.base_url, log_path, timeout)
-    except RuntimeError:
-        server.stop()
-        raise
+    server.started(timeout)
     return server

@@ -8,7 +8,6 @@ with the Starlette app (tests/servers.py).
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import uuid
@@ -304,18 +303,6 @@ HOSTILE_JOB_IDS = [
 ]
 
 
-def _raw_get(server: Pygeoapi, method: str, path: str) -> tuple[int, str, bytes]:
-    # http.client sends the path exactly as written (httpx would normalise it).
-    host, port = server.base_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(method, path)
-        answer = connection.getresponse()
-        return answer.status, answer.getheader("Content-Type") or "", answer.read()
-    finally:
-        connection.close()
-
-
 def test_hostile_job_ids_are_404_and_read_nothing_outside(hostile: Pygeoapi) -> None:
     kept = hostile.execute("hello-world", {"name": "keep me"})
     assert kept.status_code == 200
@@ -323,7 +310,7 @@ def test_hostile_job_ids_are_404_and_read_nothing_outside(hostile: Pygeoapi) -> 
     outside = hostile.results_dir.parent / "outside"
     for job in HOSTILE_JOB_IDS:
         for method, suffix in (("GET", ""), ("GET", "/results"), ("DELETE", "")):
-            status, mimetype, body = _raw_get(hostile, method, f"/jobs/{job}{suffix}?f=json")
+            status, mimetype, body = hostile.raw(method, f"/jobs/{job}{suffix}?f=json")
             where = f"{method} /jobs/{job}{suffix}"
             assert status in (400, 404), f"{where}: {status} {body[:200]!r}"
             assert mimetype.startswith("application/json"), where
@@ -341,7 +328,7 @@ def test_hostile_job_ids_are_404_and_read_nothing_outside(hostile: Pygeoapi) -> 
 def test_hostile_process_ids_are_404(hostile: Pygeoapi) -> None:
     for process in ("..", "%2e%2e%2fjobs", "hello-world%00", "%2F", "hello-world%2F.."):
         for method, suffix in (("GET", ""), ("POST", "/execution")):
-            status, mimetype, body = _raw_get(hostile, method, f"/processes/{process}{suffix}")
+            status, mimetype, body = hostile.raw(method, f"/processes/{process}{suffix}")
             assert status in (400, 404), f"{method} {process}{suffix}: {status} {body[:200]!r}"
             assert mimetype.startswith("application/json")
             validate(json.loads(body), "exception")

@@ -9,7 +9,6 @@ for unknown ids and bad bodies, the body limit, and links.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import uuid
@@ -159,17 +158,6 @@ def test_dismiss_answers_status_info_then_404(served: Served) -> None:
     _ogc_exception(served.client.delete(f"/jobs/{job_id}"), 404)
 
 
-def _raw(served: Served, method: str, path: str) -> tuple[int, str, bytes]:
-    host, port = served.base_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(method, path)
-        answer = connection.getresponse()
-        return answer.status, answer.getheader("Content-Type") or "", answer.read()
-    finally:
-        connection.close()
-
-
 def test_unknown_ids_are_ogc_404s(served: Served) -> None:
     unknown = str(uuid.uuid4())
     no_such_job = EXCEPTIONS + "no-such-job"
@@ -181,7 +169,7 @@ def test_unknown_ids_are_ogc_404s(served: Served) -> None:
     _ogc_exception(served.client.get("/processes/nope"), 404, type_=no_such_process)
     _ogc_exception(served.execute("nope", {}), 404, type_=no_such_process)
     for path in ("/jobs/%2F", "/jobs/a%2Fb/results", "/processes/%2F", "/jobs/x/y/z"):
-        status, media_type, body = _raw(served, "GET", path)
+        status, media_type, body = served.raw("GET", path)
         assert status == 404, (path, status, body[:300])
         assert media_type.startswith("application/json"), path
         validate(json.loads(body), "exception")
