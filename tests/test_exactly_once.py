@@ -71,7 +71,9 @@ def _count(base_url: str, *statuses: str) -> int | None:
 def test_300_jobs_each_run_once_through_recycling_and_a_restart(prefect_server, tmp_path):
     log = tmp_path / "runs.log"
     log.touch()
-    recycle = ("--max-requests", "30", "--max-requests-jitter", "10")
+    # gunicorn's default graceful timeout (the launcher's 5 s is for quick tests):
+    # a stopping worker drains its running jobs (local.shutdown_grace) within it.
+    recycle = ("--max-requests", "30", "--max-requests-jitter", "10", "--graceful-timeout", "30")
     server = start_server(
         "gunicorn",
         tmp_path,
@@ -112,10 +114,13 @@ def test_300_jobs_each_run_once_through_recycling_and_a_restart(prefect_server, 
         )
         successful = _count(server.base_url, "successful")
         failed = _count(server.base_url, "failed", "dismissed")
+        why = server.client.get(
+            "/jobs", params={"processID": "run-log", "status": "failed", "f": "json"}
+        ).json()["jobs"]
     finally:
         server.stop()
     assert len(set(job_ids)) == JOBS
-    assert (successful, failed) == (JOBS, 0)
+    assert (successful, failed) == (JOBS, 0), [job.get("message") for job in why]
     runs = collections.Counter(line.split()[0] for line in log.read_text().splitlines())
     twice = {job_id: count for job_id, count in runs.items() if count > 1}
     assert not twice, f"{len(twice)} jobs ran more than once: {list(twice.items())[:5]}"

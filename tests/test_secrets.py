@@ -96,7 +96,7 @@ def test_no_secret_anywhere(guarded: Pygeoapi, prefect_api, s3) -> None:
     queued = answer(guarded.execute("hello-world", {"name": "async"}, asynchronous=True))
     assert queued.status_code == 201, queued.text
     job_ids.append(queued.json()["jobID"])
-    assert answer(guarded.execute("fail", {"what": "bad"})).status_code == 400
+    assert answer(guarded.execute("fail", {"what": "bad"})).status_code == 500
     failed = answer(guarded.execute("fail", {"what": "bad"}, asynchronous=True))
     job_ids.append(failed.json()["jobID"])
     guarded.wait_for(job_ids[1], "successful", timeout=60)

@@ -52,8 +52,10 @@ def test_bounds_and_qualified_values(pygeoapi):
     assert "601 is greater than the maximum of 600" in too_long.json()["description"]
     qualified = pygeoapi.execute("sleep", {"seconds": {"value": 0.01}})
     # A qualified value passes the check unwrapped; the process gets it as
-    # sent (pygeoapi processes expect bare values, so this one then fails).
-    assert qualified.status_code == 400
+    # sent (pygeoapi processes expect bare values, so this one then fails:
+    # the process's failure, a 500 naming it, with the failed job's Location).
+    assert qualified.status_code == 500
+    assert "/jobs/" in qualified.headers["Location"]
     assert "Invalid execute request" not in qualified.json()["description"]
     assert "float()" in qualified.json()["description"]
 

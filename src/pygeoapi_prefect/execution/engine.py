@@ -261,9 +261,7 @@ class Engine:
 
     def close(self) -> None:
         """Let running jobs finish (``local.shutdown_grace``), hand queued ones over, close."""
-        self.begin_shutdown()
-        if self._housekeeper is not None:
-            self._housekeeper.join(2.0)
+        self.begin_shutdown()  # the recovery loop sees it and ends (a daemon: not waited for)
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(grace=self.config.local.shutdown_grace)
