@@ -135,8 +135,8 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def rss_tree_mib(pid: int) -> float:
-    """RSS of a process and all its descendants (PrefectManager's worker processes)."""
+def _tree_rss_mib(pid: int, skip: Callable[[int], bool]) -> float:
+    # RSS of ``pid`` and its descendants, leaving out (with theirs) those ``skip`` names.
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -148,11 +148,22 @@ def rss_tree_mib(pid: int) -> float:
     while todo:
         current = todo.pop()
         try:
+            if skip(current):
+                continue
             total += rss_mib(current)
         except (OSError, RuntimeError):
             continue
         todo.extend(children.get(current, []))
     return total
+
+
+def rss_tree_mib(pid: int) -> float:
+    """RSS of a process and all its descendants (PrefectManager's worker processes)."""
+    return _tree_rss_mib(pid, lambda _: False)
+
+
+def _is_multiprocessing(pid: int) -> bool:
+    return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def server_rss_mib(pid: int) -> float:
@@ -162,24 +173,7 @@ def server_rss_mib(pid: int) -> float:
     gunicorn. Left out: multiprocessing's processes (PrefectManager's local
     job workers and their resource tracker), counted by ``rss_tree_mib``.
     """
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            if b"multiprocessing" in Path(f"/proc/{current}/cmdline").read_bytes():
-                continue
-            total += rss_mib(current)
-        except (OSError, RuntimeError):
-            continue
-        todo.extend(children.get(current, []))
-    return total
+    return _tree_rss_mib(pid, _is_multiprocessing)
 
 
 def median_ms(call: Callable[[], Any], repeat: int) -> float:

@@ -161,6 +161,8 @@ class _Worker:
         self.conn: Connection | None = None
         self.ready = False
         self.current: JobRequest | None = None
+        #: Whether ``current`` was claimed and started here (not only taken off the queue).
+        self.started_job = False
         #: The id of the job to kill; checked against the job that runs, so a
         #: late dismiss can never hit the next job.
         self.kill_for: str | None = None
@@ -235,12 +237,18 @@ class _Worker:
                 self.wait_ready()
                 self._run(request)
             except Exception as exc:  # noqa: BLE001 - one job must not stop the pool
-                logger.exception("local runner failed to handle job %s", request.job_id)
-                self._report_failure(request, exc)
+                if not self.started_job and not self.pool.taking:
+                    # Stopping while its process started: the job never ran
+                    # here, and stays Pending for another process to take.
+                    logger.info("job %s left for another process", request.job_id)
+                else:
+                    logger.exception("local runner failed to handle job %s", request.job_id)
+                    self._report_failure(request, exc)
             finally:
                 with self.pool.lock:
                     self.current = None
                     self.kill_for = None
+                    self.started_job = False
                 self.idle.set()
 
     def _report_failure(self, request: JobRequest, exc: Exception) -> None:
@@ -253,8 +261,11 @@ class _Worker:
 
     def _run(self, request: JobRequest) -> None:
         hooks = self.pool.hooks
+        if not self.pool.taking:
+            return  # stopping while its process started: left Pending for others
         if not hooks.started(request):
             return
+        self.started_job = True
         conn = self.conn  # kill() may clear self.conn from another thread
         assert conn is not None
         conn.send(request)
@@ -403,7 +414,9 @@ class LocalRunner:
             worker.idle.wait(max(0.0, deadline - time.monotonic()))
         self.stopping = True
         with self.lock:
-            busy = [w.current for w in self.workers if w.current is not None]
+            # Only started jobs are interrupted; one whose process was still
+            # starting was never claimed, and another process takes it.
+            busy = [w.current for w in self.workers if w.current is not None and w.started_job]
         for worker in self.workers:
             worker.kill()
         for request in busy:
