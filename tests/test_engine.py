@@ -29,6 +29,13 @@ from pygeoapi_prefect.prefect.states import state
 RESPOND_ASYNC = RequestedProcessExecutionMode.respond_async
 
 
+@pytest.fixture(autouse=True)
+def _closed_engines():
+    """Engines built in this test process are closed while Prefect still runs."""
+    yield
+    engines.close_all()
+
+
 def _definition(prefect_server: Any, tmp: Path, **extra: Any) -> dict[str, Any]:
     return {
         "name": "pygeoapi_prefect.manager.PrefectManager",

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from conftest import pygeoapi_config, start_pygeoapi
 from faults import (
     FAST_HEARTBEAT,
     FINISHED,
+    children,
     kill,
     restart,
     status_of,
@@ -44,6 +46,15 @@ def _default_zombie_automation(prefect_api):
     from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 
     ensure_zombie_automation(prefect_api, HeartbeatConfig().zombie_timeout)
+
+
+def _alive(pid: int) -> bool:
+    # A killed process may linger as a zombie until reaped: that one is dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _submit(server, n, seconds):
@@ -124,10 +135,16 @@ def test_killed_local_worker_fails_the_job(pygeoapi_factory, pygeoapi, prefect_a
     server.wait_for(job_id, "running")
     time.sleep(1.5)  # past the first heartbeat
     running = workers(server.process.pid)
-    kill(server.process.pid)
-    for pid in running:
+    # The server's processes first, and gone, before the job's: a gunicorn
+    # worker still alive for a moment would see its job process die and
+    # record that itself (the first half's case), which is not this one.
+    servers = [server.process.pid, *children(server.process.pid)]
+    for pid in servers:
         kill(pid)
     server.process.wait(10)
+    until(lambda: not any(_alive(pid) for pid in servers[1:]), 10, "the server's processes gone")
+    for pid in running:
+        kill(pid)
     killed = time.monotonic()
     run = until(
         lambda: (r := prefect_api.read_flow_run(job_id))["state_type"] != "RUNNING" and r,
