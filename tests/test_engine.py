@@ -178,6 +178,11 @@ def test_fork_builds_a_new_engine_and_sigterm_chains_the_server_handler(prefect_
     # the warning may come, but the child never used the parent's engine.
 
 
+def test_a_process_starts_a_job_once_even_if_it_reaches_it_twice(prefect_server, tmp_path):
+    engine = PrefectManager(_definition(prefect_server, tmp_path)).engine
+    assert engine.first_start("a") and not engine.first_start("a") and engine.first_start("b")
+
+
 def test_no_engine_is_shared_across_configs(prefect_server, tmp_path):
     one = PrefectManager(_definition(prefect_server, tmp_path / "one"))
     two = PrefectManager(_definition(prefect_server, tmp_path / "two"))

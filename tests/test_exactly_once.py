@@ -121,10 +121,13 @@ def test_300_jobs_each_run_once_through_recycling_and_a_restart(prefect_server, 
         server.stop()
     assert len(set(job_ids)) == JOBS
     assert (successful, failed) == (JOBS, 0), [job.get("message") for job in why]
-    runs = collections.Counter(line.split()[0] for line in log.read_text().splitlines())
-    twice = {job_id: count for job_id, count in runs.items() if count > 1}
-    assert not twice, f"{len(twice)} jobs ran more than once: {list(twice.items())[:5]}"
+    lines = [line.split() for line in log.read_text().splitlines()]
+    runs = collections.Counter(job_id for job_id, _ in lines)
+    twice = {
+        job_id: [pid for j, pid in lines if j == job_id] for job_id in runs if runs[job_id] > 1
+    }
+    assert not twice, f"{len(twice)} jobs ran more than once (job: pids): {twice}"
     assert set(runs) == set(job_ids)
     # Different gunicorn workers (and their successors) ran the jobs.
-    pids = {line.split()[1] for line in log.read_text().splitlines()}
+    pids = {pid for _, pid in lines}
     assert len(pids) >= 3

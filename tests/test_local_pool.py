@@ -60,3 +60,22 @@ def test_a_running_job_finishes_within_the_grace(tmp_path):
     runner.shutdown(grace=30)
     assert calls.started == [job_id]
     assert [(j, o.ok) for j, o in calls.finished] == [(job_id, True)]
+
+
+def test_a_job_is_queued_once_however_often_it_is_submitted(tmp_path):
+    # Recovery may find a job it already holds (taken off the queue a moment ago).
+    calls = Calls()
+    runner = LocalRunner(ResultStore(tmp_path.as_uri()), calls.hooks(), max_workers=1)
+    request = JobRequest("00000000-0000-4000-8000-000000000003", "hello-world", HELLO, {})
+    try:
+        assert runner.submit(request)
+        assert runner.holds(request.job_id)
+        assert not runner.submit(request)
+        for _ in range(400):
+            if calls.finished:
+                break
+            threading.Event().wait(0.05)
+        assert not runner.holds(request.job_id)
+        assert calls.started == [request.job_id]
+    finally:
+        runner.shutdown()

@@ -110,6 +110,9 @@ def local_hooks(engine: Engine) -> JobHooks:
 
 def _started(engine: Engine, request: JobRequest) -> bool:
     job_id = request.job_id
+    if not engine.first_start(job_id):
+        logger.info("job %s was started by this process already: not again", job_id)
+        return False
     won = persist(claim, engine.api, job_id, engine.holder, name=engine.name)
     if not won.won:
         _lost_claim(engine, job_id, won.holder)

@@ -20,6 +20,7 @@ here, in an :class:`Engine` looked up by :func:`engine_for`:
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
 import os
@@ -47,6 +48,10 @@ from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
 logger = logging.getLogger(__name__)
 
 __all__ = ["Engine", "autostart", "close_all", "engine_for"]
+
+#: How many started job ids a process remembers (a job reaches a process
+#: twice only within seconds: its takeover scans).
+_STARTED_MEMORY = 100_000
 
 
 class Engine:
@@ -85,6 +90,7 @@ class Engine:
         self._stopping = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._automation_done = False
+        self._started_jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def __repr__(self) -> str:
         return f"<Engine {self.name} holder {self.holder}>"
@@ -182,6 +188,21 @@ class Engine:
                         max_workers=4, thread_name_prefix="pygeoapi-prefect"
                     )
         return self._threads
+
+    def first_start(self, job_id: str) -> bool:
+        """True the first time this process starts the job, False ever after.
+
+        The claim is per holder (a retried claim after a lost answer wins
+        again), so this process also remembers what it started: a job that
+        reached it twice (queued here, then taken over again) runs once.
+        """
+        with self._lock:
+            if job_id in self._started_jobs:
+                return False
+            self._started_jobs[job_id] = None
+            if len(self._started_jobs) > _STARTED_MEMORY:
+                self._started_jobs.popitem(last=False)
+            return True
 
     def recorder(self) -> ThreadPoolExecutor:
         """Threads that write deferred sync records while Prefect is out of reach."""

@@ -222,12 +222,12 @@ class _Worker:
             request = self.pool.queue.get()
             if request is None:
                 return
-            if not self.pool.taking:
-                # Stopping: the job stays Pending for another process to take.
-                continue
             with self.pool.lock:
-                if request.job_id in self.pool.dismissed:
+                if not self.pool.taking or request.job_id in self.pool.dismissed:
+                    # Stopping (the job stays Pending for another process to
+                    # take), or dismissed while queued.
                     self.pool.dismissed.discard(request.job_id)
+                    self.pool.held.discard(request.job_id)
                     continue
                 self.current = request
             self.idle.clear()
@@ -246,6 +246,7 @@ class _Worker:
                     self._report_failure(request, exc)
             finally:
                 with self.pool.lock:
+                    self.pool.held.discard(request.job_id)
                     self.current = None
                     self.kill_for = None
                     self.started_job = False
@@ -351,14 +352,24 @@ class LocalRunner:
         self.lock = threading.Lock()
         #: Queued jobs dismissed before a worker took them.
         self.dismissed: set[str] = set()
+        #: Jobs queued or running here, from submit() until their thread is done.
+        self.held: set[str] = set()
         self.workers = [_Worker(self, index) for index in range(max_workers)]
         for worker in self.workers:
             worker.spawn()
             worker.thread.start()
 
-    def submit(self, request: JobRequest) -> None:
-        """Queue a job; it starts as soon as a worker is free."""
+    def submit(self, request: JobRequest) -> bool:
+        """Queue a job; it starts as soon as a worker is free.
+
+        False (and nothing queued) if the job is queued or running here already.
+        """
+        with self.lock:
+            if request.job_id in self.held:
+                return False
+            self.held.add(request.job_id)
         self.queue.put(request)
+        return True
 
     def dismiss(self, job_id: str, *, timeout: float = 5.0) -> bool:
         """Stop a job of this pool: kill it if running, skip it if queued.
@@ -387,10 +398,7 @@ class LocalRunner:
     def holds(self, job_id: str) -> bool:
         """Whether the job is queued or running in this pool."""
         with self.lock:
-            if any(w.current is not None and w.current.job_id == job_id for w in self.workers):
-                return True
-        with self.queue.mutex:
-            return any(r is not None and r.job_id == job_id for r in self.queue.queue)
+            return job_id in self.held
 
     def stop_taking(self) -> None:
         """Start no further job (safe in a signal handler: sets a flag only)."""

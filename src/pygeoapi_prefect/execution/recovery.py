@@ -112,6 +112,6 @@ def take_over(engine: Engine) -> int:
             continue
         # Ours now: other scans leave it alone while we live.
         engine.api.update_labels(job_id, {HOLDER_LABEL: engine.holder})
-        runner.submit(request)
-        taken += 1
+        if runner.submit(request):
+            taken += 1
     return taken
