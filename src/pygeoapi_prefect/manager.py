@@ -173,7 +173,7 @@ class PrefectManager(BaseManager):
             flow_name=process_id,
             state=state(listing.STATES_BY_STATUS[status][0], job_metadata.get("message")),
             tags=jobs.job_tags(process_id),
-            labels={**labels, jobs.JOBS_URL_LABEL: self.jobs_url} if self.jobs_url else labels,
+            labels=jobs.new_job_labels(labels, self.jobs_url),
         )
         return str(run["id"])
 

@@ -67,14 +67,15 @@ def submit(
 ) -> str:
     """Accept an async job: create its run Pending and queue it here; returns its id."""
     runner = engine.runner  # started before the job exists: a failure leaves no orphan run
-    labels: dict[str, Any] = {
-        jobs.PROGRESS_LABEL: 0,
-        jobs.RESPONSE_LABEL: response,
-        jobs.INSTANCE_LABEL: engine.config.instance_id(),
-        HOLDER_LABEL: engine.holder,
-    }
-    if jobs_url:
-        labels[jobs.JOBS_URL_LABEL] = jobs_url
+    labels = jobs.new_job_labels(
+        {
+            jobs.PROGRESS_LABEL: 0,
+            jobs.RESPONSE_LABEL: response,
+            jobs.INSTANCE_LABEL: engine.config.instance_id(),
+            HOLDER_LABEL: engine.holder,
+        },
+        jobs_url,
+    )
     run = engine.api.create_flow_run(
         flow_name=process_id,
         state=state("PENDING", "Job accepted and waiting to run"),

@@ -90,9 +90,7 @@ def run_on_deployment(
     """
     deployment_id = _deployment_id(engine, process_id, deployment)
     parameters = _parameters(process_id, processor, inputs, requested_outputs, response, subscriber)
-    labels: dict[str, Any] = {jobs.RESPONSE_LABEL: response}
-    if jobs_url:
-        labels[jobs.JOBS_URL_LABEL] = jobs_url
+    labels = jobs.new_job_labels({jobs.RESPONSE_LABEL: response}, jobs_url)
     try:
         run = engine.api.create_deployment_run(
             deployment_id, parameters=parameters, tags=jobs.job_tags(process_id), labels=labels

@@ -84,10 +84,7 @@ class _Record:
         self.job_id: str | None = None
 
     def _labels(self, labels: dict[str, Any]) -> dict[str, Any]:
-        labels = {jobs.RESPONSE_LABEL: self.response, **labels}
-        if self.jobs_url:
-            labels[jobs.JOBS_URL_LABEL] = self.jobs_url
-        return labels
+        return jobs.new_job_labels({jobs.RESPONSE_LABEL: self.response, **labels}, self.jobs_url)
 
     def _create(self, final: dict[str, Any], labels: dict[str, Any], budget: float | None) -> str:
         run = self.engine.api.create_flow_run(

@@ -22,6 +22,7 @@ __all__ = [
     "normalise_job_id",
     "process_id_of",
     "run_duration",
+    "new_job_labels",
     "status_document",
     "status_links",
 ]
@@ -167,6 +168,11 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
         "flow_run_name": run.get("name"),
         "deployment_id": run.get("deployment_id"),
     }
+
+
+def new_job_labels(labels: dict[str, Any], jobs_url: str | None) -> dict[str, Any]:
+    """A new job's labels, with the way back to pygeoapi (``JOBS_URL_LABEL``) when known."""
+    return {**labels, JOBS_URL_LABEL: jobs_url} if jobs_url else labels
 
 
 def status_links(
