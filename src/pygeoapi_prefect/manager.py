@@ -77,10 +77,7 @@ class PrefectManager(BaseManager):
         if config is None or not config.publish.enabled:
             # The very mapping pygeoapi's BaseManager.__init__ fills in.
             return self._configured
-        processes = collections.OrderedDict(self._configured)
-        for process_id, resource in self.engine.published.get(self.engine.api).items():
-            processes.setdefault(process_id, resource)  # the config wins
-        return processes
+        return self.engine.processes()
 
     @processes.setter
     def processes(self, value: dict[str, dict[str, Any]]) -> None:

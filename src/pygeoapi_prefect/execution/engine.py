@@ -78,7 +78,9 @@ class Engine:
         self.counts = CountCache(config.job_count_cache_seconds)
         self.published = PublishedProcesses(config.publish)
         self.deployment_ids: dict[str, str] = {}
-        self._configured = {pid: dict(conf) for pid, conf in config.processes.items()}
+        self._configured = collections.OrderedDict(
+            (pid, dict(conf)) for pid, conf in config.processes.items()
+        )
         self._lock = threading.RLock()
         self._api: PrefectAPI | None = None
         self._store: ResultStore | None = None
@@ -95,12 +97,12 @@ class Engine:
     def __repr__(self) -> str:
         return f"<Engine {self.name} holder {self.holder}>"
 
-    def processes(self) -> dict[str, dict[str, Any]]:
+    def processes(self) -> collections.OrderedDict[str, dict[str, Any]]:
         """The configured processes, then the published deployments (the config wins)."""
         published = self.published.get(self.api) if self.config.publish.enabled else {}
         if not published:
             return self._configured
-        merged = dict(self._configured)
+        merged = collections.OrderedDict(self._configured)
         for process_id, resource in published.items():
             merged.setdefault(process_id, resource)
         return merged
