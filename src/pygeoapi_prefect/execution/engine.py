@@ -339,11 +339,10 @@ def close_all() -> None:
 
 def _after_fork_in_child() -> None:
     # The parent's threads do not exist here and its sockets and pipes are
-    # shared: keep its engines out of reach (unclosed), and start afresh.
-    global _exit_hooks_installed
+    # shared: keep its engines out of reach (unclosed), and start afresh. Its
+    # exit and signal hooks are inherited with the fork: they stay installed.
     _INHERITED.extend(_ENGINES.values())
     _ENGINES.clear()
-    _exit_hooks_installed = False
     for config in _AUTOSTART:
         engine_for(config).start()
 
