@@ -81,6 +81,7 @@ class _Record:
         self._created = threading.Event()
         self._timer: TimerHandle | None = None
         self._beat = contextlib.ExitStack()
+        self._beat_closed = False
         self.job_id: str | None = None
 
     def _labels(self, labels: dict[str, Any]) -> dict[str, Any]:
@@ -110,11 +111,16 @@ class _Record:
         finally:
             self._created.set()
         config = self.engine.config
-        # At once: a sync job is recorded only once it has run a while, and
-        # the zombie automation watches a run from its first beat on.
-        self._beat.enter_context(
-            beating(self.engine.api.api_url, self.job_id, config.heartbeat.interval, first=0.0)
-        )
+        with self._lock:
+            # At once: a sync job is recorded only once it has run a while, and
+            # the zombie automation watches a run from its first beat on. Not
+            # if the job has ended meanwhile (finish() closed the beats).
+            if not self._beat_closed:
+                self._beat.enter_context(
+                    beating(
+                        self.engine.api.api_url, self.job_id, config.heartbeat.interval, first=0.0
+                    )
+                )
         notify_status(
             self.engine, self.engine.processes(), self.job_id, "inProgressUri", self.subscriber
         )
@@ -150,16 +156,26 @@ class _Record:
             self._finishing = True
             begun = self._begun
         end = time.monotonic() + self.engine.config.api_timeout
-        if begun:
-            # The timer may be creating the run right now: its own bound applies.
-            self._created.wait(self.engine.config.api_timeout * 2)
-        self._beat.close()
+        # The timer may be creating the run right now: wait for it only within
+        # this request's bound.
+        created = not begun or self._created.wait(max(0.0, end - time.monotonic()))
+        with self._lock:
+            self._beat_closed = True
+            self._beat.close()
         if outcome.ok:
             final = state("COMPLETED", "Job complete")
             labels = {jobs.PROGRESS_LABEL: 100, jobs.MIMETYPE_LABEL: outcome.mimetype}
         else:
             final = state("FAILED", outcome.message)
             labels = {}
+        if not created:
+            # Still under way: the record is finished in the background once the
+            # create settles (never a second run beside it).
+            logger.warning(
+                "sync job of %s: record deferred (its run is being created)", self.process_id
+            )
+            self.engine.recorder().submit(self._finish_later, outcome, final, labels)
+            return ""
         job_id = self.job_id
         try:
             if job_id:
@@ -202,6 +218,19 @@ class _Record:
                 force=True,
             )
             raise
+
+    def _finish_later(
+        self, outcome: Outcome, final: dict[str, Any], labels: dict[str, Any]
+    ) -> None:
+        # In the background recorder: the timer's create settles within its own bound.
+        self._created.wait()
+        if self.job_id and outcome.ok:
+            try:
+                self._store(self.job_id, outcome)
+            except PrefectManagerError as exc:
+                logger.error("sync job %s: output not stored: %s", self.job_id, exc)
+                return
+        self._record_later(self.job_id, outcome, final, labels)
 
     def _record_later(
         self,
