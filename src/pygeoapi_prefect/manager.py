@@ -21,7 +21,7 @@ from pygeoapi.util import JobStatus, RequestedProcessExecutionMode, RequestedRes
 from pygeoapi_prefect.config import ManagerConfig, load_config
 from pygeoapi_prefect.execution import dispatch
 from pygeoapi_prefect.execution.dismiss import dismiss
-from pygeoapi_prefect.execution.engine import Engine, engine_for
+from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.query import JobQuery
@@ -62,6 +62,7 @@ class PrefectManager(BaseManager):
         self._configured: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         super().__init__(manager_def)
         self.config: ManagerConfig = load_config(manager_def)
+        self._engine_key = engine_key(self.config)  # not per request: the engine is looked up often
         self.is_async = True
         self.supports_subscribing = True
         #: Read by the pygeoapi change proposed in docs/pygeoapi-job-list-filters.patch.
@@ -86,7 +87,7 @@ class PrefectManager(BaseManager):
     @property
     def engine(self) -> Engine:
         """This config's engine in this process (shared by every manager of the config)."""
-        return engine_for(self.config)
+        return engine_for(self.config, self._engine_key)
 
     @property
     def api(self) -> PrefectAPI:

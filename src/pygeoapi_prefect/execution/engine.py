@@ -47,7 +47,7 @@ from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "autostart", "close_all", "engine_for"]
+__all__ = ["Engine", "autostart", "close_all", "engine_for", "engine_key"]
 
 #: How many started job ids a process remembers (a job reaches a process
 #: twice only within seconds: its takeover scans).
@@ -307,13 +307,17 @@ _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _exit_hooks_installed = False
 
 
-def _key(config: ManagerConfig) -> str:
+def engine_key(config: ManagerConfig) -> str:
+    """What tells configs apart in the registry (a manager computes it once)."""
     return json.dumps(config.model_dump(mode="json"), sort_keys=True, default=str)
 
 
-def engine_for(config: ManagerConfig) -> Engine:
-    """The engine of this config in this process, built on first use."""
-    key = _key(config)
+def engine_for(config: ManagerConfig, key: str | None = None) -> Engine:
+    """The engine of this config in this process, built on first use.
+
+    ``key`` is :func:`engine_key` of the config, when the caller has it.
+    """
+    key = key or engine_key(config)
     engine = _ENGINES.get(key)
     if engine is not None and engine.pid == os.getpid():
         return engine
