@@ -43,6 +43,7 @@ from pygeoapi_prefect.execution.execute import (
 )
 from pygeoapi_prefect.execution.heartbeat import beating
 from pygeoapi_prefect.jobs.results import ResultStore
+from pygeoapi_prefect.prefect.api import ClientOptions, client_options, preset
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def _template_main(
     api_url: str | None,
     heartbeat_seconds: float | None = None,
     process_confs: Mapping[str, dict[str, Any]] | None = None,
+    client: ClientOptions | None = None,
 ) -> None:
     # The template: import once, then fork a child per job, on request.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server, which stops us
@@ -174,7 +176,9 @@ def _template_main(
     multiprocessing.current_process().daemon = False
     import pygeoapi.plugin  # noqa: F401 - the slow import, done before we say ready
 
-    import pygeoapi_prefect.prefect.api  # noqa: F401 - heartbeats and progress of the jobs
+    if client is not None:
+        # The jobs' heartbeats and progress reports never import Prefect for its settings.
+        preset(client)
 
     store = ResultStore(store_url, storage_options)
     store.fs  # noqa: B018 - the filesystem's imports, once
@@ -267,6 +271,7 @@ class _Template:
                 self.pool.api_url,
                 self.pool.heartbeat_seconds,
                 self.pool.process_confs,
+                client_options() if self.pool.api_url else None,
             ),
             name="pygeoapi-prefect-template",
             daemon=True,
