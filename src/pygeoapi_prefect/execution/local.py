@@ -436,7 +436,7 @@ class _Slot:
                     return
                 outcome = Outcome(
                     ok=False,
-                    message="The process running the job died (killed, or out of memory)",
+                    message="The worker process running the job died (killed, or out of memory)",
                 )
                 self.kill()
                 break
