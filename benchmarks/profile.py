@@ -15,7 +15,9 @@ Needs py-spy (``pip install -e .[bench]``); run as root or with ptrace allowed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,17 +42,18 @@ from core import (  # noqa: E402
 
 from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
 
-#: Frame groups, innermost first: a sample counts for the first group one of
-#: its frames (from the innermost out) matches.
+#: Frame groups: a sample counts for the group of its innermost frame that
+#: matches one (groups tried in this order for each frame).
 GROUPS = [
-    ("waiting on Prefect (httpcore read)", ("httpcore/_sync/http11.py:_receive",)),
-    ("sending to Prefect (httpcore write)", ("httpcore/_sync/http11.py:_send",)),
-    ("httpx client (build, decode)", ("httpx/",)),
+    ("waiting on Prefect's answer (httpcore read)", ("_receive_event (httpcore", "recv_into")),
+    ("sending to Prefect (httpcore write)", ("_send_request", "_send_event (httpcore")),
+    ("httpx client (build request, decode)", ("httpx/", "httpcore/")),
     ("result store (fsspec)", ("fsspec/", "pygeoapi_prefect/jobs/results.py")),
     ("input validation (jsonschema)", ("jsonschema/", "referencing/")),
+    ("JSON encode/decode", ("json/", "orjson")),
     ("our job code (pygeoapi_prefect)", ("pygeoapi_prefect/",)),
     ("pygeoapi's API layer", ("pygeoapi/",)),
-    ("WSGI server and Flask", ("werkzeug/", "flask/")),
+    ("WSGI server and Flask", ("werkzeug/", "flask/", "socketserver.py", "http/server.py")),
     ("SQLite (aiosqlite, sqlite3)", ("aiosqlite/", "sqlite3/")),
     ("SQLAlchemy", ("sqlalchemy/",)),
     ("Prefect orchestration rules", ("prefect/server/orchestration/",)),
@@ -58,27 +62,61 @@ GROUPS = [
     ("FastAPI, Starlette, uvicorn", ("fastapi/", "starlette/", "uvicorn/", "anyio/")),
     ("asyncio event loop", ("asyncio/",)),
 ]
+#: An innermost frame that waits: the thread is idle, not working for a request.
+_IDLE = ("Condition.wait", "Event.wait", "Queue.get", "select", "poll (", "epoll", "accept")
 
 
-def summarize(raw: Path) -> tuple[int, Counter[str]]:
-    """Samples in a ``py-spy -f raw`` file, and their split by :data:`GROUPS`."""
+def _records(raw: Path) -> list[tuple[list[str], int]]:
+    # py-spy's raw format: "frame;frame;... count" per stack, outermost first;
+    # a process's label (its command line) may span lines.
+    text = raw.read_text(errors="replace")
+    records = []
+    for record in re.split(r"\n(?=process \d+:)", text):
+        stack, _, count = record.strip().rpartition(" ")
+        if stack and count.isdigit():
+            records.append((stack.split(";"), int(count)))
+    return records
+
+
+def summarize(raw: Path, only: str | None = None) -> tuple[int, Counter[str]]:
+    """Busy samples in a ``py-spy -f raw`` file and their split by :data:`GROUPS`.
+
+    ``only``: count the stacks with a frame containing this text (the
+    request threads), leave the others out.
+    """
     groups: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+    for frames, count in _records(raw):
+        if only and not any(only in frame for frame in frames):
             continue
-        frames = stack.split(";")[::-1]  # innermost first
-        if any("select" in f and ("selectors" in f or "poll" in f) for f in frames[:2]):
-            continue  # an idle thread waiting for work
-        total += int(count)
-        for name, needles in GROUPS:
-            if any(needle in frame for frame in frames for needle in needles):
-                groups[name] += int(count)
+        if any(idle in frames[-1] for idle in _IDLE):
+            continue
+        total += count
+        for frame in reversed(frames):  # innermost first
+            name = next(
+                (name for name, needles in GROUPS if any(n in frame for n in needles)), None
+            )
+            if name:
+                groups[name] += count
                 break
         else:
-            groups["other: " + frames[0].split(" (")[0][:60]] += int(count)
+            groups["other: " + frames[-1].split(" (")[0][:60]] += count
     return total, groups
+
+
+def report(work: Path, rate: int) -> None:
+    """Print the split of each recorded kind (from ``work``'s ``kinds.json``)."""
+    for kind, facts in json.loads((work / "kinds.json").read_text()).items():
+        requests, median = facts["requests"], facts["median_ms"]
+        print(f"\n## {kind}: {requests} requests, median {median:.1f} ms")
+        for side, only in (("pygeoapi", "run_wsgi"), ("prefect", None)):
+            raw = work / f"{facts['prefix']}-{side}.txt"
+            total, groups = summarize(raw, only) if raw.exists() else (0, Counter())
+            per_request = total / rate / max(requests, 1) * 1000
+            print(f"\n{side} server: {per_request:.1f} ms of busy samples per request")
+            for name, count in groups.most_common(10):
+                share = count / max(total, 1)
+                print(f"  {100 * share:5.1f} %  {share * per_request:5.1f} ms  {name}")
 
 
 def record(pid: int, seconds: float, rate: int, out: Path) -> subprocess.Popen[bytes]:
@@ -98,7 +136,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15, help="seconds per request kind")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples a second")
     parser.add_argument("--jobs", type=int, default=1000, help="stored jobs before the profile")
+    parser.add_argument("--report", type=Path, help="only print the split of an earlier run")
     args = parser.parse_args()
+    if args.report:
+        report(args.report, args.rate)
+        return
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-profile-"))
     prefect = PrefectServer(
         work / "prefect-home", port=free_port(), disabled_services=UNUSED_SERVICES
@@ -117,7 +159,8 @@ def main() -> None:
         prefect_pid = prefect.process.pid if prefect.process else None
         with httpx.Client(base_url=url, timeout=60) as client:
             ids: list[str] = []
-            kinds = {
+            kinds: dict[str, Any] = {}
+            calls = {
                 "sync execute": lambda: execute(client),
                 "async submit": lambda: ids.append(
                     execute(client, True, RECORDER).headers["Location"].rsplit("/", 1)[-1]
@@ -126,13 +169,14 @@ def main() -> None:
                     "/jobs", params={"limit": 10, "f": "json"}
                 ).raise_for_status(),
             }
-            for kind, call in kinds.items():
+            for kind, call in calls.items():
                 for _ in range(5):
                     call()
-                outs = {"pygeoapi": work / f"{kind[:5]}-pygeoapi.txt"}
+                prefix = kind.split()[0].strip("/").lower() or "list"
+                outs = {"pygeoapi": work / f"{prefix}-pygeoapi.txt"}
                 spies = [record(process.pid, args.seconds, args.rate, outs["pygeoapi"])]
                 if prefect_pid:
-                    outs["prefect"] = work / f"{kind[:5]}-prefect.txt"
+                    outs["prefect"] = work / f"{prefix}-prefect.txt"
                     spies.append(record(prefect_pid, args.seconds, args.rate, outs["prefect"]))
                 time.sleep(1)  # py-spy attaches
                 samples = []
@@ -143,21 +187,19 @@ def main() -> None:
                     samples.append(time.perf_counter() - started)
                 for spy in spies:
                     spy.wait(args.seconds + 30)
-                print(
-                    f"\n## {kind}: {len(samples)} requests,"
-                    f" median {statistics.median(samples) * 1000:.1f} ms"
-                )
-                for side, raw in outs.items():
-                    total, groups = summarize(raw) if raw.exists() else (0, Counter())
-                    print(f"\n{side} server, {total} busy samples:")
-                    for name, count in groups.most_common(12):
-                        print(f"  {100 * count / max(total, 1):5.1f} %  {name}")
+                kinds[kind] = {
+                    "prefix": prefix,
+                    "requests": len(samples),
+                    "median_ms": statistics.median(samples) * 1000,
+                }
                 if kind == "async submit":
                     wait_done(url, ids)
+        (work / "kinds.json").write_text(json.dumps(kinds))
     finally:
         process.terminate()
         process.wait(30)
         prefect.stop()
+    report(work, args.rate)
     print(f"\nraw profiles in {work}", file=sys.stderr)
 
 
