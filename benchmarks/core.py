@@ -130,7 +130,7 @@ def start_pygeoapi(
         stderr=(folder / "server.log").open("wb"),
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # 4 gunicorn workers on a loaded 2-core machine
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/processes", timeout=2).status_code == 200:

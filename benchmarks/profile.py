@@ -119,12 +119,15 @@ def report(work: Path, rate: int) -> None:
                 print(f"  {100 * share:5.1f} %  {share * per_request:5.1f} ms  {name}")
 
 
-def record(pid: int, seconds: float, rate: int, out: Path) -> subprocess.Popen[bytes]:
+def record(
+    pid: int, seconds: float, rate: int, out: Path, *, subprocesses: bool = False
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             *(str(HERE.parent / ".venv/bin/py-spy"), "record", "-p", str(pid), "-f", "raw"),
             *("-o", str(out), "-d", str(int(seconds)), "-r", str(rate), "--nonblocking"),
-            "--subprocesses",  # `prefect server start` serves from a child process
+            # `prefect server start` serves from a child process.
+            *(("--subprocesses",) if subprocesses else ()),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -177,7 +180,11 @@ def main() -> None:
                 spies = [record(process.pid, args.seconds, args.rate, outs["pygeoapi"])]
                 if prefect_pid:
                     outs["prefect"] = work / f"{prefix}-prefect.txt"
-                    spies.append(record(prefect_pid, args.seconds, args.rate, outs["prefect"]))
+                    spies.append(
+                        record(
+                            prefect_pid, args.seconds, args.rate, outs["prefect"], subprocesses=True
+                        )
+                    )
                 time.sleep(1)  # py-spy attaches
                 samples = []
                 deadline = time.monotonic() + args.seconds - 2
@@ -186,7 +193,11 @@ def main() -> None:
                     call()
                     samples.append(time.perf_counter() - started)
                 for spy in spies:
-                    spy.wait(args.seconds + 30)
+                    try:
+                        spy.wait(args.seconds + 60)
+                    except subprocess.TimeoutExpired:
+                        spy.terminate()  # its samples so far are in the file
+                        spy.wait(10)
                 kinds[kind] = {
                     "prefix": prefix,
                     "requests": len(samples),

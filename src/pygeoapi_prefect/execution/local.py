@@ -183,11 +183,6 @@ def _template_main(
     store = ResultStore(store_url, storage_options)
     store.fs  # noqa: B018 - the filesystem's imports, once
     processors: dict[str, Any] = {}
-    for process_id, conf in (process_confs or {}).items():
-        try:
-            processors[process_id] = load_processor(conf)
-        except Exception:  # noqa: BLE001 - loaded again (and failing visibly) in its job
-            logger.debug("could not preload the processor of %s", process_id, exc_info=True)
     preloaded = _Preloaded(store, api_url, heartbeat_seconds, processors)
     # Children end on their own and are reaped by the kernel; the pool
     # watches them through their pipes and by pid.
@@ -197,7 +192,18 @@ def _template_main(
     gc.collect()
     gc.freeze()
     conn.send(_READY)
+    # The processors are loaded while no job waits for a fork: the first
+    # jobs need not wait for all of them (a job forked before its processor
+    # was loaded here loads it itself).
+    to_load = list((process_confs or {}).items())
     while True:
+        while to_load and not conn.poll(0):
+            process_id, conf = to_load.pop(0)
+            try:
+                processors[process_id] = load_processor(conf)
+            except Exception:  # noqa: BLE001 - loaded again (and failing visibly) in its job
+                logger.debug("could not preload the processor of %s", process_id, exc_info=True)
+            gc.freeze()
         try:
             message = conn.recv()
         except EOFError:
