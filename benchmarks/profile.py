@@ -6,7 +6,8 @@ Starts a lean Prefect server and PrefectManager's pygeoapi server (werkzeug,
 as ``benchmarks/core.py`` does), then, for each request kind (sync execute,
 async submit, ``GET /jobs?limit=10``), one client loops over that request
 while ``py-spy record -f raw`` samples both server processes (all threads,
-idle ones left out). Prints, per kind and process, the share of the samples
+idle ones left out on the Prefect side; the pygeoapi side's request
+threads with their waits). Prints, per kind and process, the share of the samples
 spent in each group of frames (the first group of the stack's innermost
 frames that matches wins), the median request time and the requests made.
 Needs py-spy (``pip install -e .[bench]``); run as root or with ptrace allowed.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -45,7 +45,10 @@ from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free
 #: Frame groups: a sample counts for the group of its innermost frame that
 #: matches one (groups tried in this order for each frame).
 GROUPS = [
-    ("waiting on Prefect's answer (httpcore read)", ("_receive_event (httpcore", "recv_into")),
+    (
+        "waiting on Prefect's answer (httpcore read)",
+        ("read (httpcore/_backends", "_receive_event (httpcore", "recv_into"),
+    ),
     ("sending to Prefect (httpcore write)", ("_send_request", "_send_event (httpcore")),
     ("httpx client (build request, decode)", ("httpx/", "httpcore/")),
     ("result store (fsspec)", ("fsspec/", "pygeoapi_prefect/jobs/results.py")),
@@ -53,7 +56,10 @@ GROUPS = [
     ("JSON encode/decode", ("json/", "orjson")),
     ("our job code (pygeoapi_prefect)", ("pygeoapi_prefect/",)),
     ("pygeoapi's API layer", ("pygeoapi/",)),
-    ("WSGI server and Flask", ("werkzeug/", "flask/", "socketserver.py", "http/server.py")),
+    (
+        "WSGI server and Flask (and keep-alive waits for the client's next request)",
+        ("werkzeug/", "flask/", "socketserver.py", "http/server.py", "socket.py"),
+    ),
     ("SQLite (aiosqlite, sqlite3)", ("aiosqlite/", "sqlite3/")),
     ("SQLAlchemy", ("sqlalchemy/",)),
     ("Prefect orchestration rules", ("prefect/server/orchestration/",)),
@@ -69,12 +75,15 @@ _IDLE = ("Condition.wait", "Event.wait", "Queue.get", "select", "poll (", "epoll
 def _records(raw: Path) -> list[tuple[list[str], int]]:
     # py-spy's raw format: "frame;frame;... count" per stack, outermost first;
     # a process's label (its command line) may span lines.
-    text = raw.read_text(errors="replace")
-    records = []
-    for record in re.split(r"\n(?=process \d+:)", text):
-        stack, _, count = record.strip().rpartition(" ")
+    records, pending = [], ""
+    for line in raw.read_text(errors="replace").splitlines():
+        pending += line
+        stack, _, count = pending.rpartition(" ")
         if stack and count.isdigit():
             records.append((stack.split(";"), int(count)))
+            pending = ""
+        else:
+            pending += "\n"
     return records
 
 
@@ -89,7 +98,7 @@ def summarize(raw: Path, only: str | None = None) -> tuple[int, Counter[str]]:
     for frames, count in _records(raw):
         if only and not any(only in frame for frame in frames):
             continue
-        if any(idle in frames[-1] for idle in _IDLE):
+        if not only and any(idle in frames[-1] for idle in _IDLE):
             continue
         total += count
         for frame in reversed(frames):  # innermost first
@@ -113,7 +122,8 @@ def report(work: Path, rate: int) -> None:
             raw = work / f"{facts['prefix']}-{side}.txt"
             total, groups = summarize(raw, only) if raw.exists() else (0, Counter())
             per_request = total / rate / max(requests, 1) * 1000
-            print(f"\n{side} server: {per_request:.1f} ms of busy samples per request")
+            what = "wall time of the request threads" if only else "busy samples"
+            print(f"\n{side} server: {per_request:.1f} ms of {what} per request")
             for name, count in groups.most_common(10):
                 share = count / max(total, 1)
                 print(f"  {100 * share:5.1f} %  {share * per_request:5.1f} ms  {name}")
@@ -128,6 +138,8 @@ def record(
             *("-o", str(out), "-d", str(int(seconds)), "-r", str(rate), "--nonblocking"),
             # `prefect server start` serves from a child process.
             *(("--subprocesses",) if subprocesses else ()),
+            # The request threads' waits too (for Prefect's answers): wall time, not CPU.
+            *(() if subprocesses else ("--idle",)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
