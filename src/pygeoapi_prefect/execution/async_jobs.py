@@ -64,8 +64,12 @@ def submit(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> str:
-    """Accept an async job: create its run Pending and queue it here; returns its id."""
+    """Accept an async job: create its run Pending and queue it here; returns its id.
+
+    ``owner`` is the owner tag of the caller (:mod:`pygeoapi_prefect.jobs.owners`).
+    """
     runner = engine.runner  # started before the job exists: a failure leaves no orphan run
     labels = jobs.new_job_labels(
         {
@@ -79,7 +83,7 @@ def submit(
     run = engine.api.create_flow_run(
         flow_name=process_id,
         state=state("PENDING", "Job accepted and waiting to run"),
-        tags=jobs.job_tags(process_id),
+        tags=jobs.job_tags(process_id, owner),
         labels=labels,
         parameters=job_parameters(inputs, requested_outputs, response, subscriber),
     )

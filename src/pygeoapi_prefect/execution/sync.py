@@ -68,8 +68,10 @@ class _Record:
         response: str,
         subscriber: dict[str, str] | None,
         jobs_url: str | None,
+        owner: str | None = None,
     ) -> None:
         self.engine = engine
+        self.owner = owner
         self.process_id = process_id
         self.parameters = parameters
         self.response = response
@@ -91,7 +93,7 @@ class _Record:
         run = self.engine.api.create_flow_run(
             flow_name=self.process_id,
             state=final,
-            tags=jobs.job_tags(self.process_id),
+            tags=jobs.job_tags(self.process_id, self.owner),
             labels=self._labels(labels),
             parameters=self.parameters,
             budget=budget,
@@ -268,6 +270,7 @@ def run_sync(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> SyncResult:
     """Run a sync job in this thread and record it; see the module docstring."""
     record = _Record(
@@ -277,6 +280,7 @@ def run_sync(
         response,
         subscriber,
         jobs_url,
+        owner,
     )
     if type(processor).set_job_id is not BaseProcessor.set_job_id:
         # The processor wants its job id while it runs: record it first.
