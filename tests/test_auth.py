@@ -11,6 +11,8 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -29,8 +31,9 @@ from ogc import validate
 
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.errors import NotAuthenticated
+from pygeoapi_prefect.jobs.owners import space_of
 from pygeoapi_prefect.prefect.api import PrefectAPI
-from pygeoapi_prefect.prefect.server import PrefectServer
+from pygeoapi_prefect.prefect.server import PrefectServer, free_port
 
 ISSUER = "https://idp.test/realms/pygeoapi"
 AUDIENCE = "pygeoapi"
@@ -266,9 +269,13 @@ def test_users_see_only_their_own_jobs_and_admins_see_all(
     else:
         raise AssertionError(f"jobs never finished: {states}")
 
-    # The owner is a tag on the flow run, from its creation on.
-    for job, user in ((sync_id, alice_id), (async_id, alice_id)):
-        assert f"pygeoapi.owner:{user}" in prefect_api.read_flow_run(job)["tags"]
+    # The owner is a tag on the flow run, from its creation on, and the
+    # results live under the owner's own prefix of the result store.
+    for job in (sync_id, async_id):
+        assert f"pygeoapi.owner:{alice_id}" in prefect_api.read_flow_run(job)["tags"]
+        space = space_of(f"pygeoapi.owner:{alice_id}")
+        assert (secured.results_dir / space / job).is_dir(), list(secured.results_dir.iterdir())
+        assert not (secured.results_dir / job).exists()
 
     mine, matched = _job_ids(secured, alice)
     assert mine == {sync_id, async_id} and matched == 2
@@ -305,6 +312,8 @@ def test_users_see_only_their_own_jobs_and_admins_see_all(
     dismissed = client.delete(f"/jobs/{bob_job}", headers=_as(root))
     assert dismissed.status_code == 200, dismissed.text
     assert _job_ids(secured, bob) == (set(), 0)
+    bob_id = jwt.decode(bob, options={"verify_signature": False})["sub"]
+    assert not (secured.results_dir / space_of(f"pygeoapi.owner:{bob_id}") / bob_job).exists()
 
 
 def test_anonymous_callers_share_one_space_apart_from_users(
@@ -377,3 +386,112 @@ def test_auth_config_refuses_weak_settings() -> None:
         load_config({**base, "auth": {"mode": "oauth"}})
     with pytest.raises(ValueError, match="server.manager.auth.header.trusted_proxies"):
         load_config({**base, "auth": {"mode": "header", "header": {"trusted_proxies": ["x"]}}})
+
+
+NGINX_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    map $remote_user $groups {{ root operators; default ""; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            auth_basic "pygeoapi";
+            auth_basic_user_file {tmp}/htpasswd;
+            proxy_pass http://127.0.0.1:{upstream};
+            # pygeoapi trusts only 127.0.0.2: a direct client (127.0.0.1) is not the proxy.
+            proxy_bind 127.0.0.2;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-User $remote_user;
+            proxy_set_header X-Forwarded-Groups $groups;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def behind_nginx(prefect_server: PrefectServer, tmp_path: Path) -> Iterator[tuple[Pygeoapi, str]]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    manager = {
+        "heartbeat": {"install_automation": False},
+        "auth": {"mode": "header", "header": {"trusted_proxies": ["127.0.0.2/32"]}},
+    }
+    server = start_pygeoapi(tmp_path / "pygeoapi", prefect_server.api_url, manager=manager)
+    port = free_port()
+    upstream = server.base_url.rsplit(":", 1)[1]
+    (tmp_path / "htpasswd").write_text(
+        "erin:{PLAIN}erin-pw\nfrank:{PLAIN}frank-pw\nroot:{PLAIN}root-pw\n"
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=upstream))
+    process = subprocess.Popen(
+        [nginx, "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    error_log = tmp_path / "error.log"
+                    log = error_log.read_text() if error_log.exists() else "no nginx"
+                    raise RuntimeError(log) from None
+                time.sleep(0.1)
+        yield server, url
+    finally:
+        process.terminate()
+        process.wait(10)
+        server.stop()
+
+
+def test_identities_from_a_trusted_proxy_and_forged_headers_refused(
+    behind_nginx: tuple[Pygeoapi, str], prefect_api: PrefectAPI
+) -> None:
+    server, proxy = behind_nginx
+    erin = httpx.Client(base_url=proxy, auth=("erin", "erin-pw"), timeout=30)
+    frank = httpx.Client(base_url=proxy, auth=("frank", "frank-pw"), timeout=30)
+    root = httpx.Client(base_url=proxy, auth=("root", "root-pw"), timeout=30)
+    # The proxy's own authentication: no password, no entry.
+    assert httpx.get(f"{proxy}/jobs", timeout=30).status_code == 401
+
+    made = erin.post("/processes/hello-world/execution", json={"inputs": {"name": "e"}})
+    assert made.status_code == 200, made.text
+    job_id = made.headers["Location"].rsplit("/", 1)[1]
+    assert "pygeoapi.owner:erin" in prefect_api.read_flow_run(job_id)["tags"]
+    # A forged groups header is replaced by the proxy's.
+    assert (
+        erin.get(f"/jobs/{job_id}", headers={"X-Forwarded-Groups": "operators"}).status_code == 200
+    )
+    assert (
+        frank.get(f"/jobs/{job_id}", headers={"X-Forwarded-Groups": "operators"}).status_code == 404
+    )
+    listed = frank.get("/jobs", params={"f": "json"}).json()
+    assert job_id not in {job["jobID"] for job in listed["jobs"]}
+    assert root.get(f"/jobs/{job_id}").status_code == 404  # root is not an admin here
+
+    # Straight to pygeoapi, not through the proxy: the header is refused.
+    forged = server.client.get(
+        f"/jobs/{job_id}", headers={"X-Forwarded-User": "erin"}, params={"f": "json"}
+    )
+    assert forged.status_code == 401, forged.text
+    validate(forged.json(), "exception")
+    assert "trusted proxy" in forged.json()["detail"]
+    # Without the header, a direct caller is anonymous, and anonymous is denied.
+    assert server.client.get("/jobs", params={"f": "json"}).status_code == 401
+    for client in (erin, frank, root):
+        client.close()

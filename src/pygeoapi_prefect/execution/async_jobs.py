@@ -97,6 +97,7 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            owner=owner,
         )
     )
     logger.debug("job %s of process %s accepted", job_id, process_id)
@@ -109,7 +110,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         started=lambda request: _started(engine, request),
         finished=lambda request, outcome: _finished(engine, request, outcome),
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
-        killed=lambda request: finish_cancelled(engine, request.job_id),
+        killed=lambda request: finish_cancelled(engine, request.job_id, request.result_key),
     )
 
 
@@ -127,7 +128,7 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         current = (result.get("state") or {}).get("type")
         if current in ("CANCELLING", "CANCELLED"):
             logger.info("job %s was dismissed before it started", job_id)
-            finish_cancelled(engine, job_id)
+            finish_cancelled(engine, job_id, request.result_key)
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
         return False
@@ -165,9 +166,9 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         final = state("FAILED", outcome.message)
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
-        finish_cancelled(engine, job_id)
+        finish_cancelled(engine, job_id, request.result_key)
     elif outcome.ok:
-        notify_results(engine, job_id, request.subscriber)
+        notify_results(engine, request.result_key, request.subscriber)
     else:
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
 
@@ -177,9 +178,12 @@ def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:
     return run is None or run.get("state_type") in ("CANCELLING", "CANCELLED")
 
 
-def finish_cancelled(engine: Engine, job_id: str) -> None:
-    """Drop a stopped job's output, and end a cancellation asked for elsewhere."""
-    engine.store.delete(job_id)
+def finish_cancelled(engine: Engine, job_id: str, result_key: str | None = None) -> None:
+    """Drop a stopped job's output, and end a cancellation asked for elsewhere.
+
+    ``result_key``: the job's key in the result store (:meth:`ResultStore.key`).
+    """
+    engine.store.delete(result_key or job_id)
     run = engine.api.read_flow_run(job_id)
     if run is not None and run.get("state_type") == "CANCELLING":
         engine.api.set_state(

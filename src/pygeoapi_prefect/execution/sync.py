@@ -34,7 +34,7 @@ from pygeoapi_prefect.execution.notify import notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
-from pygeoapi_prefect.jobs.results import results_document
+from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED
 from pygeoapi_prefect.prefect.states import state
 from pygeoapi_prefect.progress import reporting_to
@@ -206,12 +206,14 @@ class _Record:
                 )
         result = api.set_state(job_id, final, budget=max(0.0, end - time.monotonic()))
         if result.get("status") == REJECTED:
-            finish_cancelled(self.engine, job_id)
+            finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
             raise JobNotFound(f"Job {job_id} was dismissed while it ran")
 
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
-            store_outcome(self.engine.store, job_id, outcome, self.response)
+            store_outcome(
+                self.engine.store, ResultStore.key(job_id, self.owner), outcome, self.response
+            )
         except PrefectManagerError:
             persist(
                 self.engine.api.set_state,

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 from pygeoapi.util import JobStatus, RequestedResponse
 
-from pygeoapi_prefect.errors import JobNotFound
+from pygeoapi_prefect.errors import JobNotFound, ResultNotFound
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.exchange import current_exchange
-from pygeoapi_prefect.jobs.owners import Caller, owner_tag
+from pygeoapi_prefect.jobs.owners import Caller, owner_of, owner_tag
 from pygeoapi_prefect.jobs.query import JobQuery, parse_job_query
 from pygeoapi_prefect.jobs.results import Manifest, ResultStore, results_document
 from pygeoapi_prefect.prefect.api import PrefectAPI
@@ -264,10 +264,21 @@ def get_job_result(backend: Backend, processes: Mapping[str, Any], job_id: str) 
     canonical = jobs.normalise_job_id(job_id)
     if canonical is None:
         raise JobNotFound(f"No job with id {job_id!r}")
-    caller = current_exchange().caller
-    if caller is not None and not caller.admin:
-        read_job_run(backend.api, processes, canonical)  # JobNotFound: not theirs
-    manifest, outputs = backend.store.read(canonical)  # ResultNotFound: a 404
+    if current_exchange().caller is not None:
+        # Identities are on: the run says whose the job is (JobNotFound: not
+        # the caller's), and so where its results are.
+        run = read_job_run(backend.api, processes, canonical)
+        key = ResultStore.key(canonical, owner_of(run.get("tags") or []))
+        manifest, outputs = backend.store.read(key)  # ResultNotFound: a 404
+    else:
+        try:
+            manifest, outputs = backend.store.read(canonical)
+        except ResultNotFound:
+            # A job made while identities were on keeps its results in its owner's space.
+            owner = owner_of(read_job_run(backend.api, processes, canonical).get("tags") or [])
+            if owner is None:
+                raise
+            manifest, outputs = backend.store.read(ResultStore.key(canonical, owner))
     if manifest.response == RequestedResponse.document.value:
         return "application/json", results_document(outputs, manifest.mimetype, manifest.output_ids)
     return manifest.mimetype, outputs
@@ -282,12 +293,14 @@ def stream_result(
     output, a job that has not succeeded): pygeoapi answers those itself.
     """
     try:
-        job = get_job(backend.api, processes, job_id)
+        run = read_job_run(backend.api, processes, job_id)
     except JobNotFound:
         return None
+    job = jobs.job_from_flow_run(run)
     if job["status"] != JobStatus.successful.value:
         return None
-    manifest = backend.store.read_manifest(job["identifier"])
+    key = ResultStore.key(job["identifier"], owner_of(run.get("tags") or []))
+    manifest = backend.store.read_manifest(key)
     if manifest.response != RequestedResponse.raw.value or manifest.encoding == "json":
         return None
-    return manifest, backend.store.iter_output(job["identifier"])
+    return manifest, backend.store.iter_output(key)
