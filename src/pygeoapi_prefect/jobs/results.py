@@ -16,7 +16,6 @@ import base64
 import io
 import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from pygeoapi_prefect.credentials import credential_values
 from pygeoapi_prefect.errors import ResultNotFound, ResultStoreError
 from pygeoapi_prefect.urls import without_credentials
 
@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["Manifest", "ResultStore", "results_document"]
 
 MANIFEST = "manifest.json"
-#: Storage option names that hold credentials (s3fs key/secret/token, ...).
-_CREDENTIAL_KEY = re.compile(r"key|secret|token|password|credential|sas", re.IGNORECASE)
 OUTPUT = "output"
 
 
@@ -230,11 +228,7 @@ class ResultStore:
             found += [part for part in (parts.username, parts.password) if part]
         except ValueError:
             pass
-        found += [
-            str(value)
-            for key, value in self.storage_options.items()
-            if isinstance(value, str) and _CREDENTIAL_KEY.search(key)
-        ]
+        found += credential_values(self.storage_options)
         return [secret for secret in found if len(secret) >= 4]
 
     @contextmanager
