@@ -299,7 +299,9 @@ def run_sync(
             notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)
         return SyncResult(job_id, outcome, "application/json", None)
     document = results_document(outcome.outputs, outcome.mimetype, outcome.output_ids)
-    engine.callbacks.send(subscriber, "successUri", document)
+    engine.callbacks.send(
+        subscriber, "successUri", document, job=job_id or f"(sync, process {process_id})"
+    )
     if response == RequestedResponse.document.value:
         return SyncResult(job_id, outcome, "application/json", document)
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)
