@@ -49,7 +49,7 @@ SECRETS = (PASSWORD, TOKEN, KEY, WRONG, base64.b64encode(f"pygeoapi:{WRONG}".enc
 POOL, WARM_POOL = "auth-pool", "auth-warm-pool"
 PROCESSES: dict[str, str | dict[str, Any]] = {
     "hello-world": "HelloWorld",
-    "sleep": "pygeoapi_test_processes.SleepProcessor",
+    "progress": "pygeoapi_test_processes.ProgressProcessor",
     "deployed-hello": "HelloWorld",
     "warm-hello": "HelloWorld",
 }
@@ -325,6 +325,25 @@ def test_sync_async_jobs_and_the_job_list(world: World, name: str) -> None:
     assert run["state_type"] == "COMPLETED"
     if name == "bearer":
         assert world.proxy.forwarded > forwarded  # it went through the gateway
+
+
+@pytest.mark.parametrize("name", ["basic", "bearer"])
+def test_job_processes_report_progress_under_auth(world: World, name: str) -> None:
+    """The local pool's job process talks to Prefect itself (progress labels, heartbeats)."""
+    server: Pygeoapi = getattr(world, name)
+    accepted = server.execute("progress", {"seconds": 4}, asynchronous=True)
+    assert accepted.status_code == 201, accepted.text
+    job_id = accepted.json()["jobID"]
+    seen = set()
+    deadline = time.monotonic() + 120
+    while (document := world.read(server, f"/jobs/{job_id}", f="json").json())[
+        "status"
+    ] != "successful":
+        assert document["status"] in ("accepted", "running"), document
+        assert time.monotonic() < deadline, document
+        seen.add((document.get("progress"), document.get("message")))
+        time.sleep(0.1)
+    assert (50, "halfway there") in seen
 
 
 @pytest.mark.parametrize(
