@@ -459,6 +459,47 @@ def test_wrong_credentials_are_named_never_echoed(world: World) -> None:
         assert WRONG not in output and PASSWORD not in output, what
 
 
+def test_a_wrong_password_answers_503_naming_the_setting(world: World) -> None:
+    """pygeoapi under gunicorn (no `serve` checking at start), a wrong PREFECT_API_AUTH_STRING."""
+    from pygeoapi_prefect.cli.main import write_openapi
+
+    tmp = world.folder / "wrong-gunicorn"
+    tmp.mkdir()
+    openapi = tmp / "openapi.yml"
+    write_openapi(world.basic.config_path, openapi)
+    env = basic_env(world.prefect.api_url, tmp / "home", auth=f"pygeoapi:{WRONG}")
+    env |= {"PYGEOAPI_CONFIG": str(world.basic.config_path), "PYGEOAPI_OPENAPI": str(openapi)}
+    port = free_port()
+    log_path = tmp / "gunicorn.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "pygeoapi_prefect.flask_app:APP"]
+            + ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread"],
+            cwd=tmp,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    world.logs.append(log_path)
+    server = Pygeoapi(f"http://127.0.0.1:{port}", world.basic.config_path, tmp, process, log_path)
+    try:
+        server.started(120)
+        answers = [
+            server.client.get("/jobs", params={"f": "json"}),
+            server.execute("hello-world", {"name": "sync"}, response="document"),
+            server.execute("hello-world", {"name": "async"}, asynchronous=True),
+        ]
+    finally:
+        server.client.close()
+        stop_process_group(process, timeout=20)
+    for answer in answers:
+        world.seen.append(answer.text)
+        _ogc_503(answer, "PREFECT_API_AUTH_STRING were refused")
+    assert "PREFECT_API_AUTH_STRING were refused" in log_path.read_text()
+
+
 def test_a_refused_key_answers_503_naming_the_setting(world: World) -> None:
     """The gateway's key rotated under a running pygeoapi: every job request says why."""
     server = world.bearer
