@@ -105,11 +105,19 @@ class World:
     logs: list[Path]
     seen: list[str] = field(default_factory=list)
 
+    def keep_execute(self, server: Pygeoapi, *args: Any, **kwargs: Any) -> httpx.Response:
+        """``server.execute``, the answer kept."""
+        return self.keep(server.execute(*args, **kwargs))
+
+    def keep(self, response: httpx.Response) -> httpx.Response:
+        """Keep an answer, headers and body, for the final grep."""
+        headers = "\n".join(f"{name}: {value}" for name, value in response.headers.multi_items())
+        self.seen.append(f"{headers}\n\n{response.text}")
+        return response
+
     def read(self, server: Pygeoapi, path: str, **params: Any) -> httpx.Response:
         """GET through pygeoapi; the answer is kept for the final grep."""
-        response = server.client.get(path, params=params)
-        self.seen.append(response.text)
-        return response
+        return self.keep(server.client.get(path, params=params))
 
     def wait_for(self, server: Pygeoapi, job_id: str, status: str, timeout: float = 120) -> Any:
         deadline = time.monotonic() + timeout
@@ -324,11 +332,13 @@ def test_auth_is_really_on(world: World) -> None:
 def test_sync_async_jobs_and_the_job_list(world: World, name: str) -> None:
     server: Pygeoapi = getattr(world, name)
     forwarded = world.proxy.forwarded
-    sync = server.execute("hello-world", {"name": name}, response="document")
+    sync = world.keep_execute(server, "hello-world", {"name": name}, response="document")
     assert sync.status_code == 200, sync.text
     assert sync.json() == {"echo": f"Hello {name}!"}
     sync_id = sync.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
-    accepted = server.execute("hello-world", {"name": f"{name} async"}, asynchronous=True)
+    accepted = world.keep_execute(
+        server, "hello-world", {"name": f"{name} async"}, asynchronous=True
+    )
     assert accepted.status_code == 201, accepted.text
     job_id = accepted.json()["jobID"]
     document = world.wait_for(server, job_id, "successful")
@@ -353,7 +363,7 @@ def test_sync_async_jobs_and_the_job_list(world: World, name: str) -> None:
 def test_job_processes_report_progress_under_auth(world: World, name: str) -> None:
     """The local pool's job process talks to Prefect itself (progress labels, heartbeats)."""
     server: Pygeoapi = getattr(world, name)
-    accepted = server.execute("progress", {"seconds": 4}, asynchronous=True)
+    accepted = world.keep_execute(server, "progress", {"seconds": 4}, asynchronous=True)
     assert accepted.status_code == 201, accepted.text
     job_id = accepted.json()["jobID"]
     seen = set()
@@ -376,7 +386,7 @@ def test_deployed_processes_run_on_workers_under_auth(
 ) -> None:
     """The CLI's deployments, run by a Prefect worker (basic) and a warm worker (key)."""
     server: Pygeoapi = getattr(world, name)
-    accepted = server.execute(process_id, {"name": process_id}, asynchronous=True)
+    accepted = world.keep_execute(server, process_id, {"name": process_id}, asynchronous=True)
     assert accepted.status_code == 201, accepted.text
     job_id = accepted.json()["jobID"]
     world.wait_for(server, job_id, "successful", timeout=180)
@@ -500,14 +510,14 @@ def test_a_wrong_password_answers_503_naming_the_setting(world: World) -> None:
         server.started(120)
         answers = [
             server.client.get("/jobs", params={"f": "json"}),
-            server.execute("hello-world", {"name": "sync"}, response="document"),
-            server.execute("hello-world", {"name": "async"}, asynchronous=True),
+            world.keep_execute(server, "hello-world", {"name": "sync"}, response="document"),
+            world.keep_execute(server, "hello-world", {"name": "async"}, asynchronous=True),
         ]
     finally:
         server.client.close()
         stop_process_group(process, timeout=20)
     for answer in answers:
-        world.seen.append(answer.text)
+        world.keep(answer)
         _ogc_503(answer, "PREFECT_API_AUTH_STRING were refused")
     assert "PREFECT_API_AUTH_STRING were refused" in log_path.read_text()
 
@@ -515,20 +525,22 @@ def test_a_wrong_password_answers_503_naming_the_setting(world: World) -> None:
 def test_a_refused_key_answers_503_naming_the_setting(world: World) -> None:
     """The gateway's key rotated under a running pygeoapi: every job request says why."""
     server = world.bearer
-    job_id = server.execute("hello-world", {"name": "before"}, asynchronous=True).json()["jobID"]
+    job_id = world.keep_execute(
+        server, "hello-world", {"name": "before"}, asynchronous=True
+    ).json()["jobID"]
     world.wait_for(server, job_id, "successful")
     world.proxy.key = "pnu_" + secrets.token_hex(16)
     try:
         answers = [
             server.client.get("/jobs", params={"f": "json"}),
             server.client.get(f"/jobs/{job_id}", params={"f": "json"}),
-            server.execute("hello-world", {"name": "sync"}, response="document"),
-            server.execute("hello-world", {"name": "async"}, asynchronous=True),
+            world.keep_execute(server, "hello-world", {"name": "sync"}, response="document"),
+            world.keep_execute(server, "hello-world", {"name": "async"}, asynchronous=True),
         ]
     finally:
         world.proxy.key = KEY
     for answer in answers:
-        world.seen.append(answer.text)
+        world.keep(answer)
         _ogc_503(answer, "PREFECT_API_KEY")
     # The same process, the key back: it works again (nothing cached the refusal).
     assert server.client.get("/jobs", params={"f": "json"}).status_code == 200
