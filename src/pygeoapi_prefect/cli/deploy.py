@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from pygeoapi_prefect.config import load_config
+from pygeoapi_prefect.credentials import credential_keys
 from pygeoapi_prefect.jobs.runs import job_tags
-from pygeoapi_prefect.prefect.api import prefect_settings_api_url
+from pygeoapi_prefect.prefect.api import credentials_hint, prefect_settings_api_url
+from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -80,22 +82,12 @@ def module_name(process_id: str) -> str:
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-#: fsspec/boto option names that hold secrets: never written into flow code.
-_SECRET_KEYS = {"key", "secret", "token", "password", "aws_secret_access_key", "session_token"}
 
 
 def _literal(value: Any) -> str:
     # Config values go into the generated code as one JSON string literal,
     # so nothing in them can become code (and dates and the like stay data).
     return f"json.loads({json.dumps(json.dumps(value, default=str))})"
-
-
-def _secrets_in(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(str(k).lower() in _SECRET_KEYS or _secrets_in(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_secrets_in(v) for v in value)
-    return False
 
 
 def module_source(process_id: str, resource: dict[str, Any], results: dict[str, Any]) -> str:
@@ -107,11 +99,14 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
             with the code: use ``results.block`` instead).
     """
     processor = resource.get("processor") or {}
-    if _secrets_in(results.get("storage_options") or {}):
+    found = credential_keys(results.get("storage_options") or {})
+    if found:
+        named = ", ".join(f"server.manager.results.storage_options.{key}" for key in found)
         raise DeployError(
-            "server.manager.results.storage_options holds credentials, which would be "
-            "written into the deployment's code: put them in a Prefect block "
-            "(server.manager.results.block) or the workers' environment"
+            f"{named} holds credentials, which would be written into the deployment's "
+            "code in plain text: put them in a Prefect block (server.manager.results.block) "
+            "or the workers' environment (e.g. AWS_SECRET_ACCESS_KEY, "
+            "AZURE_STORAGE_ACCOUNT_KEY, GOOGLE_APPLICATION_CREDENTIALS)"
         )
     if results.get("block"):
         store = f"results_block={_literal(results['block'])}"
@@ -214,15 +209,27 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
             "PREFECT_API_URL is not set: point it at the Prefect server's API "
             "(e.g. http://127.0.0.1:4200/api)"
         )
+    import httpx
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     # The environment as it is now: Prefect's settings were read at import.
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        return _deploy(request, source, progress)
+        try:
+            return _deploy(request, source, progress)
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if status not in (401, 403):
+                raise
+            # Prefect's own client raised it: say which setting, never its value.
+            raise DeployError(
+                f"the Prefect API at {without_credentials(api_url)} refused the request "
+                f"({status}): {credentials_hint(status)}"
+            ) from None
 
 
 def _deploy(request: DeployRequest, source: str, progress: Callable[[str], None]) -> str:
-    progress(f"checking work pool {request.work_pool} at {prefect_settings_api_url()}")
+    shown = without_credentials(prefect_settings_api_url() or "")
+    progress(f"checking work pool {request.work_pool} at {shown}")
     _check_pool(request.work_pool)
 
     from prefect import Flow

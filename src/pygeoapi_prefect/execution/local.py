@@ -146,7 +146,7 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
                 job_label=f"job {request.job_id} of process {request.process_id}",
             )
         if outcome.ok:
-            store_outcome(preloaded.store, request.job_id, outcome, request.response)
+            store_outcome(preloaded.store, request.result_key, outcome, request.response)
         # The output is in the store; only the summary crosses the pipe.
         outcome.outputs = None
     except Exception as exc:  # noqa: BLE001 - reported to the pool, never lost
