@@ -293,7 +293,12 @@ class CallbackPolicy:
             logger.warning(
                 "stopping: %d queued callback(s) abandoned (jobs %s), %d under way left",
                 len(abandoned),
-                ", ".join(sorted({d.job for d in abandoned})) or "-",
+                _some(sorted({d.job for d in abandoned})),
                 busy,
             )
         self.destinations.close()
+
+
+def _some(names: list[str], shown: int = 20) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "-"
