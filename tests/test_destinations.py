@@ -237,6 +237,28 @@ def test_an_egress_proxy_gets_every_request(listeners) -> None:
     assert len(proxy.calls) == 1
 
 
+@pytest.mark.parametrize(
+    ("callbacks", "fragment"),
+    [
+        ({"proxy": "http://egress:pr0xy-pass@proxy.internal:3128"}, "user:password@"),
+        ({"proxy": "socks5://proxy.internal:1080"}, "an http(s) URL of the proxy"),
+        ({"workers": 0}, "greater than or equal to 1"),
+        ({"queue_size": -1}, "greater than or equal to 0"),
+        ({"drain_seconds": 600}, "less than or equal to 60"),
+    ],
+)
+def test_pool_and_proxy_settings_are_checked_naming_the_key(callbacks, fragment) -> None:
+    from pygeoapi_prefect.errors import ConfigError
+
+    name = "pygeoapi_prefect.manager.PrefectManager"
+    with pytest.raises(ConfigError) as caught:
+        load_config({"name": name, "callbacks": callbacks})
+    [key] = callbacks
+    assert f"server.manager.callbacks.{key}" in str(caught.value)
+    assert fragment in str(caught.value)
+    assert "pr0xy-pass" not in str(caught.value)
+
+
 # -- logs ---------------------------------------------------------------------
 
 
