@@ -38,7 +38,12 @@ class FakeDNS:
             done = sum(1 for looked, _ in self.lookups if looked == name)
             address = script[min(done, len(script) - 1)]
             self.lookups.append((name, address))
-        return _REAL_GETADDRINFO(address, port, type=socket.SOCK_STREAM)
+        # "a,b": one lookup answering several addresses, in that order.
+        return [
+            info
+            for one in address.split(",")
+            for info in _REAL_GETADDRINFO(one, port, type=socket.SOCK_STREAM)
+        ]
 
     def count(self, name: str) -> int:
         return sum(1 for looked, _ in self.lookups if looked == name)
@@ -104,7 +109,14 @@ class Listener:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        server_class = ThreadingHTTPServer
+        if ":" in host:
+
+            class _V6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+
+            server_class = _V6
+        self.server = server_class((host, port), Handler)
         if tls is not None:
 
             def remember(sock: ssl.SSLSocket, name: str | None, context: ssl.SSLContext) -> None:

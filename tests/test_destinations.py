@@ -158,6 +158,41 @@ def test_each_connection_goes_to_the_address_checked_for_it(
     policy.close(5)
 
 
+def test_every_answer_of_a_lookup_is_checked(dns: FakeDNS, listeners) -> None:
+    allowed = listeners("127.0.0.2")
+    dns.answers["mixed.test"] = ["127.0.0.2,127.0.0.1"]
+    destinations = Destinations(["127.0.0.2/32"])
+    url = f"http://mixed.test:{allowed.port}/x"
+    assert "internal address (127.0.0.1)" in (destinations.problem(url) or "")
+    with pytest.raises(DestinationRefused):
+        destinations.post_json(url, {}, timeout=5)
+    assert allowed.calls == []
+
+
+def test_a_failed_connection_moves_to_the_next_checked_answer(dns: FakeDNS, listeners) -> None:
+    allowed = listeners("127.0.0.2")
+    dns.answers["two.test"] = ["127.0.0.3,127.0.0.2"]  # nothing listens on 127.0.0.3
+    destinations = Destinations(["127.0.0.2/31"])
+    assert destinations.post_json(f"http://two.test:{allowed.port}/x", {}, timeout=5) == 204
+    assert [call[2] for call in allowed.calls] == [f"two.test:{allowed.port}"]
+    assert dns.count("two.test") == 1  # one lookup, both answers checked
+
+
+def test_ipv6_destinations_are_connected_as_checked(dns: FakeDNS, listeners) -> None:
+    listener = listeners("::1")
+    dns.answers["six.test"] = ["::1"]
+    destinations = Destinations(["::1/128"])
+    assert destinations.post_json(f"http://[::1]:{listener.port}/x", {}, timeout=5) == 204
+    assert destinations.post_json(f"http://six.test:{listener.port}/x", {}, timeout=5) == 204
+    assert [call[2] for call in listener.calls] == [
+        f"[::1]:{listener.port}",
+        f"six.test:{listener.port}",
+    ]
+    with pytest.raises(DestinationRefused):
+        Destinations().post_json(f"http://six.test:{listener.port}/x", {}, timeout=5)
+    assert len(listener.calls) == 2
+
+
 def test_tls_keeps_the_host_name_for_sni_and_verification(
     dns: FakeDNS, listeners, tmp_path: Path
 ) -> None:
