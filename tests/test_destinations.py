@@ -434,6 +434,7 @@ def rebinding_pygeoapi(prefect_server, tmp_path: Path):
     path.write_text(yaml.safe_dump(config))
     env = server_env(prefect_server.api_url, tmp_path / "prefect-home")
     env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+    env["PREFECT_LOGGING_ROOT_LEVEL"] = "DEBUG"  # pygeoapi's DEBUG lines reach the log
     env["PYGEOAPI_TEST_FAKE_DNS"] = json.dumps(
         {"rebind.test": ["127.0.0.2", "127.0.0.2", "127.0.0.1"]}
     )
@@ -465,4 +466,6 @@ def test_a_rebinding_callback_never_reaches_loopback_over_http(
     assert target.calls == []
     log = rebinding_pygeoapi.log_path.read_text()
     assert f"http://rebind.test:{target.port} points at an internal address" in log
+    # pygeoapi logs whole execute bodies at DEBUG: ours reach it without the subscriber.
+    assert 'pygeoapi.api.processes - {"inputs": {"name": "rb"}}' in log
     assert TOKEN_PATH not in log and TOKEN_QUERY not in log
