@@ -24,7 +24,7 @@ from pygeoapi_prefect.execution.dismiss import dismiss
 from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
-from pygeoapi_prefect.jobs.exchange import request_caller
+from pygeoapi_prefect.jobs.exchange import current_exchange, request_caller
 from pygeoapi_prefect.jobs.query import JobQuery
 from pygeoapi_prefect.jobs.results import Manifest, ResultStore
 from pygeoapi_prefect.prefect.api import PrefectAPI
@@ -234,6 +234,8 @@ class PrefectManager(BaseManager):
 
         """
         request_caller(self.config.auth.enabled)
+        # Our apps take the subscriber out of the body (web.contract): from the exchange.
+        callbacks = subscriber if subscriber is not None else current_exchange().subscriber
         return dispatch.execute(
             self.engine,
             self.processes,
@@ -242,7 +244,7 @@ class PrefectManager(BaseManager):
             data_dict,
             execution_mode=execution_mode,
             requested_outputs=requested_outputs,
-            subscriber=subscriber,
+            subscriber=callbacks,
             requested_response=requested_response,
             jobs_url=self.jobs_url,
         )

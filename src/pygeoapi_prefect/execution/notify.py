@@ -55,4 +55,5 @@ def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | Non
         logger.warning("no successUri callback for job %s: %s", job_id, exc)
         return
     document = results_document(outputs, manifest.mimetype, manifest.output_ids)
-    engine.callbacks.send(subscriber, "successUri", document, job=job_id)
+    # The job id alone (the key may start with the owner's space).
+    engine.callbacks.send(subscriber, "successUri", document, job=job_id.rpartition("/")[2])
