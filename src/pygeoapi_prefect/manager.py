@@ -57,6 +57,9 @@ class PrefectManager(BaseManager):
     #: as the label ``pygeoapi.jobs_url`` (its job is ``<that>/<flow run id>``).
     #: The apps set it from ``server.url``.
     jobs_url: str | None = None
+    #: pygeoapi's ``pubsub`` block; when set, every step of every job is
+    #: published there (:mod:`pygeoapi_prefect.events`). The apps set it.
+    pubsub: dict[str, Any] | None = None
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
         self._configured: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
@@ -87,7 +90,10 @@ class PrefectManager(BaseManager):
     @property
     def engine(self) -> Engine:
         """This config's engine in this process (shared by every manager of the config)."""
-        return engine_for(self.config, self._engine_key)
+        engine = engine_for(self.config, self._engine_key)
+        if self.pubsub and engine.events is None:
+            engine.use_pubsub(self.pubsub)
+        return engine
 
     @property
     def api(self) -> PrefectAPI:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pygeoapi_prefect.config import load_config
+from pygeoapi_prefect.events import safe_settings
 from pygeoapi_prefect.jobs.runs import job_tags
 from pygeoapi_prefect.prefect.api import prefect_settings_api_url
 
@@ -122,6 +123,9 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
         )
     if results.get("callbacks"):
         store += f", callbacks={_literal(results['callbacks'])}"
+    if results.get("events"):
+        # Without credentials: the workers' environment has them (docs/operating.md).
+        store += f", events={_literal(results['events'])}"
     header = f"{_HEADER}import json\n\n"
     if processor.get("name") == FLOW_PROCESSOR:
         module, _, attribute = str(processor.get("flow", "")).partition(":")
@@ -199,6 +203,7 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         "storage_options": manager.results.storage_options,
         "block": manager.results.block,
         "callbacks": manager.callbacks.model_dump(),
+        "events": safe_settings(config["pubsub"]) if config.get("pubsub") else None,
     }
     if request.storage_block and results_url.startswith("file://"):
         logger.warning(

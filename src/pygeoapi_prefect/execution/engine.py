@@ -35,6 +35,7 @@ from typing import Any
 
 from pygeoapi_prefect.config import ManagerConfig
 from pygeoapi_prefect.errors import PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.events import EventPublisher
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.execution.leases import Leases, new_holder_id
@@ -93,6 +94,8 @@ class Engine:
         self._housekeeper: threading.Thread | None = None
         self._automation_done = False
         self._started_jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Job events on pygeoapi's pub/sub broker (None: no ``pubsub`` configured).
+        self.events: EventPublisher | None = None
 
     def __repr__(self) -> str:
         return f"<Engine {self.name} holder {self.holder}>"
@@ -106,6 +109,18 @@ class Engine:
         for process_id, resource in published.items():
             merged.setdefault(process_id, resource)
         return merged
+
+    def use_pubsub(self, settings: dict[str, Any] | None) -> None:
+        """Publish job events on pygeoapi's ``pubsub`` broker (the first settings win)."""
+        if self.events is not None or not settings:
+            return
+        with self._lock:
+            if self.events is None:
+                self.events = EventPublisher(
+                    settings,
+                    lambda job_id: self.api.read_flow_run(job_id),
+                    ui_url=lambda job_id: self.api.flow_run_url(job_id),
+                )
 
     # -- parts, built on first use ------------------------------------------
 
@@ -292,6 +307,9 @@ class Engine:
             self._leases.release()
         if self._threads is not None:
             self._threads.shutdown(wait=False)
+        if self.events is not None:
+            self.events.flush(2.0)  # the last steps' events, briefly
+            self.events.close()
         if self._api is not None:
             self._api.close()
 

@@ -153,6 +153,8 @@ class Contract:
         if hasattr(api.manager, "jobs_url"):
             # Each new job's flow run records where pygeoapi serves it.
             api.manager.jobs_url = f"{api.base_url}/jobs"
+            # Every job's steps go to pygeoapi's pub/sub broker, if it has one.
+            api.manager.pubsub = api.config.get("pubsub")
 
     # -- what the apps ask ------------------------------------------------------
 
