@@ -20,6 +20,7 @@ from pygeoapi_prefect.cli.common import (
     raise_stop,
 )
 from pygeoapi_prefect.cli.openapi import default_openapi_path, openapi_is_current, write_openapi
+from pygeoapi_prefect.cli.prune import prune_command
 from pygeoapi_prefect.cli.serve import serve
 
 __all__ = ["cli", "default_openapi_path", "openapi_is_current", "write_openapi"]
@@ -66,6 +67,7 @@ def openapi_command(config: Path, output: Path | None) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(prune_command)
 
 
 def _progress(step: str) -> None:

@@ -243,6 +243,19 @@ class Engine:
                 target=self._housekeep, name="pygeoapi-prefect-engine", daemon=True
             )
             self._housekeeper.start()
+            retention = self.config.retention
+            if retention.sweep_seconds and (
+                retention.max_age is not None or retention.max_jobs is not None
+            ):
+                # A thread of its own: a long sweep must not delay the lease's renewals.
+                from pygeoapi_prefect.execution.retention import sweep_forever
+
+                threading.Thread(
+                    target=sweep_forever,
+                    args=(self, self._stopping),
+                    name="pygeoapi-prefect-retention",
+                    daemon=True,
+                ).start()
 
     def _housekeep(self) -> None:
         from pygeoapi_prefect.execution.recovery import take_over
@@ -289,6 +302,11 @@ class Engine:
                 "the zombie automation was not installed (server.manager.heartbeat): %s", exc
             )
         self._automation_done = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether this engine is stopping (takes no new jobs)."""
+        return self._stopping.is_set()
 
     def begin_shutdown(self) -> None:
         """Stop taking jobs (safe in a signal handler: no lock, no I/O)."""
