@@ -149,7 +149,7 @@ def _deploy_options(command: Any) -> Any:
         "pygeoapi-prefect deploy-process-as-flow hi-prefect-world --work-pool pygeoapi",
         "pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm --publish",
         "pygeoapi-prefect deploy-process-as-flow hello-world --cron '0 6 * * *' \\",
-        "    --inputs '{\"name\": \"morning\"}'",
+        '    --inputs \'{"name": "morning"}\'',
         "PYGEOAPI_CONFIG=example-config.yml pygeoapi-prefect deploy-process-as-flow \\",
         "    hi-prefect-world --prefect-queue-name=test --deployment-name=test \\",
         "    --storage-block-name=remote-file-system/test-sb1",

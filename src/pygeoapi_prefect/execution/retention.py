@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi_prefect.config import RetentionConfig
 from pygeoapi_prefect.errors import PrefectManagerError, PrefectRequestFailed
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.api import PrefectAPI
 
@@ -100,26 +101,31 @@ class _Pruner:
     def close(self) -> None:
         self._threads.shutdown(wait=True)
 
-    def _page(self, flow_runs: dict[str, Any], sort: str, offset: int) -> list[str]:
+    def _page(self, flow_runs: dict[str, Any], sort: str, offset: int) -> dict[str, str]:
+        """Job id -> its key in the result store (under its owner's space, if any)."""
         runs = self.api.filter_flow_runs(flow_runs, sort=sort, limit=_PAGE, offset=offset)
-        return [str(run["id"]) for run in runs]
+        return {
+            str(run["id"]): ResultStore.key(str(run["id"]), owner_of(run.get("tags") or []))
+            for run in runs
+        }
 
-    def _delete_results(self, job_id: str) -> bool:
+    def _delete_results(self, job_id: str, key: str) -> bool:
         try:
-            self.store.delete(job_id)
+            self.store.delete(key)
             return True
         except PrefectManagerError as exc:
             logger.warning("job %s kept: its results could not be deleted: %s", job_id, exc)
             return False
 
-    def _prune(self, ids: list[str]) -> int:
+    def _prune(self, keys: dict[str, str]) -> int:
         """Prune these jobs; returns how many stayed (kept on purpose or refused)."""
+        ids = list(keys)
         if self.report.dry_run:
             fresh = [i for i in ids if i not in self.seen]
             self.seen.update(fresh)
             self.report.jobs += len(fresh)
             return len(ids)
-        results = self._threads.map(self._delete_results, ids)
+        results = self._threads.map(self._delete_results, ids, [keys[i] for i in ids])
         cleared = [i for i, ok in zip(ids, results, strict=True) if ok]
         self.report.failed += len(ids) - len(cleared)
         deleted = 0
