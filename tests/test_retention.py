@@ -12,8 +12,12 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import s3fs
 from conftest import Pygeoapi, server_env
+
+from pygeoapi_prefect.config import load_config, parse_duration
+from pygeoapi_prefect.errors import ConfigError
 
 #: Seconds between the old jobs and the recent one.
 GAP = 16.0
@@ -153,3 +157,22 @@ def test_the_sweep_prunes_inside_the_server_one_process_per_period(pygeoapi_fact
     periods = sorted(int(v["name"].rsplit("_", 1)[1]) for v in variables)
     assert periods and periods[-1] - periods[0] <= 2
     assert all(isinstance(v["value"], str) and v["value"] for v in variables)
+
+
+def test_retention_config_reads_durations_and_names_the_key():
+    assert [parse_duration(v) for v in ("30d", "12h", "90m", "45s", "1d12h", 60, "2.5")] == [
+        2592000.0,
+        43200.0,
+        5400.0,
+        45.0,
+        129600.0,
+        60.0,
+        2.5,
+    ]
+    config = load_config({"name": "x", "retention": {"max_age": "7d", "max_jobs": 10}})
+    assert (config.retention.max_age, config.retention.max_jobs) == (604800.0, 10)
+    assert config.retention.sweep_seconds == 0  # off by default
+    with pytest.raises(ConfigError, match=r"server\.manager\.retention\.max_age: .*30d"):
+        load_config({"name": "x", "retention": {"max_age": "a month"}})
+    with pytest.raises(ConfigError, match=r"server\.manager\.retention\.max_jobs"):
+        load_config({"name": "x", "retention": {"max_jobs": -1}})
