@@ -176,3 +176,28 @@ def test_retention_config_reads_durations_and_names_the_key():
         load_config({"name": "x", "retention": {"max_age": "a month"}})
     with pytest.raises(ConfigError, match=r"server\.manager\.retention\.max_jobs"):
         load_config({"name": "x", "retention": {"max_jobs": -1}})
+
+
+def test_prune_deletes_results_in_each_owners_space(pygeoapi_factory, prefect_server):
+    processes = _processes("hello")
+    (hello,) = processes
+    manager = {
+        "auth": {"mode": "header", "header": {"trusted_proxies": ["127.0.0.1/32"]}},
+        "retention": {"max_jobs": 0},
+    }
+    server = pygeoapi_factory(processes=processes, manager=manager)
+    user = f"ret-{uuid.uuid4().hex[:6]}"
+    as_user = {"X-Forwarded-User": user}
+    made = server.client.post(
+        f"/processes/{hello}/execution", json={"inputs": {"name": "mine"}}, headers=as_user
+    )
+    assert made.status_code == 200, made.text
+    job_id = made.headers["Location"].rsplit("/", 1)[-1]
+    stored = [p for p in server.results_dir.rglob("manifest.json") if p.parent.name == job_id]
+    assert len(stored) == 1 and stored[0].parent.parent != server.results_dir  # an owner space
+    done = _prune(server, prefect_server.api_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("pruned 1 finished job(s)")
+    assert not stored[0].parent.exists()
+    answer = server.client.get(f"/jobs/{job_id}", params={"f": "json"}, headers=as_user)
+    assert answer.status_code == 404
