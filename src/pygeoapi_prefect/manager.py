@@ -58,9 +58,7 @@ class PrefectManager(BaseManager):
     #: as the label ``pygeoapi.jobs_url`` (its job is ``<that>/<flow run id>``).
     #: The apps set it from ``server.url``.
     jobs_url: str | None = None
-    #: pygeoapi's ``pubsub`` block; when set, every step of every job is
-    #: published there (:mod:`pygeoapi_prefect.events`). The apps set it.
-    pubsub: dict[str, Any] | None = None
+    pubsub: dict[str, Any] | None = None  #: pygeoapi's ``pubsub`` (job events); the apps set it
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
         self._configured: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
@@ -91,10 +89,7 @@ class PrefectManager(BaseManager):
     @property
     def engine(self) -> Engine:
         """This config's engine in this process (shared by every manager of the config)."""
-        engine = engine_for(self.config, self._engine_key)
-        if self.pubsub and engine.events is None:
-            engine.use_pubsub(self.pubsub)
-        return engine
+        return engine_for(self.config, self._engine_key).use_pubsub(self.pubsub)
 
     @property
     def api(self) -> PrefectAPI:

@@ -106,10 +106,10 @@ class Engine:
             merged.setdefault(process_id, resource)
         return merged
 
-    def use_pubsub(self, settings: dict[str, Any] | None) -> None:
+    def use_pubsub(self, settings: dict[str, Any] | None) -> Engine:
         """Publish job events on pygeoapi's ``pubsub`` broker (the first settings win)."""
         if self.events is not None or not settings:
-            return
+            return self
         with self._lock:
             if self.events is None:
                 self.events = EventPublisher(
@@ -117,6 +117,7 @@ class Engine:
                     lambda job_id: self.api.read_flow_run(job_id),
                     ui_url=lambda job_id: self.api.flow_run_url(job_id),
                 )
+        return self
 
     # -- parts, built on first use ------------------------------------------
 
