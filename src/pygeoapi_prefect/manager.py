@@ -58,6 +58,7 @@ class PrefectManager(BaseManager):
     #: as the label ``pygeoapi.jobs_url`` (its job is ``<that>/<flow run id>``).
     #: The apps set it from ``server.url``.
     jobs_url: str | None = None
+    pubsub: dict[str, Any] | None = None  #: pygeoapi's ``pubsub`` (job events); the apps set it
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
         self._configured: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
@@ -88,7 +89,7 @@ class PrefectManager(BaseManager):
     @property
     def engine(self) -> Engine:
         """This config's engine in this process (shared by every manager of the config)."""
-        return engine_for(self.config, self._engine_key)
+        return engine_for(self.config, self._engine_key).use_pubsub(self.pubsub)
 
     @property
     def api(self) -> PrefectAPI:

@@ -162,6 +162,8 @@ class Contract:
         if hasattr(api.manager, "jobs_url"):
             # Each new job's flow run records where pygeoapi serves it.
             api.manager.jobs_url = f"{api.base_url}/jobs"
+            # Every job's steps go to pygeoapi's pub/sub broker, if it has one.
+            api.manager.pubsub = api.config.get("pubsub")
         auth = getattr(getattr(api.manager, "config", None), "auth", None)
         #: Finds each request's caller (``server.manager.auth``); ``None``: no identities.
         self.auth = Authenticator(auth) if auth is not None and auth.enabled else None
