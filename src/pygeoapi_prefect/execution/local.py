@@ -134,7 +134,9 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
         if processor is None:
             processor = load_processor(request.process_conf)
         processor.set_job_id(request.job_id)
-        reporter = labels_reporter(api_url, request.job_id) if api_url else None
+        reporter = (
+            labels_reporter(api_url, request.job_id, events=request.events) if api_url else None
+        )
         with (
             beating(api_url, request.job_id, preloaded.heartbeat_seconds),
             reporting_to(reporter),
