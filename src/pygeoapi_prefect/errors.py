@@ -7,12 +7,15 @@ The tree::
      ├── InvalidParameter            a bad job-list filter (status=..., datetime=...): 400
      ├── InvalidRequestBody          an execute body that is not a usable JSON object: 400
      ├── RequestTooLarge             a request body over server.manager.limits: 413
+     ├── NotAuthenticated            no (valid) identity where server.manager.auth needs one: 401
+     ├── IdentityProviderUnavailable the identity provider's keys cannot be read: 503
      ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
      ├── ResultNotFound              no results stored for the job: 404
      └── ExecuteError                also a pygeoapi ProcessorExecuteError
           ├── InvalidInputs          the execute request does not match the process: 400
           ├── ProcessFailed          the process raised during sync execution: 500 (or its own)
           ├── PrefectUnavailable     the Prefect API cannot be reached: 503
+          │    └── PrefectAuthFailed the Prefect API refused our credentials (401/403): 503
           ├── DeploymentMissing      the process's deployment is not in Prefect: 503
           ├── JobStillRunning        a sync deployment job outlived its wait: 504
           ├── PrefectRequestFailed   the Prefect API answered with an error: 502
@@ -43,7 +46,10 @@ __all__ = [
     "InvalidInputs",
     "InvalidParameter",
     "InvalidRequestBody",
+    "IdentityProviderUnavailable",
     "JobNotFound",
+    "NotAuthenticated",
+    "PrefectAuthFailed",
     "PrefectManagerError",
     "PrefectRequestFailed",
     "PrefectUnavailable",
@@ -93,6 +99,29 @@ class RequestTooLarge(PrefectManagerError):
 
     ogc_exception_code = "RequestTooLarge"
     http_status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class NotAuthenticated(PrefectManagerError):
+    """The request has no identity, or an invalid one, where ``server.manager.auth`` needs one.
+
+    The message says what is wrong (missing, expired, wrong audience...)
+    without echoing the credential. ``challenge`` is the ``WWW-Authenticate``
+    header of the answer.
+    """
+
+    ogc_exception_code = "NotAuthenticated"
+    http_status_code = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, msg: str, *, challenge: str | None = None) -> None:
+        super().__init__(msg)
+        self.challenge = challenge
+
+
+class IdentityProviderUnavailable(PrefectManagerError):
+    """The identity provider's key set cannot be read, and none was read before."""
+
+    ogc_exception_code = "IdentityProviderUnavailable"
+    http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class JobNotFound(PrefectManagerError, JobNotFoundError):
@@ -161,6 +190,15 @@ class PrefectUnavailable(ExecuteError):
 
     ogc_exception_code = "NoApplicableCode"
     http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class PrefectAuthFailed(PrefectUnavailable):
+    """The Prefect API refused the credentials sent (or their absence) with 401 or 403.
+
+    A 503 for the client, as for an unreachable Prefect: the service cannot
+    work until the operator fixes ``PREFECT_API_AUTH_STRING`` or
+    ``PREFECT_API_KEY``. The message names the setting, never its value.
+    """
 
 
 class DeploymentMissing(ExecuteError):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
-from pygeoapi_prefect.execution.notify import notify_results, notify_status
+from pygeoapi_prefect.execution.notify import EVENT_WAIT, job_event, notify_results, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.prefect.api import REJECTED
@@ -64,8 +64,12 @@ def submit(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> str:
-    """Accept an async job: create its run Pending and queue it here; returns its id."""
+    """Accept an async job: create its run Pending and queue it here; returns its id.
+
+    ``owner`` is the owner tag of the caller (:mod:`pygeoapi_prefect.jobs.owners`).
+    """
     runner = engine.runner  # started before the job exists: a failure leaves no orphan run
     labels = jobs.new_job_labels(
         {
@@ -79,11 +83,12 @@ def submit(
     run = engine.api.create_flow_run(
         flow_name=process_id,
         state=state("PENDING", "Job accepted and waiting to run"),
-        tags=jobs.job_tags(process_id),
+        tags=jobs.job_tags(process_id, owner),
         labels=labels,
         parameters=job_parameters(inputs, requested_outputs, response, subscriber),
     )
     job_id = str(run["id"])
+    job_event(engine, "accepted", job_id, run=run)
     runner.submit(
         JobRequest(
             job_id=job_id,
@@ -93,6 +98,8 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            events=engine.events.settings if engine.events else None,
+            owner=owner,
         )
     )
     logger.debug("job %s of process %s accepted", job_id, process_id)
@@ -105,7 +112,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         started=lambda request: _started(engine, request),
         finished=lambda request, outcome: _finished(engine, request, outcome),
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
-        killed=lambda request: finish_cancelled(engine, request.job_id),
+        killed=lambda request: finish_cancelled(engine, request.job_id, request.result_key),
         cancelled_among=lambda requests: _cancelled_among(engine, requests),
     )
 
@@ -124,10 +131,14 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         current = (result.get("state") or {}).get("type")
         if current in ("CANCELLING", "CANCELLED"):
             logger.info("job %s was dismissed before it started", job_id)
-            finish_cancelled(engine, job_id)
+            finish_cancelled(engine, job_id, request.result_key)
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
         return False
+    started = job_event(engine, "running", job_id)
+    if started is not None:
+        # Before the job's own progress events (sent by its worker process), within a bound.
+        started.wait(EVENT_WAIT)
     notify_status(engine, engine.processes(), job_id, "inProgressUri", request.subscriber)
     return True
 
@@ -148,6 +159,7 @@ def _lost_claim(engine: Engine, job_id: str, holder: str | None) -> None:
     )
     logger.warning("job %s: %s", job_id, message)
     engine.api.set_state(job_id, state("FAILED", message))
+    job_event(engine, "failed", job_id, message=message)
 
 
 def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
@@ -162,10 +174,12 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         final = state("FAILED", outcome.message)
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
-        finish_cancelled(engine, job_id)
+        finish_cancelled(engine, job_id, request.result_key)
     elif outcome.ok:
-        notify_results(engine, job_id, request.subscriber)
+        job_event(engine, "successful", job_id)
+        notify_results(engine, request.result_key, request.subscriber)
     else:
+        job_event(engine, "failed", job_id, message=outcome.message)
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
 
 
@@ -191,9 +205,12 @@ def _cancelled_among(engine: Engine, requests: list[JobRequest]) -> set[str]:
     }
 
 
-def finish_cancelled(engine: Engine, job_id: str) -> None:
-    """Drop a stopped job's output, and end a cancellation asked for elsewhere."""
-    engine.store.delete(job_id)
+def finish_cancelled(engine: Engine, job_id: str, result_key: str | None = None) -> None:
+    """Drop a stopped job's output, and end a cancellation asked for elsewhere.
+
+    ``result_key``: the job's key in the result store (:meth:`ResultStore.key`).
+    """
+    engine.store.delete(result_key or job_id)
     run = engine.api.read_flow_run(job_id)
     if run is not None and run.get("state_type") == "CANCELLING":
         engine.api.set_state(

@@ -20,6 +20,7 @@ from pygeoapi_prefect.errors import (
     PrefectRequestFailed,
     ProcessFailed,
 )
+from pygeoapi_prefect.execution.notify import job_event
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.listing import get_job, get_job_result
@@ -81,6 +82,7 @@ def run_on_deployment(
     *,
     wait: bool,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> tuple[str, str, Any, JobStatus]:
     """Create the job's run of the deployment; for a sync request, wait for it.
 
@@ -93,7 +95,10 @@ def run_on_deployment(
     labels = jobs.new_job_labels({jobs.RESPONSE_LABEL: response}, jobs_url)
     try:
         run = engine.api.create_deployment_run(
-            deployment_id, parameters=parameters, tags=jobs.job_tags(process_id), labels=labels
+            deployment_id,
+            parameters=parameters,
+            tags=jobs.job_tags(process_id, owner),
+            labels=labels,
         )
     except PrefectRequestFailed as exc:
         # Deleted and made again in Prefect since it was cached?
@@ -105,6 +110,7 @@ def run_on_deployment(
             f"run `pygeoapi-prefect deploy-process-as-flow {process_id}`"
         ) from exc
     job_id = str(run["id"])
+    job_event(engine, "accepted", job_id, run=run)
     if not wait:
         return job_id, "application/json", None, JobStatus.accepted
     config = engine.config.deployments
@@ -123,5 +129,5 @@ def run_on_deployment(
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)
-    mimetype, outputs = get_job_result(engine.store, job_id)
+    mimetype, outputs = get_job_result(engine, processes, job_id)
     return job_id, mimetype, outputs, JobStatus.successful

@@ -36,7 +36,7 @@ def execute(
     *,
     execution_mode: RequestedProcessExecutionMode | None,
     requested_outputs: dict[str, Any] | None,
-    subscriber: Subscriber | None,
+    subscriber: Subscriber | dict[str, str] | None,
     requested_response: str | None,
     jobs_url: str | None,
 ) -> tuple[str, str, Any, JobStatus, dict[str, str] | None]:
@@ -52,6 +52,8 @@ def execute(
     callbacks = _subscriber(subscriber)
     engine.callbacks.check(callbacks)
     response = requested_response or RequestedResponse.raw.value
+    caller = current_exchange().caller
+    owner = caller.owner_tag if caller is not None else None
     run_async, headers = _choose_mode(processor, execution_mode)
     deployment = (processes[process_id].get("processor") or {}).get("deployment")
     if deployment:
@@ -66,11 +68,19 @@ def execute(
             callbacks,
             wait=not run_async,
             jobs_url=jobs_url,
+            owner=owner,
         )
         return job_id, mimetype, outputs, status, headers
     if run_async:
         job_id = async_jobs.submit(
-            engine, process_id, data_dict, requested_outputs, response, callbacks, jobs_url=jobs_url
+            engine,
+            process_id,
+            data_dict,
+            requested_outputs,
+            response,
+            callbacks,
+            jobs_url=jobs_url,
+            owner=owner,
         )
         return job_id, "application/json", None, JobStatus.accepted, headers
     result = run_sync(
@@ -82,6 +92,7 @@ def execute(
         response,
         callbacks,
         jobs_url=jobs_url,
+        owner=owner,
     )
     if not result.outcome.ok:
         current_exchange().failed_job_id = result.job_id or None
@@ -118,10 +129,15 @@ def _choose_mode(
     return run_async, {"Preference-Applied": applied}
 
 
-def _subscriber(subscriber: Subscriber | None) -> dict[str, str] | None:
-    # pygeoapi's Subscriber, as the OGC keys (what travels with the job).
+_OGC_KEYS = ("successUri", "inProgressUri", "failedUri")
+
+
+def _subscriber(subscriber: Subscriber | dict[str, str] | None) -> dict[str, str] | None:
+    # pygeoapi's Subscriber (or the OGC keys already), as the OGC keys.
     if subscriber is None:
         return None
+    if isinstance(subscriber, dict):
+        return {key: subscriber[key] for key in _OGC_KEYS if subscriber.get(key)} or None
     found = {
         "successUri": subscriber.success_uri,
         "inProgressUri": subscriber.in_progress_uri,

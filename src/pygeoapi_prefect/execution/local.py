@@ -134,7 +134,9 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
         if processor is None:
             processor = load_processor(request.process_conf)
         processor.set_job_id(request.job_id)
-        reporter = labels_reporter(api_url, request.job_id) if api_url else None
+        reporter = (
+            labels_reporter(api_url, request.job_id, events=request.events) if api_url else None
+        )
         with (
             beating(api_url, request.job_id, preloaded.heartbeat_seconds),
             reporting_to(reporter),
@@ -146,7 +148,7 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
                 job_label=f"job {request.job_id} of process {request.process_id}",
             )
         if outcome.ok:
-            store_outcome(preloaded.store, request.job_id, outcome, request.response)
+            store_outcome(preloaded.store, request.result_key, outcome, request.response)
         # The output is in the store; only the summary crosses the pipe.
         outcome.outputs = None
     except Exception as exc:  # noqa: BLE001 - reported to the pool, never lost

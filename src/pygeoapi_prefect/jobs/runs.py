@@ -16,6 +16,7 @@ from pygeoapi.util import JobStatus
 __all__ = [
     "JOB_TAG",
     "STATUS_BY_STATE",
+    "default_message",
     "job_from_flow_run",
     "job_tags",
     "normalise_job_id",
@@ -72,9 +73,17 @@ _DEFAULT_MESSAGES = {
 }
 
 
-def job_tags(process_id: str) -> list[str]:
-    """The tags that make a flow run a job of ``process_id``."""
-    return [JOB_TAG, PROCESS_TAG_PREFIX + process_id]
+def default_message(status: str) -> str:
+    """The message of a job in ``status`` that has none of its own."""
+    return _DEFAULT_MESSAGES[JobStatus(status)]
+
+
+def job_tags(process_id: str, owner: str | None = None) -> list[str]:
+    """The tags that make a flow run a job of ``process_id`` (owned by ``owner``, a tag).
+
+    See :mod:`pygeoapi_prefect.jobs.owners` for owner tags.
+    """
+    return [JOB_TAG, PROCESS_TAG_PREFIX + process_id] + ([owner] if owner else [])
 
 
 def process_id_of(tags: list[str]) -> str | None:
