@@ -137,6 +137,8 @@ def start_pygeoapi(
                 return process, url
         except httpx.HTTPError:
             time.sleep(0.2)
+    process.terminate()  # gunicorn's master stops its workers
+    process.wait(30)
     raise RuntimeError(f"pygeoapi did not start; see {folder / 'server.log'}")
 
 
