@@ -697,10 +697,13 @@ class LocalRunner:
                 self.held.discard(request.job_id)
             self._queue.clear()
             self._work.notify_all()
+        # Every job taken off the queue gets the grace: one being claimed or
+        # forked right now would otherwise be Running with nobody to run it
+        # once this process exits.
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with self.lock:
-                if not any(s.current is not None and s.started_job for s in self.slots):
+                if not any(s.current is not None for s in self.slots):
                     break
             time.sleep(_POLL_SECONDS)
         with self.lock:
