@@ -11,12 +11,13 @@ import graphlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pygeoapi_prefect"
-BASE = {"errors", "urls", "config"}
+BASE = {"errors", "urls", "config", "metrics"}
 #: Each part of the package, and the parts it may import (itself always).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "urls": set(),
     "config": {"errors", "urls"},
+    "metrics": {"errors"},
     "processes": set(),
     "warm_client": set(),
     "examples": {"progress"},

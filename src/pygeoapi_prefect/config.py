@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "LimitsConfig",
     "LocalExecutionConfig",
     "ManagerConfig",
+    "MetricsConfig",
     "PublishConfig",
     "RecoveryConfig",
     "ResultStoreConfig",
@@ -300,6 +302,36 @@ class LimitsConfig(_Strict):
     )
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics at ``/metrics`` (``server.manager.metrics``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Serve Prometheus metrics (jobs, run and queue times, the local pool, Prefect "
+            "API calls, callbacks) at `path`; off, that path answers 404. With several "
+            "server processes (gunicorn or uvicorn workers) set `PROMETHEUS_MULTIPROC_DIR` "
+            "(`pygeoapi-prefect serve` does): see the Operating page, Metrics."
+        ),
+    )
+    path: str = Field(
+        default="/metrics",
+        description=(
+            "Where the metrics are served, below pygeoapi's `server.api_rules.url_prefix` "
+            "like every other route."
+        ),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError(f"must be a path like /metrics, got {value!r}")
+        if value.split("/")[1] in ("processes", "jobs", "conformance"):
+            raise ValueError(f"{value!r} is a route of OGC API - Processes")
+        return value
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -401,6 +433,10 @@ class ManagerConfig(_Strict):
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
         description="Bounds on the size and nesting of what clients send.",
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="Prometheus metrics of jobs, the local pool, Prefect API calls and callbacks.",
     )
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

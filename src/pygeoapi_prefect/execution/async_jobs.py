@@ -14,6 +14,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
@@ -84,6 +85,7 @@ def submit(
         parameters=job_parameters(inputs, requested_outputs, response, subscriber),
     )
     job_id = str(run["id"])
+    metrics.job_submitted(process_id, "async")
     runner.submit(
         JobRequest(
             job_id=job_id,
@@ -105,7 +107,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         started=lambda request: _started(engine, request),
         finished=lambda request, outcome: _finished(engine, request, outcome),
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
-        killed=lambda request: finish_cancelled(engine, request.job_id),
+        killed=lambda request: _killed(engine, request),
     )
 
 
@@ -116,13 +118,14 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         return False
     won = persist(claim, engine.api, job_id, engine.holder, name=engine.name)
     if not won.won:
-        _lost_claim(engine, job_id, won.holder)
+        _lost_claim(engine, request.process_id, job_id, won.holder)
         return False
     result = persist(engine.api.set_state, job_id, running(job_id))
     if result.get("status") in (REJECTED, "ABORT"):
         current = (result.get("state") or {}).get("type")
         if current in ("CANCELLING", "CANCELLED"):
             logger.info("job %s was dismissed before it started", job_id)
+            metrics.job_finished(request.process_id, "dismissed")
             finish_cancelled(engine, job_id)
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
@@ -131,7 +134,7 @@ def _started(engine: Engine, request: JobRequest) -> bool:
     return True
 
 
-def _lost_claim(engine: Engine, job_id: str, holder: str | None) -> None:
+def _lost_claim(engine: Engine, process_id: str, job_id: str, holder: str | None) -> None:
     # Another process started (or is starting) the job. If that process is
     # gone and the job never left Pending, nobody will run it: fail it.
     run = engine.api.read_flow_run(job_id)
@@ -147,6 +150,7 @@ def _lost_claim(engine: Engine, job_id: str, holder: str | None) -> None:
     )
     logger.warning("job %s: %s", job_id, message)
     engine.api.set_state(job_id, state("FAILED", message))
+    metrics.job_finished(process_id, "failed")
 
 
 def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
@@ -161,11 +165,19 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         final = state("FAILED", outcome.message)
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
+        metrics.job_finished(request.process_id, "dismissed")
         finish_cancelled(engine, job_id)
     elif outcome.ok:
+        metrics.job_finished(request.process_id, "successful")
         notify_results(engine, job_id, request.subscriber)
     else:
+        metrics.job_finished(request.process_id, "failed")
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
+
+
+def _killed(engine: Engine, request: JobRequest) -> None:
+    metrics.job_finished(request.process_id, "dismissed")
+    finish_cancelled(engine, request.job_id)
 
 
 def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:

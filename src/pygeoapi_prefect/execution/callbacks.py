@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import InvalidInputs
 
 logger = logging.getLogger(__name__)
@@ -126,27 +127,28 @@ class CallbackPolicy:
         if not url:
             return None
         thread = threading.Thread(
-            target=self._deliver,
-            args=(url, document),
+            target=lambda: metrics.callback_delivered(self._deliver(url, document)),
             name="pygeoapi-prefect-callback",
             daemon=True,
         )
         thread.start()
         return thread
 
-    def _deliver(self, url: str, document: Any) -> None:
+    def _deliver(self, url: str, document: Any) -> str:
+        # Returns the outcome (metrics.CALLBACK_OUTCOMES).
         for attempt in range(self.retries + 1):
             problem = self.problem(url)
             if problem is not None:
                 logger.warning("callback not sent: %s", problem)
-                return
+                return "blocked"
             try:
                 # No redirects: a redirect could lead to an address refused above.
                 response = httpx.post(url, json=document, timeout=self.timeout)
                 if response.status_code < 500 and response.status_code != 429:
                     if response.status_code >= 400:
                         logger.warning("callback to %s refused: %s", url, response.status_code)
-                    return
+                        return "refused"
+                    return "delivered"
                 reason = f"answered {response.status_code}"
             except httpx.HTTPError as exc:
                 reason = repr(exc)
@@ -155,3 +157,4 @@ class CallbackPolicy:
                 logger.info("callback to %s %s; retrying in %.0f s", url, reason, delay)
                 time.sleep(delay)
         logger.warning("callback to %s failed after %d attempts", url, self.retries + 1)
+        return "failed"

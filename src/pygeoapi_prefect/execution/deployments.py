@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi.process.base import BaseProcessor
 from pygeoapi.util import JobStatus
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import (
     DeploymentMissing,
     InvalidInputs,
@@ -105,6 +106,7 @@ def run_on_deployment(
             f"run `pygeoapi-prefect deploy-process-as-flow {process_id}`"
         ) from exc
     job_id = str(run["id"])
+    metrics.job_submitted(process_id, "sync" if wait else "async")
     if not wait:
         return job_id, "application/json", None, JobStatus.accepted
     config = engine.config.deployments
@@ -120,6 +122,7 @@ def run_on_deployment(
                 f"it goes on: follow it at /jobs/{job_id}"
             )
         time.sleep(config.poll_seconds)
+    metrics.job_finished(process_id, job["status"])  # the end of a sync job is seen here
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.execution.execute import (
     JobRequest,
     Outcome,
@@ -168,6 +169,8 @@ class _Worker:
         self.kill_for: str | None = None
         self.idle = threading.Event()
         self.idle.set()
+        #: The metrics of the job in hand.
+        self.watch = metrics.watch("")
         self.thread = threading.Thread(
             target=self._loop, name=f"pygeoapi-prefect-worker-{index}", daemon=True
         )
@@ -223,14 +226,20 @@ class _Worker:
             if request is None:
                 return
             with self.pool.lock:
+                watch = self.pool.watches.pop(request.job_id, None)
+                self.watch = watch or metrics.watch(request.process_id)
                 if not self.pool.taking or request.job_id in self.pool.dismissed:
                     # Stopping (the job stays Pending for another process to
                     # take), or dismissed while queued.
+                    self.watch.dequeued()
+                    if request.job_id in self.pool.dismissed:
+                        metrics.job_finished(request.process_id, "dismissed")
                     self.pool.dismissed.discard(request.job_id)
                     self.pool.held.discard(request.job_id)
                     continue
                 self.current = request
             self.idle.clear()
+            metrics.pool_busy(1)
             try:
                 if self.process is None or not self.process.is_alive():
                     self.spawn()
@@ -245,11 +254,14 @@ class _Worker:
                     logger.exception("local runner failed to handle job %s", request.job_id)
                     self._report_failure(request, exc)
             finally:
+                self.watch.end()
+                self.watch.dequeued()
                 with self.pool.lock:
                     self.pool.held.discard(request.job_id)
                     self.current = None
                     self.kill_for = None
                     self.started_job = False
+                metrics.pool_busy(-1)
                 self.idle.set()
 
     def _report_failure(self, request: JobRequest, exc: Exception) -> None:
@@ -267,6 +279,7 @@ class _Worker:
         if not hooks.started(request):
             return
         self.started_job = True
+        self.watch.start()
         conn = self.conn  # kill() may clear self.conn from another thread
         assert conn is not None
         conn.send(request)
@@ -354,10 +367,13 @@ class LocalRunner:
         self.dismissed: set[str] = set()
         #: Jobs queued or running here, from submit() until their thread is done.
         self.held: set[str] = set()
+        #: The metrics of the queued jobs (time in the queue).
+        self.watches: dict[str, metrics.JobWatch] = {}
         self.workers = [_Worker(self, index) for index in range(max_workers)]
         for worker in self.workers:
             worker.spawn()
             worker.thread.start()
+        metrics.pool_size(max_workers)
 
     def submit(self, request: JobRequest) -> bool:
         """Queue a job; it starts as soon as a worker is free.
@@ -368,6 +384,7 @@ class LocalRunner:
             if request.job_id in self.held:
                 return False
             self.held.add(request.job_id)
+            self.watches[request.job_id] = metrics.watch(request.process_id, queued=True)
         self.queue.put(request)
         return True
 
@@ -415,6 +432,10 @@ class LocalRunner:
         self.taking = False
         with self.queue.mutex:
             self.queue.queue.clear()
+        with self.lock:
+            for watch in self.watches.values():
+                watch.dequeued()  # left for the other processes
+            self.watches.clear()
         for _ in self.workers:
             self.queue.put(None)
         deadline = time.monotonic() + grace
@@ -427,6 +448,7 @@ class LocalRunner:
             busy = [w.current for w in self.workers if w.current is not None and w.started_job]
         for worker in self.workers:
             worker.kill()
+        metrics.pool_size(-len(self.workers))
         for request in busy:
             try:
                 self.hooks.finished(request, Outcome(ok=False, message=INTERRUPTED))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi.process.base import BaseProcessor
 from pygeoapi.util import RequestedResponse
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import JobNotFound, PrefectManagerError, PrefectUnavailable
 from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
 from pygeoapi_prefect.execution.execute import Outcome, run_processor, store_outcome
@@ -270,6 +271,7 @@ def run_sync(
     jobs_url: str | None,
 ) -> SyncResult:
     """Run a sync job in this thread and record it; see the module docstring."""
+    metrics.job_submitted(process_id, "sync")
     record = _Record(
         engine,
         process_id,
@@ -283,11 +285,12 @@ def run_sync(
         processor.set_job_id(record.begin())
     else:
         record.begin_after(engine.config.local.sync_visible_after)
-    with reporting_to(record.report):
+    with reporting_to(record.report), metrics.watch(process_id):
         outcome = run_processor(
             processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
         )
-    job_id = record.finish(outcome)
+    with metrics.finishing(process_id, outcome.ok):
+        job_id = record.finish(outcome)
     if not outcome.ok:
         if job_id:
             notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)

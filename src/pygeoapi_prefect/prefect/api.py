@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import PrefectRequestFailed, PrefectUnavailable
 from pygeoapi_prefect.urls import without_credentials
 
@@ -243,6 +244,22 @@ class PrefectAPI:
                 gate.release()
 
     def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        allow_404: bool = False,
+        budget: float | None = None,
+    ) -> httpx.Response:
+        """Send one request, timed and counted (:mod:`pygeoapi_prefect.metrics`).
+
+        See :meth:`_request`.
+        """
+        with metrics.prefect_call(method, path):
+            return self._request(method, path, json=json, allow_404=allow_404, budget=budget)
+
+    def _request(
         self,
         method: str,
         path: str,

@@ -6,7 +6,8 @@ app answers ``DELETE /jobs/{id}`` with a 500 and a manager error with a
 traceback, the Django app builds a new ``API`` (and process manager) for
 every request, and none of them passes the job-list filters on. So the
 routes of OGC API - Processes (``/processes...``, ``/jobs...``,
-``/conformance``) are answered here, on a small framework-neutral
+``/conformance``), and the Prometheus metrics (``/metrics``,
+:mod:`pygeoapi_prefect.metrics`), are answered here, on a small framework-neutral
 request/response pair, by calling pygeoapi's own API functions and fixing
 what they return (:mod:`~pygeoapi_prefect.web.documents`); each app's glue
 (:mod:`~pygeoapi_prefect.web.flask`, :mod:`~pygeoapi_prefect.web.starlette`,
@@ -40,6 +41,7 @@ from pygeoapi.formats import F_HTML, F_JSON
 from pygeoapi.util import get_api_rules
 from werkzeug.datastructures import ImmutableMultiDict
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import InvalidParameter, PrefectManagerError, RequestTooLarge
 from pygeoapi_prefect.jobs.exchange import RequestExchange, begin_request
 from pygeoapi_prefect.jobs.query import parse_job_query
@@ -170,7 +172,11 @@ class Contract:
         parts = self._parts(path)
         if not parts:
             return False
-        return parts[0] in _ROOTS or parts == ["conformance"]
+        return parts[0] in _ROOTS or parts == ["conformance"] or parts == self._metrics_parts()
+
+    def _metrics_parts(self) -> list[str]:
+        config = getattr(getattr(self.api.manager, "config", None), "metrics", None)
+        return (config.path if config is not None else "/metrics").split("/")[1:]
 
     def body_limit(self) -> int | None:
         """The largest request body accepted (``server.manager.limits``); ``None``: no limit."""
@@ -200,6 +206,8 @@ class Contract:
 
     def _handle(self, request: WebRequest, exchange: RequestExchange) -> WebResponse:
         parts = self._parts(request.path) or []
+        if parts == self._metrics_parts():
+            return self._metrics(request)
         shape = tuple(parts[:1]) + (("*",) if len(parts) > 1 else ()) + tuple(parts[2:])
         methods = _ROUTES.get(shape)
         if methods is None or "" in parts or "%2f" in request.raw_path.partition("?")[0].lower():
@@ -265,6 +273,35 @@ class Contract:
             answer = processes_api.delete_job(self.api, api_request, job_id)
             return self._answer(answer, parts, dismiss=True)
         return self._answer(processes_api.get_jobs(self.api, api_request, job_id), parts)
+
+    def _metrics(self, request: WebRequest) -> WebResponse:
+        config = getattr(getattr(self.api.manager, "config", None), "metrics", None)
+        if config is None or not config.enabled:
+            return self._error(
+                404,
+                documents.error_document(
+                    "NotFound",
+                    404,
+                    "Not Found",
+                    "Metrics are off on this server (server.manager.metrics.enabled)",
+                ),
+            )
+        if request.method not in ("GET", "HEAD"):
+            response = self._error(
+                405,
+                documents.error_document(
+                    "MethodNotAllowed",
+                    405,
+                    "Method Not Allowed",
+                    f"{request.method} is not allowed here; use GET",
+                ),
+            )
+            response.headers.append(("Allow", "GET"))
+            return response
+        content_type, body = metrics.scrape(request.headers.get("accept"))
+        return WebResponse(
+            200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body
+        )
 
     # -- requests -----------------------------------------------------------------
 
