@@ -273,3 +273,27 @@ def test_metrics_path_is_checked(path: str, problem: str) -> None:
     with pytest.raises(ConfigError, match="server.manager.metrics.path") as caught:
         load_config({"name": "x", "metrics": {"path": path}})
     assert problem in str(caught.value)
+
+
+def test_serve_adds_up_its_workers_by_itself(pygeoapi_factory: Any) -> None:
+    server = pygeoapi_factory(workers=2)
+    found = re.search(r"metrics of the 2 workers add up in (\S+)", server.log_path.read_text())
+    assert found, server.log_path.read_text()
+    folder = Path(found.group(1))
+    jobs = 0
+    for _ in range(10):
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(lambda _: post(server.base_url, "hello-world", {"name": "s"}), range(4))
+            )
+        assert all(a.status_code == 200 for a in answers)
+        jobs += len(answers)
+        if len(list(folder.glob("counter_*.db"))) >= 2:
+            break
+    assert len(list(folder.glob("counter_*.db"))) >= 2, "one worker took every job"
+    samples, _ = scrape(server.base_url)
+    assert total(samples, PREFIX + "jobs_submitted_total") == jobs
+    assert total(samples, PREFIX + "jobs_finished_total", outcome="successful") == jobs
+    assert total(samples, PREFIX + "job_run_seconds_count") == jobs
+    server.stop()
+    assert not folder.exists(), "serve leaves its metrics folder behind"

@@ -31,13 +31,14 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "child_exit",
     "enable",
     "enabled",
+    "failure",
     "finishing",
     "job_finished",
     "job_submitted",
@@ -204,7 +206,27 @@ class _Metrics:
 
 
 _metrics: _Metrics | None = None
+#: Why metrics could not be enabled here (the multiprocess folder), if they could not.
+_failure: str | None = None
 _lock = threading.Lock()
+_warned = False
+
+
+def _quiet[F: Callable[..., Any]](function: F) -> F:
+    """Never let a metric fail what it measures (a full disk under the multiprocess folder)."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        global _warned
+        try:
+            return function(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a job step must go on; logged once
+            if not _warned:
+                _warned = True
+                logger.exception("a metric could not be recorded (further failures not logged)")
+            return None
+
+    return guarded  # type: ignore[return-value]
 
 
 def multiprocess_dir() -> str | None:
@@ -212,26 +234,38 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def enable() -> None:
-    """Start recording in this process (idempotent)."""
-    global _metrics
+def enable() -> bool:
+    """Start recording in this process (idempotent); False if metrics cannot work here.
+
+    They cannot when the multiprocess folder is not usable (logged once,
+    naming it): jobs go on, unmeasured, and ``/metrics`` answers 503.
+    """
+    global _metrics, _failure
     if _metrics is not None:
-        return
+        return True
     with _lock:
         if _metrics is not None:
-            return
+            return True
+        if _failure is not None:
+            return False
         folder = multiprocess_dir()
-        if folder is not None:
-            from prometheus_client import values
+        try:
+            if folder is not None:
+                from prometheus_client import values
 
-            if not getattr(values.ValueClass, "_multiprocess", False):
-                # prometheus_client picks its value class when first imported
-                # (Prefect imports it early, maybe before `serve` set the
-                # folder): values made from here on must be the files'.
-                values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
-            os.makedirs(folder, exist_ok=True)
-        _metrics = _Metrics()
+                if not getattr(values.ValueClass, "_multiprocess", False):
+                    # prometheus_client picks its value class when first imported
+                    # (Prefect imports it early, maybe before `serve` set the
+                    # folder): values made from here on must be the files'.
+                    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+                os.makedirs(folder, exist_ok=True)
+            _metrics = _Metrics()
+        except OSError as exc:
+            _failure = f"{MULTIPROC_ENV}={folder}: {exc}"
+            logger.error("metrics are off in this process: %s", _failure)
+            return False
         logger.debug("metrics enabled (multiprocess folder: %s)", folder)
+        return True
 
 
 def enabled() -> bool:
@@ -242,12 +276,14 @@ def enabled() -> bool:
 # -- jobs ------------------------------------------------------------------------
 
 
+@_quiet
 def job_submitted(process_id: str, mode: str) -> None:
     """A job was accepted (``mode``: ``sync`` or ``async``)."""
     if _metrics is not None:
         _metrics.submitted.labels(process_id, mode).inc()
 
 
+@_quiet
 def job_finished(process_id: str, outcome: str) -> None:
     """A job's end was recorded here (``outcome``: one of :data:`OUTCOMES`; others ignored)."""
     if _metrics is not None and outcome in OUTCOMES:
@@ -285,15 +321,22 @@ class JobWatch:
         self._queued: float | None = None
         self._started: float | None = None
         if queued and _metrics is not None:
-            self._queued = time.monotonic()
-            _metrics.queued.labels(process_id).inc()
+            self._enqueued()
 
+    @_quiet
+    def _enqueued(self) -> None:
+        assert _metrics is not None
+        _metrics.queued.labels(self.process_id).inc()
+        self._queued = time.monotonic()
+
+    @_quiet
     def dequeued(self) -> None:
         """The job left the queue without running (dismissed, left for another process)."""
         if self._queued is not None and _metrics is not None:
             _metrics.queued.labels(self.process_id).dec()
         self._queued = None
 
+    @_quiet
     def start(self) -> None:
         """The job starts running now."""
         if _metrics is None:
@@ -304,6 +347,7 @@ class JobWatch:
         self._started = time.monotonic()
         _metrics.running.labels(self.process_id).inc()
 
+    @_quiet
     def end(self) -> None:
         """The job stopped running (whatever its outcome); a no-op if it never started."""
         if self._started is None or _metrics is None:
@@ -325,12 +369,14 @@ def watch(process_id: str, *, queued: bool = False) -> JobWatch:
     return JobWatch(process_id, queued)
 
 
+@_quiet
 def pool_size(change: int) -> None:
     """A local pool of ``change`` workers started (positive) or stopped (negative)."""
     if _metrics is not None:
         _metrics.pool_workers.inc(change)
 
 
+@_quiet
 def pool_busy(change: int) -> None:
     """A pool worker took a job (+1) or is free again (-1)."""
     if _metrics is not None:
@@ -370,12 +416,19 @@ def prefect_call(method: str, path: str) -> Iterator[None]:
         error = str(exc.status) if exc.status else "invalid"
         raise
     finally:
-        route = route_of(path)
-        _metrics.api_seconds.labels(method, route).observe(time.monotonic() - started)
-        if error is not None:
-            _metrics.api_errors.labels(method, route, error).inc()
+        _record_call(method, path, time.monotonic() - started, error)
 
 
+@_quiet
+def _record_call(method: str, path: str, seconds: float, error: str | None) -> None:
+    assert _metrics is not None
+    route = route_of(path)
+    _metrics.api_seconds.labels(method, route).observe(seconds)
+    if error is not None:
+        _metrics.api_errors.labels(method, route, error).inc()
+
+
+@_quiet
 def callback_delivered(outcome: str) -> None:
     """A callback delivery ended (``outcome``: one of :data:`CALLBACK_OUTCOMES`)."""
     if _metrics is not None and outcome in CALLBACK_OUTCOMES:
@@ -385,6 +438,7 @@ def callback_delivered(outcome: str) -> None:
 # -- several processes -----------------------------------------------------------
 
 
+@_quiet
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges: gunicorn's ``child_exit`` hook.
 
@@ -444,13 +498,20 @@ class _Ours:
                 yield metric
 
 
-def scrape(accept: str | None) -> tuple[str, bytes]:
+def failure() -> str | None:
+    """Why metrics are off in this process although enabled, if they are."""
+    return _failure
+
+
+def scrape(accept: str | None) -> tuple[str, bytes] | None:
     """The metrics, in the format ``accept`` asks for (Prometheus text by default).
 
-    Returns (media type, body). With several processes, every process's values
-    added up (multiprocess mode); else this process's.
+    Returns (media type, body), or None if metrics cannot work here
+    (:func:`failure` says why). With several processes, every process's
+    values added up (multiprocess mode); else this process's.
     """
-    enable()
+    if not enable():
+        return None
     assert _metrics is not None
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder

@@ -339,6 +339,7 @@ def _metrics_dir(workers: int) -> str | None:
         return None
     made = tempfile.mkdtemp(prefix="pygeoapi-prefect-metrics-")
     os.environ[metrics.MULTIPROC_ENV] = made
+    click.echo(f"metrics of the {workers} workers add up in {made} (removed at exit)", err=True)
     return made
 
 

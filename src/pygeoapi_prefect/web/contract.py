@@ -298,7 +298,18 @@ class Contract:
             )
             response.headers.append(("Allow", "GET"))
             return response
-        content_type, body = metrics.scrape(request.headers.get("accept"))
+        scraped = metrics.scrape(request.headers.get("accept"))
+        if scraped is None:
+            return self._error(
+                503,
+                documents.error_document(
+                    "NoApplicableCode",
+                    503,
+                    "Service Unavailable",
+                    f"Metrics cannot be recorded in this server process ({metrics.failure()})",
+                ),
+            )
+        content_type, body = scraped
         return WebResponse(
             200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body
         )
