@@ -12,14 +12,16 @@ as ``pygeoapi-prefect serve`` runs it). Each round measures the median of
 drifts over both alike; the table gives the median over the rounds, the
 difference on - off, and a scrape of the "on" server at the end. Also the
 cost of one hook call in this process (``job_submitted``, a watched run, a
-Prefect call).
+Prefect call), with values in memory and in multiprocess mode's files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +40,7 @@ from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free
 
 
 def hook_costs_us() -> dict[str, float]:
-    """Microseconds per hook call in this process, metrics on (in-memory values)."""
+    """Microseconds per hook call in this process, metrics on."""
     metrics.enable()
 
     def watched() -> None:
@@ -67,7 +69,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="requests per median")
     parser.add_argument("--server", choices=("gunicorn", "werkzeug"), default="gunicorn")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--hooks-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hooks_only:  # the multiprocess-mode hook costs, in a child with the folder set
+        print(json.dumps(hook_costs_us()))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-bench-metrics-"))
     prefect = PrefectServer(
@@ -136,19 +142,36 @@ def main() -> None:
         f"\n{args.server}, {args.workers if args.server == 'gunicorn' else 1} worker(s), "
         f"{args.rounds} rounds x {args.repeat} requests (median of the round medians)\n"
     )
-    print("| measure | metrics off (ms) | metrics on (ms) | on - off (ms) | on / off |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| measure | metrics off (ms) | metrics on (ms) | on / off "
+        "| on - off, paired by round: median [min, max] (ms) |"
+    )
+    print("|---|---:|---:|---:|---|")
     for what in ("sync execute", "async submit"):
         on = statistics.median(results[(what, "on")])
         off = statistics.median(results[(what, "off")])
-        print(f"| {what} | {off:.1f} | {on:.1f} | {on - off:+.1f} | {on / off:.3f} |")
+        paired = [a - b for a, b in zip(results[(what, "on")], results[(what, "off")], strict=True)]
+        print(
+            f"| {what} | {off:.1f} | {on:.1f} | {on / off:.3f} "
+            f"| {statistics.median(paired):+.1f} [{min(paired):+.1f}, {max(paired):+.1f}] |"
+        )
     print(
         f"\nthe 'on' server counted {submitted:.0f} submitted jobs; "
         f"/metrics of the 'off' one answered {off_status}"
     )
-    print("\nOne hook call in this process (metrics on, in-memory values):\n")
-    for name, micros in hook_costs_us().items():
-        print(f"- {name}: {micros:.1f} us")
+    print("\nOne hook call (microseconds; in-memory values | multiprocess mode, mmap files):\n")
+    in_memory = hook_costs_us()
+    with tempfile.TemporaryDirectory() as folder:
+        child = subprocess.run(
+            [sys.executable, __file__, "--hooks-only"],
+            env=dict(os.environ) | {metrics.MULTIPROC_ENV: folder},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    in_files = json.loads(child.stdout)
+    for name, micros in in_memory.items():
+        print(f"- {name}: {micros:.1f} | {in_files[name]:.1f}")
     log(f"work folder {work}; {time.strftime('%Y-%m-%d %H:%M')}")
 
 

@@ -271,7 +271,6 @@ def run_sync(
     jobs_url: str | None,
 ) -> SyncResult:
     """Run a sync job in this thread and record it; see the module docstring."""
-    metrics.job_submitted(process_id, "sync")
     record = _Record(
         engine,
         process_id,
@@ -285,6 +284,7 @@ def run_sync(
         processor.set_job_id(record.begin())
     else:
         record.begin_after(engine.config.local.sync_visible_after)
+    metrics.job_submitted(process_id, "sync")  # it runs now (a failed begin() made no job)
     with reporting_to(record.report), metrics.watch(process_id):
         outcome = run_processor(
             processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
