@@ -65,8 +65,12 @@ def submit(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> str:
-    """Accept an async job: create its run Pending and queue it here; returns its id."""
+    """Accept an async job: create its run Pending and queue it here; returns its id.
+
+    ``owner`` is the owner tag of the caller (:mod:`pygeoapi_prefect.jobs.owners`).
+    """
     runner = engine.runner  # started before the job exists: a failure leaves no orphan run
     labels = jobs.new_job_labels(
         {
@@ -80,7 +84,7 @@ def submit(
     run = engine.api.create_flow_run(
         flow_name=process_id,
         state=state("PENDING", "Job accepted and waiting to run"),
-        tags=jobs.job_tags(process_id),
+        tags=jobs.job_tags(process_id, owner),
         labels=labels,
         parameters=job_parameters(inputs, requested_outputs, response, subscriber),
     )
@@ -95,6 +99,7 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            owner=owner,
         )
     )
     logger.debug("job %s of process %s accepted", job_id, process_id)
@@ -126,7 +131,7 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         if current in ("CANCELLING", "CANCELLED"):
             logger.info("job %s was dismissed before it started", job_id)
             metrics.job_finished(request.process_id, "dismissed")
-            finish_cancelled(engine, job_id)
+            finish_cancelled(engine, job_id, request.result_key)
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
         return False
@@ -166,10 +171,10 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
         metrics.job_finished(request.process_id, "dismissed")
-        finish_cancelled(engine, job_id)
+        finish_cancelled(engine, job_id, request.result_key)
     elif outcome.ok:
         metrics.job_finished(request.process_id, "successful")
-        notify_results(engine, job_id, request.subscriber)
+        notify_results(engine, request.result_key, request.subscriber)
     else:
         metrics.job_finished(request.process_id, "failed")
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
@@ -177,7 +182,7 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
 
 def _killed(engine: Engine, request: JobRequest) -> None:
     metrics.job_finished(request.process_id, "dismissed")
-    finish_cancelled(engine, request.job_id)
+    finish_cancelled(engine, request.job_id, request.result_key)
 
 
 def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:
@@ -185,9 +190,12 @@ def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:
     return run is None or run.get("state_type") in ("CANCELLING", "CANCELLED")
 
 
-def finish_cancelled(engine: Engine, job_id: str) -> None:
-    """Drop a stopped job's output, and end a cancellation asked for elsewhere."""
-    engine.store.delete(job_id)
+def finish_cancelled(engine: Engine, job_id: str, result_key: str | None = None) -> None:
+    """Drop a stopped job's output, and end a cancellation asked for elsewhere.
+
+    ``result_key``: the job's key in the result store (:meth:`ResultStore.key`).
+    """
+    engine.store.delete(result_key or job_id)
     run = engine.api.read_flow_run(job_id)
     if run is not None and run.get("state_type") == "CANCELLING":
         engine.api.set_state(

@@ -30,6 +30,7 @@ from prefect import Flow, flow
 
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_processor, store_outcome
+from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
 
 __all__ = ["job_flow", "process_flow"]
@@ -92,6 +93,14 @@ def _policy(callbacks: dict[str, Any] | None) -> CallbackPolicy:
     )
 
 
+def _result_key() -> str:
+    # The job's key in the result store: under the space of the run's owner
+    # (its owner tag, set when the job was made; see jobs/owners.py).
+    from prefect.runtime import flow_run
+
+    return ResultStore.key(_current_run_id(), owner_of(list(flow_run.tags or [])))
+
+
 def _current_run_id() -> str:
     from prefect.runtime import flow_run
 
@@ -136,7 +145,7 @@ def job_flow(
 
         mimetype, outputs = package_result(result)
         outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
-        store_outcome(store, _current_run_id(), outcome, response)
+        store_outcome(store, _result_key(), outcome, response)
         notify.results(outcome)
         return result
 
@@ -232,7 +241,7 @@ def process_flow(
                 )
             if not outcome.ok:
                 raise RuntimeError(outcome.message)
-            store_outcome(store, job_id, outcome, pygeoapi_response or "raw")
+            store_outcome(store, _result_key(), outcome, pygeoapi_response or "raw")
             notify.results(outcome)
             return outcome.outputs
         except Exception as exc:

@@ -43,7 +43,10 @@ def notify_status(
 
 
 def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | None) -> None:
-    """Send the job's results document to ``subscriber["successUri"]``."""
+    """Send the job's results document to ``subscriber["successUri"]``.
+
+    ``job_id`` is the job's key in the result store (:meth:`ResultStore.key`).
+    """
     if not subscriber or not subscriber.get("successUri"):
         return
     try:

@@ -35,7 +35,7 @@ from pygeoapi_prefect.execution.notify import notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
-from pygeoapi_prefect.jobs.results import results_document
+from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED
 from pygeoapi_prefect.prefect.states import state
 from pygeoapi_prefect.progress import reporting_to
@@ -69,8 +69,10 @@ class _Record:
         response: str,
         subscriber: dict[str, str] | None,
         jobs_url: str | None,
+        owner: str | None = None,
     ) -> None:
         self.engine = engine
+        self.owner = owner
         self.process_id = process_id
         self.parameters = parameters
         self.response = response
@@ -92,7 +94,7 @@ class _Record:
         run = self.engine.api.create_flow_run(
             flow_name=self.process_id,
             state=final,
-            tags=jobs.job_tags(self.process_id),
+            tags=jobs.job_tags(self.process_id, self.owner),
             labels=self._labels(labels),
             parameters=self.parameters,
             budget=budget,
@@ -205,12 +207,14 @@ class _Record:
                 )
         result = api.set_state(job_id, final, budget=max(0.0, end - time.monotonic()))
         if result.get("status") == REJECTED:
-            finish_cancelled(self.engine, job_id)
+            finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
             raise JobNotFound(f"Job {job_id} was dismissed while it ran")
 
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
-            store_outcome(self.engine.store, job_id, outcome, self.response)
+            store_outcome(
+                self.engine.store, ResultStore.key(job_id, self.owner), outcome, self.response
+            )
         except PrefectManagerError:
             persist(
                 self.engine.api.set_state,
@@ -269,6 +273,7 @@ def run_sync(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> SyncResult:
     """Run a sync job in this thread and record it; see the module docstring."""
     record = _Record(
@@ -278,6 +283,7 @@ def run_sync(
         response,
         subscriber,
         jobs_url,
+        owner,
     )
     if type(processor).set_job_id is not BaseProcessor.set_job_id:
         # The processor wants its job id while it runs: record it first.
