@@ -7,7 +7,9 @@ parser.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -297,3 +299,49 @@ def test_serve_adds_up_its_workers_by_itself(pygeoapi_factory: Any) -> None:
     assert total(samples, PREFIX + "job_run_seconds_count") == jobs
     server.stop()
     assert not folder.exists(), "serve leaves its metrics folder behind"
+
+
+def test_a_killed_uvicorn_workers_gauges_leave_the_sums(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    # uvicorn has no child_exit hook: the next scrape drops a dead process's live gauges.
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    server = start_server(
+        "uvicorn",
+        tmp_path / "server",
+        prefect_server.api_url,
+        workers=2,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+    )
+    try:
+        # Until both workers have started their pool of one process.
+        for _ in range(20):
+            answer = post(server.base_url, "hello-world", {"name": "k"}, asynchronous=True)
+            wait_done(server.base_url, answer.json()["jobID"], "successful")
+            samples, _ = scrape(server.base_url)
+            if total(samples, PREFIX + "pool_workers") == 2:
+                break
+        assert total(samples, PREFIX + "pool_workers") == 2
+        pids = {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("gauge_livesum_*.db")}
+        victim = sorted(pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{victim}").exists():
+            assert time.monotonic() < deadline, "the killed worker is still there"
+            time.sleep(0.1)
+
+        def dropped() -> bool:
+            try:
+                samples, _ = scrape(server.base_url)
+            except httpx.HTTPError:
+                return False  # the connection went to the dying worker
+            return total(samples, PREFIX + "pool_workers") == 1
+
+        eventually(dropped)
+        assert not list(metrics_dir.glob(f"gauge_livesum_{victim}.db"))
+        # Its counts stay: counters are not live.
+        samples, _ = scrape(server.base_url)
+        assert total(samples, PREFIX + "jobs_submitted_total") >= 2
+    finally:
+        server.stop()
