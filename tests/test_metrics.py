@@ -345,3 +345,26 @@ def test_a_killed_uvicorn_workers_gauges_leave_the_sums(
         assert total(samples, PREFIX + "jobs_submitted_total") >= 2
     finally:
         server.stop()
+
+
+def test_an_unusable_multiprocess_folder_fails_no_job(prefect_server: Any, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "metrics-file"
+    not_a_folder.write_text("")
+    server = start_server(
+        "uvicorn",
+        tmp_path / "server",
+        prefect_server.api_url,
+        workers=1,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(not_a_folder)},
+    )
+    try:
+        assert post(server.base_url, "hello-world", {"name": "x"}).status_code == 200
+        job_id = post(server.base_url, "hello-world", {"name": "y"}, asynchronous=True).json()
+        wait_done(server.base_url, job_id["jobID"], "successful")
+        response = httpx.get(f"{server.base_url}/metrics", timeout=30)
+        assert response.status_code == 503
+        document = response.json()
+        validate(document, "exception")
+        assert f"PROMETHEUS_MULTIPROC_DIR={not_a_folder}" in document["detail"]
+    finally:
+        server.stop()
