@@ -11,27 +11,40 @@ import graphlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pygeoapi_prefect"
-BASE = {"errors", "urls", "config", "metrics"}
+BASE = {"errors", "urls", "config", "credentials", "destinations", "metrics"}
 #: Each part of the package, and the parts it may import (itself always).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "urls": set(),
     "config": {"errors", "urls"},
     "metrics": {"errors"},
+    "credentials": set(),
+    "destinations": {"errors", "urls", "config"},
     "processes": set(),
     "warm_client": set(),
     "examples": {"progress"},
     "prefect": BASE,
     "jobs": BASE | {"prefect", "processes"},
-    "progress": BASE | {"prefect", "jobs"},
-    "execution": BASE | {"prefect", "jobs", "processes", "progress"},
+    "events": BASE | {"prefect", "jobs"},
+    "progress": BASE | {"prefect", "jobs", "events"},
+    "execution": BASE | {"prefect", "jobs", "processes", "progress", "events"},
     "manager": BASE | {"prefect", "jobs", "execution"},
     "deployed": {"execution"},
     "web": BASE | {"prefect", "jobs", "execution", "manager", "processes"},
     "flask_app": {"web"},
     "starlette_app": {"web"},
     "cli": BASE
-    | {"prefect", "jobs", "execution", "manager", "processes", "web", "warm_client", "__init__"},
+    | {
+        "prefect",
+        "jobs",
+        "execution",
+        "manager",
+        "processes",
+        "web",
+        "warm_client",
+        "events",
+        "__init__",
+    },
     "__init__": {"manager", "progress"},
 }
 

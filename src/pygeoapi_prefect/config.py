@@ -40,7 +40,9 @@ __all__ = [
     "PublishConfig",
     "RecoveryConfig",
     "ResultStoreConfig",
+    "RetentionConfig",
     "load_config",
+    "parse_duration",
 ]
 
 YAML_PREFIX = "server.manager"
@@ -210,6 +212,83 @@ class RecoveryConfig(_Strict):
     )
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds of a duration: a number of seconds, or e.g. ``"30d"``, ``"12h"``, ``"1d12h"``.
+
+    Raises:
+        ValueError: not a duration (the message says what is).
+
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30d, 12h, 90m, 45s, or seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, number = 0.0, ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in _UNITS and number:
+            total += float(number) * _UNITS[char]
+            number = ""
+        else:
+            raise ValueError(
+                f"must be a duration such as 30d, 12h, 90m, 45s, or seconds, got {value!r}"
+            )
+    if number or not text:
+        raise ValueError(
+            f"must be a duration such as 30d, 12h, 90m, 45s, or seconds, got {value!r}"
+        )
+    return total
+
+
+class RetentionConfig(_Strict):
+    """How long finished jobs are kept (``server.manager.retention``)."""
+
+    max_age: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Finished jobs (successful, failed, dismissed) that ended longer ago than this "
+            "are pruned: their results are deleted and their flow runs too, so they answer "
+            "404. A duration: `30d`, `12h`, `90m`, `45s`, combinations (`1d12h`), or "
+            "seconds. Unset: no age limit. Queued and running jobs are never pruned."
+        ),
+    )
+    max_jobs: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Keep at most this many finished jobs (the newest); older ones are pruned as "
+            "with `max_age`. Unset: no limit."
+        ),
+    )
+    sweep_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=7 * 86400,
+        description=(
+            "Prune inside the server every this many seconds (0: never; run "
+            "`pygeoapi-prefect prune` from cron instead). One server process at a "
+            "time sweeps, whatever the number of processes and hosts: each period's "
+            "sweep belongs to the process that created its Prefect variable "
+            "`pygeoapi_retention_<period>`."
+        ),
+    )
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+
 class CallbacksConfig(_Strict):
     """Delivery of OGC ``subscriber`` callbacks (``server.manager.callbacks``)."""
 
@@ -217,8 +296,10 @@ class CallbacksConfig(_Strict):
         default_factory=list,
         description=(
             "Internal destinations that callbacks may reach anyway: networks "
-            "(`10.0.0.0/8`, `127.0.0.1`) or host names. Loopback, private, link-local "
-            "and reserved addresses are refused otherwise (a 400 at submission)."
+            "(`10.0.0.0/8`, `127.0.0.1`) or host names. Any address that is not globally "
+            "reachable (loopback, private, link-local, shared `100.64.0.0/10`, "
+            "`198.18.0.0/15`, multicast, reserved, and IPv6 forms of these) is refused "
+            "otherwise: a 400 at submission, and no connection at delivery."
         ),
     )
     timeout: float = Field(default=10, gt=0, le=120, description="Seconds one delivery may take.")
@@ -228,6 +309,56 @@ class CallbacksConfig(_Strict):
         le=10,
         description="Further attempts after a failed delivery, 1, 2, 4... s apart.",
     )
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Deliveries one server process makes at once (threads of its callback pool, "
+            "started as needed). A delivery holds its thread through its retries."
+        ),
+    )
+    queue_size: int = Field(
+        default=200,
+        ge=0,
+        le=100_000,
+        description=(
+            "Deliveries that may wait for a free `workers` thread. When the queue is full "
+            "a new delivery is dropped, with a WARNING naming the job, the URI key and "
+            "the number dropped so far; the queued ones keep their turn."
+        ),
+    )
+    drain_seconds: float = Field(
+        default=5,
+        ge=0,
+        le=60,
+        description=(
+            "Seconds a stopping server process goes on delivering queued callbacks, "
+            "after its jobs have stopped (`local.shutdown_grace`); what is left then is "
+            "abandoned and logged. Keep `shutdown_grace` + this below the server's "
+            "graceful timeout (gunicorn: 30 s)."
+        ),
+    )
+    proxy: str | None = Field(
+        default=None,
+        description=(
+            "An egress HTTP proxy (`http://proxy.internal:3128`) that every delivery goes "
+            "through, instead of connecting to the address checked here; the proxy "
+            "then resolves names and enforces what may be reached. Destinations are "
+            "still checked here where names resolve. No `user:password@`."
+        ),
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if without_credentials(value) != value:
+            raise ValueError("a proxy URL with user:password@ (config values may be logged)")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("an http(s) URL of the proxy, like http://proxy.internal:3128")
+        return value
 
     @field_validator("allow")
     @classmethod
@@ -612,6 +743,11 @@ class ManagerConfig(_Strict):
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig,
         description="Prometheus metrics of jobs, the local pool, Prefect API calls and callbacks.",
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Pruning finished jobs: their results and flow runs "
+        "(`pygeoapi-prefect prune`, or a sweep in the server).",
     )
     auth: AuthConfig = Field(
         default_factory=AuthConfig,

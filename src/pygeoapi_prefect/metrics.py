@@ -75,10 +75,11 @@ PREFIX = "pygeoapi_prefect_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: How a job ended (the OGC status of its end).
 OUTCOMES = ("successful", "failed", "dismissed")
-#: Callback deliveries: sent and accepted (2xx/3xx), refused by the receiver
-#: (4xx other than 429), given up after every retry, or not sent (the
-#: destination resolved to an internal address at delivery time).
-CALLBACK_OUTCOMES = ("delivered", "refused", "failed", "blocked")
+#: How callback deliveries end (``execution.callbacks.Delivery.finish``):
+#: accepted (2xx); refused (a 4xx, a redirect, or a destination that is not
+#: allowed at delivery time); failed after every retry; dropped (the queue
+#: was full); abandoned (the server stopped first).
+CALLBACK_OUTCOMES = ("delivered", "refused", "failed", "dropped", "abandoned")
 
 #: Jobs last from milliseconds (a sync hello-world) to hours.
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -199,7 +200,7 @@ class _Metrics:
         self.callbacks = Counter(
             PREFIX + "callbacks",
             "Callback deliveries (subscriber URIs), by outcome (delivered, refused, "
-            "failed, blocked)",
+            "failed, dropped, abandoned)",
             ["outcome"],
             registry=registry,
         )

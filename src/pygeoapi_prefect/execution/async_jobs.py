@@ -18,7 +18,7 @@ import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
-from pygeoapi_prefect.execution.notify import notify_results, notify_status
+from pygeoapi_prefect.execution.notify import EVENT_WAIT, job_event, notify_results, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.prefect.api import REJECTED
@@ -90,6 +90,7 @@ def submit(
     )
     job_id = str(run["id"])
     metrics.job_submitted(process_id, "async")
+    job_event(engine, "accepted", job_id, run=run)
     runner.submit(
         JobRequest(
             job_id=job_id,
@@ -99,6 +100,7 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            events=engine.events.settings if engine.events else None,
             owner=owner,
         )
     )
@@ -135,6 +137,10 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
         return False
+    started = job_event(engine, "running", job_id)
+    if started is not None:
+        # Before the job's own progress events (sent by its worker process), within a bound.
+        started.wait(EVENT_WAIT)
     notify_status(engine, engine.processes(), job_id, "inProgressUri", request.subscriber)
     return True
 
@@ -156,6 +162,7 @@ def _lost_claim(engine: Engine, process_id: str, job_id: str, holder: str | None
     logger.warning("job %s: %s", job_id, message)
     engine.api.set_state(job_id, state("FAILED", message))
     metrics.job_finished(process_id, "failed")
+    job_event(engine, "failed", job_id, message=message)
 
 
 def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
@@ -174,9 +181,11 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         finish_cancelled(engine, job_id, request.result_key)
     elif outcome.ok:
         metrics.job_finished(request.process_id, "successful")
+        job_event(engine, "successful", job_id)
         notify_results(engine, request.result_key, request.subscriber)
     else:
         metrics.job_finished(request.process_id, "failed")
+        job_event(engine, "failed", job_id, message=outcome.message)
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
 
 

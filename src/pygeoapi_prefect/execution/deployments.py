@@ -21,6 +21,7 @@ from pygeoapi_prefect.errors import (
     PrefectRequestFailed,
     ProcessFailed,
 )
+from pygeoapi_prefect.execution.notify import job_event
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.listing import get_job, get_job_result
@@ -111,6 +112,7 @@ def run_on_deployment(
         ) from exc
     job_id = str(run["id"])
     metrics.job_submitted(process_id, "sync" if wait else "async")
+    job_event(engine, "accepted", job_id, run=run)
     if not wait:
         return job_id, "application/json", None, JobStatus.accepted
     config = engine.config.deployments
