@@ -265,6 +265,7 @@ def test_routes_keep_no_ids_or_names() -> None:
     assert route_of("/deployments/name/my-flow/my-deployment") == "/deployments/name/{name}/{name}"
     assert route_of("/a/b/c/d/e/f/g/h") == "/{name}/{name}/{name}/{name}/{name}"
     assert route_of(f"/automations/{job}?x=1") == "/automations/{id}"
+    assert route_of("/flow_runs/bulk_delete") == "/flow_runs/bulk_delete"
 
 
 @pytest.mark.parametrize(

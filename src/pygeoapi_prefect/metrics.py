@@ -92,7 +92,9 @@ API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _ROUTE_WORDS = frozenset(
     {
         "admin",
+        "artifacts",
         "automations",
+        "bulk_delete",
         "count",
         "create_flow_run",
         "deployments",
@@ -102,7 +104,10 @@ _ROUTE_WORDS = frozenset(
         "flows",
         "health",
         "labels",
+        "logs",
         "name",
+        "paginate",
+        "schedules",
         "set_state",
         "task_runs",
         "variables",
