@@ -31,7 +31,9 @@ __all__ = [
     "HeartbeatConfig",
     "LimitsConfig",
     "LocalExecutionConfig",
+    "LogsConfig",
     "ManagerConfig",
+    "PrefectUIConfig",
     "PublishConfig",
     "RecoveryConfig",
     "ResultStoreConfig",
@@ -300,6 +302,74 @@ class LimitsConfig(_Strict):
     )
 
 
+class LogsConfig(_Strict):
+    """Job logs, kept as the flow run's logs in Prefect (``server.manager.logs``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Capture each job's `logging` records and its stdout/stderr, send them to "
+            "Prefect as the flow run's logs, and serve them at `GET /jobs/{jobId}/logs`."
+        ),
+    )
+    level: str = Field(
+        default="INFO",
+        description=(
+            "Lowest level of the `logging` records kept (DEBUG, INFO, WARNING, ERROR). In "
+            "worker processes (async jobs, Prefect workers) the job's loggers are let down "
+            "to it; a sync job's records exist only as far as the server's own logging "
+            "configuration (pygeoapi's `logging.level`) lets them."
+        ),
+    )
+    max_lines: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Log lines kept per job; past it (or past `max_bytes`) lines are counted, not "
+            "sent, and one last line says how many were dropped."
+        ),
+    )
+    max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description=(
+            "Bytes of log messages kept per job (UTF-8); a single longer line is cut to "
+            "what is left."
+        ),
+    )
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+        return level
+
+
+class PrefectUIConfig(_Strict):
+    """How jobs read in the Prefect UI (``server.manager.prefect_ui``)."""
+
+    run_names: bool = Field(
+        default=True,
+        description=(
+            "Name each job's flow run `<process id>-<first 8 characters of the job id>` "
+            "(one write per job, off the request path: Prefect makes the id only when it "
+            "creates the run). Off: Prefect's random names."
+        ),
+    )
+    summary_artifact: bool = Field(
+        default=True,
+        description=(
+            "Write one markdown artifact per job when it ends (its inputs, status, "
+            "progress, message and links to its status, results and logs in pygeoapi), "
+            "shown on the run's Artifacts tab. One write per job, off the request path."
+        ),
+    )
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -401,6 +471,14 @@ class ManagerConfig(_Strict):
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
         description="Bounds on the size and nesting of what clients send.",
+    )
+    logs: LogsConfig = Field(
+        default_factory=LogsConfig,
+        description="Job logs: capture, the per-job volume limit, `GET /jobs/{jobId}/logs`.",
+    )
+    prefect_ui: PrefectUIConfig = Field(
+        default_factory=PrefectUIConfig,
+        description="Flow run names and the job summary artifact in the Prefect UI.",
     )
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

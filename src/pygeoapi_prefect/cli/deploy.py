@@ -122,6 +122,9 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
         )
     if results.get("callbacks"):
         store += f", callbacks={_literal(results['callbacks'])}"
+    for key in ("logs", "prefect_ui"):
+        if results.get(key):
+            store += f", {key}={_literal(results[key])}"
     header = f"{_HEADER}import json\n\n"
     if processor.get("name") == FLOW_PROCESSOR:
         module, _, attribute = str(processor.get("flow", "")).partition(":")
@@ -199,6 +202,8 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         "storage_options": manager.results.storage_options,
         "block": manager.results.block,
         "callbacks": manager.callbacks.model_dump(),
+        "logs": manager.logs.model_dump(),
+        "prefect_ui": manager.prefect_ui.model_dump(),
     }
     if request.storage_block and results_url.startswith("file://"):
         logger.warning(

@@ -14,7 +14,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pygeoapi_prefect.execution import run_page
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
+from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
 from pygeoapi_prefect.execution.notify import notify_results, notify_status
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_PARAMETERS_BYTES", "job_parameters", "local_hooks", "submit"]
+__all__ = ["MAX_PARAMETERS_BYTES", "job_parameters", "local_hooks", "submit", "summarise"]
 
 #: Execute requests larger than this are not copied into the flow run's
 #: parameters (they still run); Prefect caps parameters at 512 KB by default.
@@ -93,8 +95,14 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            logs=limits_from(engine.config),
+            jobs_url=jobs_url,
         )
     )
+    if engine.config.prefect_ui.run_names:
+        run_page.in_background(
+            engine.background().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
+        )
     logger.debug("job %s of process %s accepted", job_id, process_id)
     return job_id
 
@@ -158,14 +166,39 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
             persist(engine.api.update_labels, job_id, {jobs.MIMETYPE_LABEL: outcome.mimetype})
         final = state("COMPLETED", "Job complete")
     else:
+        error = jobs.error_label(outcome.http_status, outcome.ogc_code)
+        if error:
+            # What GET /jobs/{id}/results answers; only a status of the process's own costs a write.
+            persist(engine.api.update_labels, job_id, error)
         final = state("FAILED", outcome.message)
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
         finish_cancelled(engine, job_id)
-    elif outcome.ok:
+        return
+    if outcome.ok:
         notify_results(engine, job_id, request.subscriber)
     else:
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
+    summarise(engine, request, outcome)
+
+
+def summarise(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
+    """Write the job's summary artifact in the background (``prefect_ui.summary_artifact``)."""
+    if not engine.config.prefect_ui.summary_artifact:
+        return
+    markdown = run_page.job_summary(
+        job_id=request.job_id,
+        process_id=request.process_id,
+        status="successful" if outcome.ok else "failed",
+        message="Job complete" if outcome.ok else outcome.message,
+        progress=100 if outcome.ok else None,
+        inputs=request.inputs,
+        jobs_url=request.jobs_url,
+    )
+    run_page.in_background(
+        engine.background().submit,
+        lambda: run_page.write_summary(engine.api, request.job_id, markdown),
+    )
 
 
 def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:

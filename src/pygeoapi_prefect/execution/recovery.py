@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.execution.execute import JobRequest
+from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.prefect.states import state
@@ -60,6 +61,8 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         requested_outputs=parameters.get("outputs"),
         response=str(parameters.get("response") or labels.get(jobs.RESPONSE_LABEL) or "raw"),
         subscriber=parameters.get("subscriber"),
+        logs=limits_from(engine.config),
+        jobs_url=labels.get(jobs.JOBS_URL_LABEL),
     )
 
 
