@@ -25,6 +25,7 @@ from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
 from pygeoapi_prefect.execution.joblogs import read_job_logs
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.exchange import request_caller
 from pygeoapi_prefect.jobs.query import JobQuery
 from pygeoapi_prefect.jobs.results import Manifest, ResultStore
 from pygeoapi_prefect.prefect.api import PrefectAPI
@@ -134,6 +135,7 @@ class PrefectManager(BaseManager):
         Raises:
             InvalidParameter: a filter value cannot be used (also a ValueError).
         """
+        request_caller(self.config.auth.enabled)
         return listing.get_jobs(
             self.engine,
             self.processes,
@@ -151,11 +153,13 @@ class PrefectManager(BaseManager):
             JobNotFound: no such job (or it was dismissed through the API).
 
         """
+        request_caller(self.config.auth.enabled)
         return listing.get_job(self.api, self.processes, job_id)
 
     def get_job_result(self, job_id: str) -> tuple[str, Any]:
         """(media type, output) of a finished job, as the job asked for it."""
-        return listing.get_job_result(self.store, job_id)
+        request_caller(self.config.auth.enabled)
+        return listing.get_job_result(self.engine, self.processes, job_id)
 
     def get_job_logs(self, job_id: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
         """Up to ``limit`` log lines of a job from ``offset``, oldest first.
@@ -166,6 +170,7 @@ class PrefectManager(BaseManager):
 
     def stream_result(self, job_id: str) -> tuple[Manifest, Iterator[bytes]] | None:
         """The raw output of a finished job as chunks, when it can be streamed."""
+        request_caller(self.config.auth.enabled)
         return listing.stream_result(self.engine, self.processes, job_id)
 
     # -- writing jobs ---------------------------------------------------------
@@ -174,11 +179,12 @@ class PrefectManager(BaseManager):
         """Record a job as a new flow run (pygeoapi's own API); returns its id."""
         status = JobStatus(job_metadata.get("status", JobStatus.accepted.value))
         process_id = job_metadata["process_id"]
+        caller = request_caller(self.config.auth.enabled)
         labels: dict[str, Any] = {jobs.PROGRESS_LABEL: int(job_metadata.get("progress") or 0)}
         run = self.api.create_flow_run(
             flow_name=process_id,
             state=state(listing.STATES_BY_STATUS[status][0], job_metadata.get("message")),
-            tags=jobs.job_tags(process_id),
+            tags=jobs.job_tags(process_id, caller.owner_tag if caller else None),
             labels=jobs.new_job_labels(labels, self.jobs_url),
         )
         return str(run["id"])
@@ -214,6 +220,7 @@ class PrefectManager(BaseManager):
         The flow run stays in Prefect as history (tagged
         ``pygeoapi.dismissed``); for pygeoapi the job is gone (404).
         """
+        request_caller(self.config.auth.enabled)
         dismiss(self.engine, self.processes, job_id)
         return True
 
@@ -234,6 +241,7 @@ class PrefectManager(BaseManager):
             job id, media type, outputs, status, extra response headers.
 
         """
+        request_caller(self.config.auth.enabled)
         return dispatch.execute(
             self.engine,
             self.processes,

@@ -81,6 +81,7 @@ def run_on_deployment(
     *,
     wait: bool,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> tuple[str, str, Any, JobStatus]:
     """Create the job's run of the deployment; for a sync request, wait for it.
 
@@ -93,7 +94,10 @@ def run_on_deployment(
     labels = jobs.new_job_labels({jobs.RESPONSE_LABEL: response}, jobs_url)
     try:
         run = engine.api.create_deployment_run(
-            deployment_id, parameters=parameters, tags=jobs.job_tags(process_id), labels=labels
+            deployment_id,
+            parameters=parameters,
+            tags=jobs.job_tags(process_id, owner),
+            labels=labels,
         )
     except PrefectRequestFailed as exc:
         # Deleted and made again in Prefect since it was cached?
@@ -123,5 +127,5 @@ def run_on_deployment(
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)
-    mimetype, outputs = get_job_result(engine.store, job_id)
+    mimetype, outputs = get_job_result(engine, processes, job_id)
     return job_id, mimetype, outputs, JobStatus.successful

@@ -37,6 +37,15 @@ class JobRequest:
     logs: LogLimits = field(default_factory=LogLimits)
     #: ``<pygeoapi URL>/jobs``, for the links of the job's summary in the Prefect UI.
     jobs_url: str | None = None
+    #: The owner tag of the job's run (``server.manager.auth``), if any.
+    owner: str | None = None
+
+    @property
+    def result_key(self) -> str:
+        """Where the job's results go in the result store (under its owner's space)."""
+        from pygeoapi_prefect.jobs.results import ResultStore
+
+        return ResultStore.key(self.job_id, self.owner)
 
 
 @dataclass

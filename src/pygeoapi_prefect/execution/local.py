@@ -139,7 +139,7 @@ def _worker_main(
                     job_label=f"job {request.job_id} of process {request.process_id}",
                 )
             if outcome.ok:
-                store_outcome(store, request.job_id, outcome, request.response)
+                store_outcome(store, request.result_key, outcome, request.response)
             # The output is in the store; only the summary crosses the pipe.
             outcome.outputs = None
         except Exception as exc:  # noqa: BLE001 - reported to the parent, never lost

@@ -39,11 +39,14 @@ def notify_status(
     except PrefectManagerError as exc:  # a callback never fails a job
         logger.warning("no %s callback for job %s: %s", key, job_id, exc)
         return
-    engine.callbacks.send(subscriber, key, document)
+    engine.callbacks.send(subscriber, key, document, job=job_id)
 
 
 def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | None) -> None:
-    """Send the job's results document to ``subscriber["successUri"]``."""
+    """Send the job's results document to ``subscriber["successUri"]``.
+
+    ``job_id`` is the job's key in the result store (:meth:`ResultStore.key`).
+    """
     if not subscriber or not subscriber.get("successUri"):
         return
     try:
@@ -52,4 +55,4 @@ def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | Non
         logger.warning("no successUri callback for job %s: %s", job_id, exc)
         return
     document = results_document(outputs, manifest.mimetype, manifest.output_ids)
-    engine.callbacks.send(subscriber, "successUri", document)
+    engine.callbacks.send(subscriber, "successUri", document, job=job_id)

@@ -20,6 +20,7 @@ from pygeoapi_prefect.execution.execute import JobRequest
 from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.prefect.states import state
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         subscriber=parameters.get("subscriber"),
         logs=limits_from(engine.config),
         jobs_url=labels.get(jobs.JOBS_URL_LABEL),
+        owner=owner_of(run.get("tags") or []),
     )
 
 

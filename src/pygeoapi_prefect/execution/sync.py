@@ -35,7 +35,7 @@ from pygeoapi_prefect.execution.notify import notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
-from pygeoapi_prefect.jobs.results import results_document
+from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED
 from pygeoapi_prefect.prefect.states import state
 from pygeoapi_prefect.progress import reporting_to
@@ -69,8 +69,10 @@ class _Record:
         response: str,
         subscriber: dict[str, str] | None,
         jobs_url: str | None,
+        owner: str | None = None,
     ) -> None:
         self.engine = engine
+        self.owner = owner
         self.process_id = process_id
         self.parameters = parameters
         self.response = response
@@ -96,7 +98,7 @@ class _Record:
         run = self.engine.api.create_flow_run(
             flow_name=self.process_id,
             state=final,
-            tags=jobs.job_tags(self.process_id),
+            tags=jobs.job_tags(self.process_id, self.owner),
             labels=self._labels(labels),
             parameters=self.parameters,
             budget=budget,
@@ -249,12 +251,14 @@ class _Record:
                 api.update_labels(job_id, error, budget=max(0.0, end - time.monotonic()))
         result = api.set_state(job_id, final, budget=max(0.0, end - time.monotonic()))
         if result.get("status") == REJECTED:
-            finish_cancelled(self.engine, job_id)
+            finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
             raise JobNotFound(f"Job {job_id} was dismissed while it ran")
 
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
-            store_outcome(self.engine.store, job_id, outcome, self.response)
+            store_outcome(
+                self.engine.store, ResultStore.key(job_id, self.owner), outcome, self.response
+            )
         except PrefectManagerError:
             persist(
                 self.engine.api.set_state,
@@ -317,6 +321,7 @@ def run_sync(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> SyncResult:
     """Run a sync job in this thread and record it; see the module docstring."""
     record = _Record(
@@ -326,6 +331,7 @@ def run_sync(
         response,
         subscriber,
         jobs_url,
+        owner,
     )
     if type(processor).set_job_id is not BaseProcessor.set_job_id:
         # The processor wants its job id while it runs: record it first.
@@ -342,7 +348,9 @@ def run_sync(
             notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)
         return SyncResult(job_id, outcome, "application/json", None)
     document = results_document(outcome.outputs, outcome.mimetype, outcome.output_ids)
-    engine.callbacks.send(subscriber, "successUri", document)
+    engine.callbacks.send(
+        subscriber, "successUri", document, job=job_id or f"(sync, process {process_id})"
+    )
     if response == RequestedResponse.document.value:
         return SyncResult(job_id, outcome, "application/json", document)
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)

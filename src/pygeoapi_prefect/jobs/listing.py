@@ -16,10 +16,11 @@ from typing import Any, Protocol
 
 from pygeoapi.util import JobStatus, RequestedResponse
 
-from pygeoapi_prefect.errors import JobNotFound
+from pygeoapi_prefect.errors import JobNotFound, ResultNotFound
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.exchange import current_exchange
+from pygeoapi_prefect.jobs.owners import Caller, owner_of, owner_tag
 from pygeoapi_prefect.jobs.query import JobQuery, parse_job_query
 from pygeoapi_prefect.jobs.results import Manifest, ResultStore, results_document
 from pygeoapi_prefect.prefect.api import PrefectAPI
@@ -62,15 +63,35 @@ class Backend(Protocol):
     def background(self) -> ThreadPoolExecutor: ...  # noqa: D102
 
 
+def _owner_tag(query: JobQuery, caller: Caller | None) -> str | None | bool:
+    # The owner tag every listed run must have (None: any; False: nothing can match).
+    if caller is not None and not caller.admin:
+        if query.owner is not None and query.owner != caller.user:
+            return False
+        return caller.owner_tag
+    return None if query.owner is None else owner_tag(query.owner)
+
+
 def flow_run_filter(
-    query: JobQuery, process_ids: Iterator[str] | list[str]
+    query: JobQuery, process_ids: Iterator[str] | list[str], caller: Caller | None = None
 ) -> dict[str, Any] | None:
-    """The Prefect ``FlowRunFilter`` for a job query (``None``: nothing can match)."""
+    """The Prefect ``FlowRunFilter`` for a job query (``None``: nothing can match).
+
+    With a ``caller`` that is not an admin, only that caller's jobs match.
+    """
     wanted = [pid for pid in process_ids if query.process_ids is None or pid in query.process_ids]
-    if not wanted or (query.types is not None and "process" not in query.types):
+    required = _owner_tag(query, caller)
+    if (
+        not wanted
+        or required is False
+        or (query.types is not None and "process" not in query.types)
+    ):
         return None
     flow_runs: dict[str, Any] = {
-        "tags": {"all_": [jobs.JOB_TAG], "any_": [jobs.job_tags(pid)[1] for pid in wanted]}
+        "tags": {
+            "all_": [jobs.JOB_TAG] + ([required] if isinstance(required, str) else []),
+            "any_": [jobs.job_tags(pid)[1] for pid in wanted],
+        }
     }
     if query.statuses is not None:
         states = [state for status in query.statuses for state in STATES_BY_STATUS[status]]
@@ -115,7 +136,7 @@ def get_jobs(
         query = replace(query, statuses=(JobStatus(status),))
     limit = limit or 10
     offset = offset or 0
-    flow_runs = flow_run_filter(query, list(processes))
+    flow_runs = flow_run_filter(query, list(processes), current_exchange().caller)
     runs: list[dict[str, Any]]
     if flow_runs is None:
         runs, matched = [], 0
@@ -209,15 +230,20 @@ def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> 
     """The flow run of a job of these processes.
 
     Raises:
-        JobNotFound: no such job (unknown, malformed, dismissed, another config's).
+        JobNotFound: no such job (unknown, malformed, dismissed, another
+            config's, or another user's when the request has a caller).
 
     """
     canonical = jobs.normalise_job_id(job_id)
     run = api.read_flow_run(canonical) if canonical else None
+    caller = current_exchange().caller
     if (
         run is None
         or jobs.JOB_TAG not in (run.get("tags") or [])
         or jobs.process_id_of(run["tags"]) not in processes
+        # Another user's job is not found, rather than forbidden: a 403
+        # would tell that the id exists.
+        or (caller is not None and not caller.may_see(run["tags"]))
     ):
         raise JobNotFound(f"No job with id {job_id!r}")
     return run
@@ -228,16 +254,31 @@ def get_job(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> dict[
     return jobs.job_from_flow_run(read_job_run(api, processes, job_id))
 
 
-def get_job_result(store: ResultStore, job_id: str) -> tuple[str, Any]:
+def get_job_result(backend: Backend, processes: Mapping[str, Any], job_id: str) -> tuple[str, Any]:
     """(media type, output) of a finished job, as the job asked for it.
 
     A job run with ``response: document`` gets the OGC 1.0 results document
     (a map keyed by output id); otherwise the output as the process made it.
+    A caller who is not an admin reads only their own jobs' results.
     """
     canonical = jobs.normalise_job_id(job_id)
     if canonical is None:
         raise JobNotFound(f"No job with id {job_id!r}")
-    manifest, outputs = store.read(canonical)  # ResultNotFound: a 404
+    if current_exchange().caller is not None:
+        # Identities are on: the run says whose the job is (JobNotFound: not
+        # the caller's), and so where its results are.
+        run = read_job_run(backend.api, processes, canonical)
+        key = ResultStore.key(canonical, owner_of(run.get("tags") or []))
+        manifest, outputs = backend.store.read(key)  # ResultNotFound: a 404
+    else:
+        try:
+            manifest, outputs = backend.store.read(canonical)
+        except ResultNotFound:
+            # A job made while identities were on keeps its results in its owner's space.
+            owner = owner_of(read_job_run(backend.api, processes, canonical).get("tags") or [])
+            if owner is None:
+                raise
+            manifest, outputs = backend.store.read(ResultStore.key(canonical, owner))
     if manifest.response == RequestedResponse.document.value:
         return "application/json", results_document(outputs, manifest.mimetype, manifest.output_ids)
     return manifest.mimetype, outputs
@@ -252,12 +293,14 @@ def stream_result(
     output, a job that has not succeeded): pygeoapi answers those itself.
     """
     try:
-        job = get_job(backend.api, processes, job_id)
+        run = read_job_run(backend.api, processes, job_id)
     except JobNotFound:
         return None
+    job = jobs.job_from_flow_run(run)
     if job["status"] != JobStatus.successful.value:
         return None
-    manifest = backend.store.read_manifest(job["identifier"])
+    key = ResultStore.key(job["identifier"], owner_of(run.get("tags") or []))
+    manifest = backend.store.read_manifest(key)
     if manifest.response != RequestedResponse.raw.value or manifest.encoding == "json":
         return None
-    return manifest, backend.store.iter_output(job["identifier"])
+    return manifest, backend.store.iter_output(key)

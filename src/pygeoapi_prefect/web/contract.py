@@ -42,6 +42,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 
 from pygeoapi_prefect.errors import (
     InvalidParameter,
+    NotAuthenticated,
     PrefectManagerError,
     RequestTooLarge,
     ResultNotFound,
@@ -49,6 +50,7 @@ from pygeoapi_prefect.errors import (
 from pygeoapi_prefect.jobs.exchange import RequestExchange, begin_request
 from pygeoapi_prefect.jobs.query import parse_job_query
 from pygeoapi_prefect.web import documents, guard, job_logs
+from pygeoapi_prefect.web.auth import Authenticator
 from pygeoapi_prefect.web.html_pages import Answer, process_job_links, render_html
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class WebRequest:
         headers: header names in lower case (repeated headers joined by ``,``).
         raw_path: the path as sent, percent-encoded (empty if the server does not say).
         body: the body, as read by the app (at most :meth:`Contract.body_limit` + 1 bytes).
+        client: the address of the connection's other end (``server.manager.auth.header``
+            believes proxy headers only from trusted ones).
 
     """
 
@@ -95,6 +99,7 @@ class WebRequest:
     headers: dict[str, str] = field(default_factory=dict)
     raw_path: str = ""
     body: bytes = b""
+    client: str = ""
 
     @property
     def content_length(self) -> int | None:
@@ -159,6 +164,9 @@ class Contract:
         if hasattr(api.manager, "jobs_url"):
             # Each new job's flow run records where pygeoapi serves it.
             api.manager.jobs_url = f"{api.base_url}/jobs"
+        auth = getattr(getattr(api.manager, "config", None), "auth", None)
+        #: Finds each request's caller (``server.manager.auth``); ``None``: no identities.
+        self.auth = Authenticator(auth) if auth is not None and auth.enabled else None
 
     # -- what the apps ask ------------------------------------------------------
 
@@ -189,7 +197,10 @@ class Contract:
         try:
             return self._handle(request, exchange)
         except PrefectManagerError as exc:
-            return self._error(*documents.exception_document(exc))
+            response = self._error(*documents.exception_document(exc))
+            if isinstance(exc, NotAuthenticated) and exc.challenge:
+                response.headers.append(("WWW-Authenticate", exc.challenge))
+            return response
         except Exception:
             logger.exception("unexpected error answering %s %s", request.method, request.path)
             return self._error(
@@ -230,6 +241,9 @@ class Contract:
             )
             response.headers.append(("Allow", ", ".join(methods)))
             return response
+        if self.auth is not None and (shape[0] == "jobs" or shape[-1] == "execution"):
+            # Jobs belong to callers; process descriptions stay public.
+            self._identify(request, exchange)
         self._check_body(request, execute=shape[-1] == "execution")
         if shape == ("jobs", "*", "logs"):
             # Its formats (json, txt) are not pygeoapi's: answered before its checks.
@@ -276,6 +290,17 @@ class Contract:
         return self._answer(processes_api.get_jobs(self.api, api_request, job_id), parts)
 
     # -- requests -----------------------------------------------------------------
+
+    def _identify(self, request: WebRequest, exchange: RequestExchange) -> None:
+        assert self.auth is not None
+        caller = self.auth.caller(request.headers, request.client)
+        if caller is not None and caller.user is None and self.auth.config.anonymous == "deny":
+            raise NotAuthenticated(
+                "This server's jobs belong to their users: authenticate first "
+                "(server.manager.auth.anonymous is deny)",
+                challenge=self.auth.challenge,
+            )
+        exchange.caller = caller
 
     def _check_body(self, request: WebRequest, *, execute: bool) -> None:
         limit = self.body_limit()
