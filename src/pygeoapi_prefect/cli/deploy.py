@@ -24,7 +24,8 @@ from typing import Any, cast
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.credentials import credential_keys
 from pygeoapi_prefect.jobs.runs import job_tags
-from pygeoapi_prefect.prefect.api import prefect_settings_api_url
+from pygeoapi_prefect.prefect.api import credentials_hint, prefect_settings_api_url
+from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -213,15 +214,27 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
             "PREFECT_API_URL is not set: point it at the Prefect server's API "
             "(e.g. http://127.0.0.1:4200/api)"
         )
+    import httpx
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     # The environment as it is now: Prefect's settings were read at import.
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        return _deploy(request, source, progress)
+        try:
+            return _deploy(request, source, progress)
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if status not in (401, 403):
+                raise
+            # Prefect's own client raised it: say which setting, never its value.
+            raise DeployError(
+                f"the Prefect API at {without_credentials(api_url)} refused the request "
+                f"({status}): {credentials_hint(status)}"
+            ) from None
 
 
 def _deploy(request: DeployRequest, source: str, progress: Callable[[str], None]) -> str:
-    progress(f"checking work pool {request.work_pool} at {prefect_settings_api_url()}")
+    shown = without_credentials(prefect_settings_api_url() or "")
+    progress(f"checking work pool {request.work_pool} at {shown}")
     _check_pool(request.work_pool)
 
     from prefect import Flow

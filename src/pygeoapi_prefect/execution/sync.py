@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi.process.base import BaseProcessor
 from pygeoapi.util import RequestedResponse
 
-from pygeoapi_prefect.errors import JobNotFound, PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.errors import (
+    JobNotFound,
+    PrefectAuthFailed,
+    PrefectManagerError,
+    PrefectUnavailable,
+)
 from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
 from pygeoapi_prefect.execution.execute import Outcome, run_processor, store_outcome
 from pygeoapi_prefect.execution.heartbeat import beating
@@ -202,6 +207,10 @@ class _Record:
                 self.recorded(job_id, named=True)
                 return job_id
             job_id = self._create(final, labels, max(0.0, end - time.monotonic()))
+        except PrefectAuthFailed:
+            # Not an outage: Prefect is up and refuses these credentials, so a
+            # deferred record would never land. The client is told (503).
+            raise
         except PrefectUnavailable as exc:
             logger.warning("sync job of %s: record deferred (%s)", self.process_id, exc)
             self.engine.recorder().submit(self._record_later, job_id, outcome, final, labels)
