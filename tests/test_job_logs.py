@@ -369,3 +369,36 @@ def test_ui_extras_can_be_switched_off(pygeoapi_factory, prefect_api):
     run = prefect_api.read_flow_run(job_id)
     assert run is not None and run["name"] != f"chatty-{job_id[:8]}"
     assert _artifacts(prefect_api, job_id, timeout=0) == []
+
+
+def test_a_taken_over_job_is_named_logged_and_summarised(pygeoapi_factory, prefect_api):
+    # A queued job whose accepting process died before it ran (and before it
+    # was named): another instance takes it over and runs it.
+    from pygeoapi_prefect.execution.leases import HOLDER_LABEL
+    from pygeoapi_prefect.jobs.runs import job_tags
+
+    marker = _marker()
+    run = prefect_api.create_flow_run(
+        flow_name="chatty",
+        state={"type": "PENDING", "name": "Pending", "message": "Job accepted and waiting to run"},
+        tags=job_tags("chatty"),
+        labels={HOLDER_LABEL: f"dead-{uuid.uuid4().hex[:8]}"},
+        parameters={
+            "inputs": {"marker": marker, "lines": 1},
+            "outputs": None,
+            "response": "raw",
+            "subscriber": None,
+        },
+    )
+    job_id = str(run["id"])
+    assert run["name"] != f"chatty-{job_id[:8]}"
+    server = pygeoapi_factory(
+        manager={
+            "recovery": {"lease_seconds": 4, "scan_seconds": 1},
+            "heartbeat": {"install_automation": False},
+        }
+    )
+    server.wait_for(job_id, "successful", timeout=120)
+    assert f"{marker} line 0" in _messages(server, job_id)
+    assert _wait_name(prefect_api, job_id) == f"chatty-{job_id[:8]}"
+    assert marker in _artifacts(prefect_api, job_id)[0]["data"]
