@@ -28,6 +28,7 @@ from typing import Any
 from prefect import Flow, flow
 
 from pygeoapi_prefect.config import CallbacksConfig
+from pygeoapi_prefect.events import EventPublisher, publisher_for, worker_settings
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy, Delivery
 from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_processor, store_outcome
 from pygeoapi_prefect.execution.run_page import deployed_run_name
@@ -117,6 +118,59 @@ def _record_error(job_id: str, outcome: Outcome) -> None:
             api.close()
 
 
+#: Seconds a finished run waits at most for its last job event to be sent.
+_EVENT_WAIT = 5.0
+
+
+class _Events:
+    """The job events of runs on this worker: the deployment's broker, or the worker's.
+
+    The deployment carries the broker without credentials; the worker's
+    environment (``PYGEOAPI_PREFECT_PUBSUB_URL``, or a whole
+    ``PYGEOAPI_PREFECT_PUBSUB`` block) gives the URL with them.
+    """
+
+    def __init__(self, baked: dict[str, Any] | None) -> None:
+        self.baked = baked
+
+    def publisher(self) -> tuple[EventPublisher, str] | None:
+        from pygeoapi_prefect.prefect.api import prefect_settings_api_url
+
+        settings, api_url = worker_settings(self.baked), prefect_settings_api_url()
+        if not settings or not api_url:
+            return None
+        return publisher_for(settings, api_url), api_url
+
+    def step(self, kind: str, message: str | None = None) -> None:
+        found = self.publisher()
+        if found is not None:
+            found[0].publish(kind, _current_run_id(), message=message)
+
+    def reporting(self) -> contextlib.AbstractContextManager[None]:
+        """Progress stored and published (outside it: stored only, by progress.py)."""
+        from pygeoapi_prefect.progress import labels_reporter, reporting_to
+
+        found = self.publisher()
+        if found is None:
+            return contextlib.nullcontext()
+        settings = worker_settings(self.baked)
+        return reporting_to(labels_reporter(found[1], _current_run_id(), events=settings))
+
+    def ended(self, kind: str) -> list[Any]:
+        """A flow state hook (it runs once Prefect has set the final state)."""
+
+        def hook(flow: Any, flow_run: Any, state: Any) -> None:
+            found = self.publisher()
+            if found is None:
+                return
+            publisher = found[0]
+            publisher.publish(kind, str(flow_run.id), message=state.message or None)
+            # The run's process ends right after: the event goes first, within a bound.
+            publisher.flush(_EVENT_WAIT)
+
+        return [hook]
+
+
 def _current_run_id() -> str:
     from prefect.runtime import flow_run
 
@@ -185,17 +239,20 @@ def job_flow(
     callbacks: dict[str, Any] | None = None,
     logs: dict[str, Any] | None = None,
     prefect_ui: dict[str, Any] | None = None,
+    events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a Prefect-flow process: the flow, storing its output."""
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
     ui = prefect_ui or {}
+    steps = _Events(events)
     signature = inspect.signature(user_flow.fn)
 
     def begin(kwargs: dict[str, Any]) -> tuple[str, _Callbacks]:
         kwargs.pop("pygeoapi_job_id", None)
         response = kwargs.pop("pygeoapi_response", "raw") or "raw"
         notify = _Callbacks(policy, kwargs.pop("pygeoapi_subscriber", None), process_id or "")
+        steps.step("running")
         notify.status("inProgressUri", "running", "Job running")
         return response, notify
 
@@ -216,7 +273,7 @@ def job_flow(
         async def run(*args: Any, **kwargs: Any) -> Any:
             response, notify = begin(kwargs)
             try:
-                with _beating(), _job_logging(logs):
+                with _beating(), steps.reporting(), _job_logging(logs):
                     result = await user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, kwargs)
             except Exception as exc:
@@ -231,7 +288,7 @@ def job_flow(
         def run(*args: Any, **kwargs: Any) -> Any:
             response, notify = begin(kwargs)
             try:
-                with _beating(), _job_logging(logs):
+                with _beating(), steps.reporting(), _job_logging(logs):
                     result = user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, kwargs)
             except Exception as exc:
@@ -268,6 +325,9 @@ def job_flow(
         # The output goes to the result store as JSON, text or bytes; Prefect's
         # own result persistence would pickle it where a reader might load it.
         persist_result=False,
+        on_completion=steps.ended("successful"),
+        on_failure=steps.ended("failed"),
+        on_crashed=steps.ended("failed"),
     )(run)
 
 
@@ -281,11 +341,13 @@ def process_flow(
     callbacks: dict[str, Any] | None = None,
     logs: dict[str, Any] | None = None,
     prefect_ui: dict[str, Any] | None = None,
+    events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a standard pygeoapi process."""
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
     ui = prefect_ui or {}
+    steps = _Events(events)
 
     def run(
         inputs: dict[str, Any],
@@ -297,11 +359,12 @@ def process_flow(
         """Run the pygeoapi process with OGC execute-request inputs."""
         job_id = _current_run_id()
         notify = _Callbacks(policy, pygeoapi_subscriber, process_id)
+        steps.step("running")
         notify.status("inProgressUri", "running", "Job running")
         try:
             processor = load_processor(process_conf)
             processor.set_job_id(job_id)
-            with _beating(), _job_logging(logs):
+            with _beating(), steps.reporting(), _job_logging(logs):
                 outcome = run_processor(
                     processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
                 )
@@ -325,4 +388,7 @@ def process_flow(
         description=f"The pygeoapi process {process_id!r}",
         flow_run_name=deployed_run_name if ui.get("run_names", True) else None,
         persist_result=False,  # as in job_flow: nothing pickled
+        on_completion=steps.ended("successful"),
+        on_failure=steps.ended("failed"),
+        on_crashed=steps.ended("failed"),
     )(run)

@@ -37,6 +37,8 @@ class JobRequest:
     logs: LogLimits = field(default_factory=LogLimits)
     #: ``<pygeoapi URL>/jobs``, for the links of the job's summary in the Prefect UI.
     jobs_url: str | None = None
+    #: pygeoapi's ``pubsub`` block, for the job's progress events (None: none).
+    events: dict[str, Any] | None = None
     #: The owner tag of the job's run (``server.manager.auth``), if any.
     owner: str | None = None
 

@@ -65,6 +65,7 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         subscriber=parameters.get("subscriber"),
         logs=limits_from(engine.config),
         jobs_url=labels.get(jobs.JOBS_URL_LABEL),
+        events=engine.events.settings if engine.events else None,
         owner=owner_of(run.get("tags") or []),
     )
 

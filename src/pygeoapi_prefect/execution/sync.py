@@ -36,7 +36,7 @@ from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_paramete
 from pygeoapi_prefect.execution.execute import Outcome, run_processor, store_outcome
 from pygeoapi_prefect.execution.heartbeat import beating
 from pygeoapi_prefect.execution.joblogs import JobLog, capturing, limits_from
-from pygeoapi_prefect.execution.notify import notify_status
+from pygeoapi_prefect.execution.notify import job_event, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["SyncResult", "run_sync"]
+
+#: The job event of a state a sync job is recorded in.
+_KIND = {"RUNNING": "running", "COMPLETED": "successful", "FAILED": "failed"}
 
 
 class SyncResult:
@@ -95,6 +98,8 @@ class _Record:
         self.logs = JobLog(limits_from(engine.config))
         #: The outcome, for the summary in the Prefect UI.
         self.outcome: Outcome | None = None
+        #: The run as created (for its event).
+        self.run: dict[str, Any] | None = None
 
     def _labels(self, labels: dict[str, Any]) -> dict[str, Any]:
         return jobs.new_job_labels({jobs.RESPONSE_LABEL: self.response, **labels}, self.jobs_url)
@@ -108,6 +113,7 @@ class _Record:
             parameters=self.parameters,
             budget=budget,
         )
+        self.run = run
         return str(run["id"])
 
     def begin(self) -> str:
@@ -122,6 +128,7 @@ class _Record:
             )
         finally:
             self._created.set()
+        job_event(self.engine, "running", self.job_id, run=self.run)
         if self.engine.config.prefect_ui.run_names:
             from pygeoapi_prefect.execution.run_page import in_background, name_run
 
@@ -167,6 +174,8 @@ class _Record:
             self.engine.api.update_labels(self.job_id, labels)
         except PrefectManagerError as exc:  # progress never fails a job
             logger.warning("progress of sync job %s not stored: %s", self.job_id, exc)
+            return
+        job_event(self.engine, "progress", self.job_id, progress=percent, message=message)
 
     def finish(self, outcome: Outcome) -> str:
         """Record the end; returns the job id, ``""`` when the record was deferred."""
@@ -217,6 +226,7 @@ class _Record:
             return job_id or ""
         if outcome.ok:
             self._store(job_id, outcome)
+        job_event(self.engine, _KIND[final["type"]], job_id, run=self.run)
         self.recorded(job_id, named=False)
         return job_id
 
@@ -262,6 +272,7 @@ class _Record:
         if result.get("status") == REJECTED:
             finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
             raise JobNotFound(f"Job {job_id} was dismissed while it ran")
+        job_event(self.engine, _KIND[final["type"]], job_id, message=final.get("message"))
 
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
@@ -304,6 +315,7 @@ class _Record:
                 job_id = persist(self._create, final, labels, None)
                 if outcome.ok:
                     self._store(job_id, outcome)
+                job_event(self.engine, _KIND[final["type"]], job_id, run=self.run)
             else:
                 if outcome.ok and outcome.mimetype != jobs.DEFAULT_MIMETYPE:
                     persist(
@@ -314,6 +326,7 @@ class _Record:
                 if not outcome.ok and labels:
                     persist(self.engine.api.update_labels, job_id, labels)
                 persist(self.engine.api.set_state, job_id, final)
+                job_event(self.engine, _KIND[final["type"]], job_id, message=final.get("message"))
             logger.info("sync job %s of %s recorded after a delay", job_id, self.process_id)
             self.recorded(job_id, named=named)
         except PrefectManagerError as exc:

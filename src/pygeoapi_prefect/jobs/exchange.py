@@ -38,6 +38,9 @@ class RequestExchange:
             answer has no job (no ``Location``).
         caller: who sent the request, when ``server.manager.auth`` is on (set
             by the web layer once it has authenticated the request).
+        subscriber: the execute request's OGC ``subscriber`` (its URIs by
+            key), taken out of the body before pygeoapi reads it: pygeoapi
+            logs whole execute bodies at DEBUG, and callback URLs carry tokens.
 
     """
 
@@ -46,6 +49,7 @@ class RequestExchange:
     failed_job_id: str | None = None
     unrecorded: bool = False
     caller: Caller | None = None
+    subscriber: dict[str, str] | None = None
 
 
 _EXCHANGE: ContextVar[RequestExchange | None] = ContextVar(

@@ -19,6 +19,7 @@ __all__ = [
     "JOB_TAG",
     "LOGS_REL",
     "STATUS_BY_STATE",
+    "default_message",
     "error_label",
     "job_failure",
     "job_from_flow_run",
@@ -81,6 +82,11 @@ _DEFAULT_MESSAGES = {
     JobStatus.failed: "Job failed",
     JobStatus.dismissed: "Job dismissed",
 }
+
+
+def default_message(status: str) -> str:
+    """The message of a job in ``status`` that has none of its own."""
+    return _DEFAULT_MESSAGES[JobStatus(status)]
 
 
 def error_label(status: int, code: str) -> dict[str, str]:
