@@ -169,7 +169,7 @@ def _kept_and_dropped(server: Any, job_id: str) -> tuple[list[dict[str, Any]], i
     lines = _logs(server, job_id, limit=1000).json()["logs"]
     ours = [line for line in lines if not line["logger"].startswith("prefect")]
     dropped = [line["message"] for line in ours if "were dropped" in line["message"]]
-    assert len(dropped) == 1, ours
+    assert len(dropped) == 1, [(line["timestamp"], line["message"]) for line in lines]
     assert ours[-1]["message"] == dropped[0]
     return ours[:-1], int(dropped[0].split()[0]), dropped[0]
 
