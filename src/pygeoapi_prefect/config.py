@@ -35,8 +35,10 @@ __all__ = [
     "HeartbeatConfig",
     "LimitsConfig",
     "LocalExecutionConfig",
+    "LogsConfig",
     "ManagerConfig",
     "MetricsConfig",
+    "PrefectUIConfig",
     "PublishConfig",
     "RecoveryConfig",
     "ResultStoreConfig",
@@ -436,34 +438,72 @@ class LimitsConfig(_Strict):
     )
 
 
-class MetricsConfig(_Strict):
-    """Prometheus metrics at ``/metrics`` (``server.manager.metrics``)."""
+class LogsConfig(_Strict):
+    """Job logs, kept as the flow run's logs in Prefect (``server.manager.logs``)."""
 
     enabled: bool = Field(
         default=True,
         description=(
-            "Serve Prometheus metrics (jobs, run and queue times, the local pool, Prefect "
-            "API calls, callbacks) at `path`; off, that path answers 404. With several "
-            "server processes (gunicorn or uvicorn workers) set `PROMETHEUS_MULTIPROC_DIR` "
-            "(`pygeoapi-prefect serve` does): see the Operating page, Metrics."
+            "Capture each job's `logging` records and its stdout/stderr, send them to "
+            "Prefect as the flow run's logs, and serve them at `GET /jobs/{jobId}/logs`."
         ),
     )
-    path: str = Field(
-        default="/metrics",
+    level: str = Field(
+        default="INFO",
         description=(
-            "Where the metrics are served, below pygeoapi's `server.api_rules.url_prefix` "
-            "like every other route."
+            "Lowest level of the `logging` records kept (DEBUG, INFO, WARNING, ERROR). In "
+            "worker processes (async jobs, Prefect workers) the job's loggers are let down "
+            "to it; a sync job's records exist only as far as the server's own logging "
+            "configuration (pygeoapi's `logging.level`) lets them."
+        ),
+    )
+    max_lines: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Log lines kept per job; past it (or past `max_bytes`) lines are counted, not "
+            "sent, and one last line says how many were dropped."
+        ),
+    )
+    max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description=(
+            "Bytes of log messages kept per job (UTF-8); a single longer line is cut to "
+            "what is left."
         ),
     )
 
-    @field_validator("path")
+    @field_validator("level")
     @classmethod
-    def _plain_path(cls, value: str) -> str:
-        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
-            raise ValueError(f"must be a path like /metrics, got {value!r}")
-        if value.split("/")[1] in ("processes", "jobs", "conformance"):
-            raise ValueError(f"{value!r} is a route of OGC API - Processes")
-        return value
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+        return level
+
+
+class PrefectUIConfig(_Strict):
+    """How jobs read in the Prefect UI (``server.manager.prefect_ui``)."""
+
+    run_names: bool = Field(
+        default=True,
+        description=(
+            "Name each job's flow run `<process id>-<first 8 characters of the job id>` "
+            "(one write per job, off the request path: Prefect makes the id only when it "
+            "creates the run). Off: Prefect's random names."
+        ),
+    )
+    summary_artifact: bool = Field(
+        default=True,
+        description=(
+            "Write one markdown artifact per job when it ends (its inputs, status, "
+            "progress, message and links to its status, results and logs in pygeoapi), "
+            "shown on the run's Artifacts tab. One write per job, off the request path."
+        ),
+    )
 
 
 #: Signature algorithms a JWT may use: asymmetric only, so a public key can
@@ -638,6 +678,36 @@ class AuthConfig(_Strict):
         return self.mode != "none"
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics at ``/metrics`` (``server.manager.metrics``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Serve Prometheus metrics (jobs, run and queue times, the local pool, Prefect "
+            "API calls, callbacks) at `path`; off, that path answers 404. With several "
+            "server processes (gunicorn or uvicorn workers) set `PROMETHEUS_MULTIPROC_DIR` "
+            "(`pygeoapi-prefect serve` does): see the Operating page, Metrics."
+        ),
+    )
+    path: str = Field(
+        default="/metrics",
+        description=(
+            "Where the metrics are served, below pygeoapi's `server.api_rules.url_prefix` "
+            "like every other route."
+        ),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError(f"must be a path like /metrics, got {value!r}")
+        if value.split("/")[1] in ("processes", "jobs", "conformance"):
+            raise ValueError(f"{value!r} is a route of OGC API - Processes")
+        return value
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -743,6 +813,14 @@ class ManagerConfig(_Strict):
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig,
         description="Prometheus metrics of jobs, the local pool, Prefect API calls and callbacks.",
+    )
+    logs: LogsConfig = Field(
+        default_factory=LogsConfig,
+        description="Job logs: capture, the per-job volume limit, `GET /jobs/{jobId}/logs`.",
+    )
+    prefect_ui: PrefectUIConfig = Field(
+        default_factory=PrefectUIConfig,
+        description="Flow run names and the job summary artifact in the Prefect UI.",
     )
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,

@@ -22,6 +22,7 @@ from pygeoapi_prefect.config import ManagerConfig, load_config
 from pygeoapi_prefect.execution import dispatch
 from pygeoapi_prefect.execution.dismiss import dismiss
 from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
+from pygeoapi_prefect.execution.joblogs import read_job_logs
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange, request_caller
@@ -160,6 +161,13 @@ class PrefectManager(BaseManager):
         """(media type, output) of a finished job, as the job asked for it."""
         request_caller(self.config.auth.enabled)
         return listing.get_job_result(self.engine, self.processes, job_id)
+
+    def get_job_logs(self, job_id: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` log lines of a job from ``offset``, oldest first.
+
+        The caller has looked the job up (:meth:`get_job`); ``job_id`` is its identifier.
+        """
+        return read_job_logs(self.api, job_id, limit=limit, offset=offset)
 
     def stream_result(self, job_id: str) -> tuple[Manifest, Iterator[bytes]] | None:
         """The raw output of a finished job as chunks, when it can be streamed."""

@@ -123,6 +123,9 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
         )
     if results.get("callbacks"):
         store += f", callbacks={_literal(results['callbacks'])}"
+    for key in ("logs", "prefect_ui"):
+        if results.get(key):
+            store += f", {key}={_literal(results[key])}"
     if results.get("events"):
         # Without credentials: the workers' environment has them (docs/operating.md).
         store += f", events={_literal(results['events'])}"
@@ -203,6 +206,8 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         "storage_options": manager.results.storage_options,
         "block": manager.results.block,
         "callbacks": manager.callbacks.model_dump(),
+        "logs": manager.logs.model_dump(),
+        "prefect_ui": manager.prefect_ui.model_dump(),
         "events": safe_settings(config["pubsub"]) if config.get("pubsub") else None,
     }
     if request.storage_block and results_url.startswith("file://"):

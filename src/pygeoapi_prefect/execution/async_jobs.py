@@ -15,7 +15,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pygeoapi_prefect.metrics as metrics
+from pygeoapi_prefect.execution import run_page
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
+from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
 from pygeoapi_prefect.execution.notify import EVENT_WAIT, job_event, notify_results, notify_status
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_PARAMETERS_BYTES", "job_parameters", "local_hooks", "submit"]
+__all__ = ["MAX_PARAMETERS_BYTES", "job_parameters", "local_hooks", "submit", "summarise"]
 
 #: Execute requests larger than this are not copied into the flow run's
 #: parameters (they still run); Prefect caps parameters at 512 KB by default.
@@ -100,10 +102,16 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            logs=limits_from(engine.config),
+            jobs_url=jobs_url,
             events=engine.events.settings if engine.events else None,
             owner=owner,
         )
     )
+    if engine.config.prefect_ui.run_names:
+        run_page.in_background(
+            engine.background().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
+        )
     logger.debug("job %s of process %s accepted", job_id, process_id)
     return job_id
 
@@ -174,12 +182,17 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
             persist(engine.api.update_labels, job_id, {jobs.MIMETYPE_LABEL: outcome.mimetype})
         final = state("COMPLETED", "Job complete")
     else:
+        error = jobs.error_label(outcome.http_status, outcome.ogc_code)
+        if error:
+            # What GET /jobs/{id}/results answers; only a status of the process's own costs a write.
+            persist(engine.api.update_labels, job_id, error)
         final = state("FAILED", outcome.message)
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
         metrics.job_finished(request.process_id, "dismissed")
         finish_cancelled(engine, job_id, request.result_key)
-    elif outcome.ok:
+        return
+    if outcome.ok:
         metrics.job_finished(request.process_id, "successful")
         job_event(engine, "successful", job_id)
         notify_results(engine, request.result_key, request.subscriber)
@@ -187,6 +200,26 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         metrics.job_finished(request.process_id, "failed")
         job_event(engine, "failed", job_id, message=outcome.message)
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
+    summarise(engine, request, outcome)
+
+
+def summarise(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
+    """Write the job's summary artifact in the background (``prefect_ui.summary_artifact``)."""
+    if not engine.config.prefect_ui.summary_artifact:
+        return
+    markdown = run_page.job_summary(
+        job_id=request.job_id,
+        process_id=request.process_id,
+        status="successful" if outcome.ok else "failed",
+        message="Job complete" if outcome.ok else outcome.message,
+        progress=100 if outcome.ok else None,
+        inputs=request.inputs,
+        jobs_url=request.jobs_url,
+    )
+    run_page.in_background(
+        engine.background().submit,
+        lambda: run_page.write_summary(engine.api, request.job_id, markdown),
+    )
 
 
 def _killed(engine: Engine, request: JobRequest) -> None:

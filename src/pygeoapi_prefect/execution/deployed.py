@@ -31,6 +31,7 @@ from pygeoapi_prefect.config import CallbacksConfig
 from pygeoapi_prefect.events import EventPublisher, publisher_for, worker_settings
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy, Delivery
 from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_processor, store_outcome
+from pygeoapi_prefect.execution.run_page import deployed_run_name
 from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
 
@@ -97,6 +98,24 @@ def _result_key() -> str:
     from prefect.runtime import flow_run
 
     return ResultStore.key(_current_run_id(), owner_of(list(flow_run.tags or [])))
+
+
+def _record_error(job_id: str, outcome: Outcome) -> None:
+    # A process's own status and code (a pygeoapi error it raised) for /results.
+    from pygeoapi_prefect.errors import PrefectManagerError
+    from pygeoapi_prefect.jobs.runs import error_label
+    from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
+
+    labels = error_label(outcome.http_status, outcome.ogc_code)
+    api_url = prefect_settings_api_url()
+    if labels and api_url:
+        api = PrefectAPI(api_url)
+        try:
+            api.update_labels(job_id, labels)
+        except PrefectManagerError:
+            pass  # the job fails all the same, answered as 500
+        finally:
+            api.close()
 
 
 #: Seconds a finished run waits at most for its last job event to be sent.
@@ -170,6 +189,46 @@ def _beating() -> contextlib.AbstractContextManager[None]:
     return beating(prefect_settings_api_url(), _current_run_id(), interval)
 
 
+def _job_logging(logs: dict[str, Any] | None) -> contextlib.AbstractContextManager[Any]:
+    # The run's process is the job's: what it logs and prints goes to its flow run.
+    from pygeoapi_prefect.execution.joblogs import job_logging, limits_from_dict
+    from pygeoapi_prefect.prefect.api import prefect_settings_api_url
+
+    return job_logging(prefect_settings_api_url(), _current_run_id(), limits_from_dict(logs))
+
+
+def _summarise(process_id: str, inputs: Any, outcome: Outcome) -> None:
+    # One markdown artifact on the run: what the Prefect UI shows of the job.
+    from prefect.context import FlowRunContext
+
+    from pygeoapi_prefect.execution.run_page import job_summary, write_summary
+    from pygeoapi_prefect.jobs.runs import JOBS_URL_LABEL
+    from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
+
+    api_url = prefect_settings_api_url()
+    context = FlowRunContext.get()
+    if not api_url or context is None or context.flow_run is None:
+        return
+    labels = dict(getattr(context.flow_run, "labels", None) or {})
+    api = PrefectAPI(api_url)
+    try:
+        write_summary(
+            api,
+            _current_run_id(),
+            job_summary(
+                job_id=_current_run_id(),
+                process_id=process_id,
+                status="successful" if outcome.ok else "failed",
+                message="Job complete" if outcome.ok else outcome.message,
+                progress=100 if outcome.ok else None,
+                inputs=inputs,
+                jobs_url=labels.get(JOBS_URL_LABEL),
+            ),
+        )
+    finally:
+        api.close()
+
+
 def job_flow(
     user_flow: Flow[..., Any],
     *,
@@ -178,11 +237,14 @@ def job_flow(
     storage_options: dict[str, Any] | None = None,
     results_block: str | None = None,
     callbacks: dict[str, Any] | None = None,
+    logs: dict[str, Any] | None = None,
+    prefect_ui: dict[str, Any] | None = None,
     events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a Prefect-flow process: the flow, storing its output."""
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
+    ui = prefect_ui or {}
     steps = _Events(events)
     signature = inspect.signature(user_flow.fn)
 
@@ -194,13 +256,15 @@ def job_flow(
         notify.status("inProgressUri", "running", "Job running")
         return response, notify
 
-    def finish(result: Any, response: str, notify: _Callbacks) -> Any:
+    def finish(result: Any, response: str, notify: _Callbacks, inputs: dict[str, Any]) -> Any:
         from pygeoapi_prefect.processes import package_result
 
         mimetype, outputs = package_result(result)
         outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
         store_outcome(store, _result_key(), outcome, response)
         notify.results(outcome)
+        if ui.get("summary_artifact", True):
+            _summarise(process_id or user_flow.name, inputs, outcome)
         return result
 
     if inspect.iscoroutinefunction(user_flow.fn):
@@ -209,9 +273,9 @@ def job_flow(
         async def run(*args: Any, **kwargs: Any) -> Any:
             response, notify = begin(kwargs)
             try:
-                with _beating(), steps.reporting():
+                with _beating(), steps.reporting(), _job_logging(logs):
                     result = await user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify)
+                return finish(result, response, notify, kwargs)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -224,9 +288,9 @@ def job_flow(
         def run(*args: Any, **kwargs: Any) -> Any:
             response, notify = begin(kwargs)
             try:
-                with _beating(), steps.reporting():
+                with _beating(), steps.reporting(), _job_logging(logs):
                     result = user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify)
+                return finish(result, response, notify, kwargs)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -256,6 +320,8 @@ def job_flow(
         retry_delay_seconds=user_flow.retry_delay_seconds,
         timeout_seconds=user_flow.timeout_seconds,
         log_prints=user_flow.log_prints,
+        flow_run_name=user_flow.flow_run_name
+        or (deployed_run_name if ui.get("run_names", True) else None),
         # The output goes to the result store as JSON, text or bytes; Prefect's
         # own result persistence would pickle it where a reader might load it.
         persist_result=False,
@@ -273,11 +339,14 @@ def process_flow(
     storage_options: dict[str, Any] | None = None,
     results_block: str | None = None,
     callbacks: dict[str, Any] | None = None,
+    logs: dict[str, Any] | None = None,
+    prefect_ui: dict[str, Any] | None = None,
     events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a standard pygeoapi process."""
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
+    ui = prefect_ui or {}
     steps = _Events(events)
 
     def run(
@@ -295,11 +364,14 @@ def process_flow(
         try:
             processor = load_processor(process_conf)
             processor.set_job_id(job_id)
-            with _beating(), steps.reporting():
+            with _beating(), steps.reporting(), _job_logging(logs):
                 outcome = run_processor(
                     processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
                 )
+            if ui.get("summary_artifact", True):
+                _summarise(process_id, inputs, outcome)
             if not outcome.ok:
+                _record_error(job_id, outcome)
                 raise RuntimeError(outcome.message)
             store_outcome(store, _result_key(), outcome, pygeoapi_response or "raw")
             notify.results(outcome)
@@ -314,6 +386,7 @@ def process_flow(
     return flow(
         name=process_id,
         description=f"The pygeoapi process {process_id!r}",
+        flow_run_name=deployed_run_name if ui.get("run_names", True) else None,
         persist_result=False,  # as in job_flow: nothing pickled
         on_completion=steps.ended("successful"),
         on_failure=steps.ended("failed"),

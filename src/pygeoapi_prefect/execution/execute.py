@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pygeoapi_prefect.execution.joblogs import LogLimits
+
 if TYPE_CHECKING:
     from pygeoapi.process.base import BaseProcessor
 
@@ -31,6 +33,10 @@ class JobRequest:
     requested_outputs: dict[str, Any] | None = None
     response: str = "raw"
     subscriber: dict[str, str] | None = None
+    #: The job's log settings (``server.manager.logs``).
+    logs: LogLimits = field(default_factory=LogLimits)
+    #: ``<pygeoapi URL>/jobs``, for the links of the job's summary in the Prefect UI.
+    jobs_url: str | None = None
     #: pygeoapi's ``pubsub`` block, for the job's progress events (None: none).
     events: dict[str, Any] | None = None
     #: The owner tag of the job's run (``server.manager.auth``), if any.

@@ -31,6 +31,7 @@ from pygeoapi_prefect.execution.execute import (
     store_outcome,
 )
 from pygeoapi_prefect.execution.heartbeat import beating
+from pygeoapi_prefect.execution.joblogs import job_logging
 from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
 
@@ -132,6 +133,7 @@ def _worker_main(
             with (
                 beating(api_url, request.job_id, heartbeat_seconds),
                 reporting_to(reporter),
+                job_logging(api_url, request.job_id, request.logs),
             ):
                 outcome = run_processor(
                     processor,

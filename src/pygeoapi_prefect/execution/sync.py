@@ -36,6 +36,7 @@ from pygeoapi_prefect.errors import (
 from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
 from pygeoapi_prefect.execution.execute import Outcome, run_processor, store_outcome
 from pygeoapi_prefect.execution.heartbeat import beating
+from pygeoapi_prefect.execution.joblogs import JobLog, capturing, limits_from
 from pygeoapi_prefect.execution.notify import job_event, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
@@ -94,6 +95,10 @@ class _Record:
         self._beat = contextlib.ExitStack()
         self._beat_closed = False
         self.job_id: str | None = None
+        #: The job's captured log lines, sent once the job has its id.
+        self.logs = JobLog(limits_from(engine.config))
+        #: The outcome, for the summary in the Prefect UI.
+        self.outcome: Outcome | None = None
         #: The run as created (for its event).
         self.run: dict[str, Any] | None = None
 
@@ -125,6 +130,14 @@ class _Record:
         finally:
             self._created.set()
         job_event(self.engine, "running", self.job_id, run=self.run)
+        if self.engine.config.prefect_ui.run_names:
+            from pygeoapi_prefect.execution.run_page import in_background, name_run
+
+            job_id = self.job_id
+            in_background(
+                self.engine.background().submit,
+                lambda: name_run(self.engine.api, self.process_id, job_id),
+            )
         config = self.engine.config
         with self._lock:
             # At once: a sync job is recorded only once it has run a while, and
@@ -181,10 +194,14 @@ class _Record:
             self._beat.close()
         if outcome.ok:
             final = state("COMPLETED", "Job complete")
-            labels = {jobs.PROGRESS_LABEL: 100, jobs.MIMETYPE_LABEL: outcome.mimetype}
+            labels: dict[str, Any] = {
+                jobs.PROGRESS_LABEL: 100,
+                jobs.MIMETYPE_LABEL: outcome.mimetype,
+            }
         else:
             final = state("FAILED", outcome.message)
-            labels = {}
+            labels = dict(jobs.error_label(outcome.http_status, outcome.ogc_code))
+        self.outcome = outcome
         if not created:
             # Still under way: the record is finished in the background once the
             # create settles (never a second run beside it).
@@ -197,6 +214,7 @@ class _Record:
         try:
             if job_id:
                 self._finish_recorded(job_id, outcome, final, end)
+                self.recorded(job_id, named=True)
                 return job_id
             job_id = self._create(final, labels, max(0.0, end - time.monotonic()))
         except PrefectAuthFailed:
@@ -210,7 +228,30 @@ class _Record:
         if outcome.ok:
             self._store(job_id, outcome)
         job_event(self.engine, _KIND[final["type"]], job_id, run=self.run)
+        self.recorded(job_id, named=False)
         return job_id
+
+    def recorded(self, job_id: str, *, named: bool) -> None:
+        """The job's run exists: its name, summary and log lines, in the background."""
+        from pygeoapi_prefect.execution.async_jobs import summarise
+        from pygeoapi_prefect.execution.execute import JobRequest
+        from pygeoapi_prefect.execution.joblogs import ship_in_background
+        from pygeoapi_prefect.execution.run_page import in_background, name_run
+
+        engine = self.engine
+        submit = engine.background().submit
+        if not named and engine.config.prefect_ui.run_names:
+            in_background(submit, lambda: name_run(engine.api, self.process_id, job_id))
+        ship_in_background(submit, engine.api, self.logs, job_id)
+        if self.outcome is not None:
+            request = JobRequest(
+                job_id,
+                self.process_id,
+                {},
+                self.parameters.get("inputs") or {},
+                jobs_url=self.jobs_url,
+            )
+            summarise(engine, request, self.outcome)
 
     def _finish_recorded(
         self, job_id: str, outcome: Outcome, final: dict[str, Any], end: float
@@ -224,6 +265,10 @@ class _Record:
                     {jobs.MIMETYPE_LABEL: outcome.mimetype},
                     budget=max(0.0, end - time.monotonic()),
                 )
+        else:
+            error = jobs.error_label(outcome.http_status, outcome.ogc_code)
+            if error:
+                api.update_labels(job_id, error, budget=max(0.0, end - time.monotonic()))
         result = api.set_state(job_id, final, budget=max(0.0, end - time.monotonic()))
         if result.get("status") == REJECTED:
             finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
@@ -265,6 +310,7 @@ class _Record:
         labels: dict[str, Any],
     ) -> None:
         # In the background recorder: the client has its answer already.
+        named = job_id is not None
         try:
             if job_id is None:
                 job_id = persist(self._create, final, labels, None)
@@ -278,9 +324,12 @@ class _Record:
                         job_id,
                         {jobs.MIMETYPE_LABEL: outcome.mimetype},
                     )
+                if not outcome.ok and labels:
+                    persist(self.engine.api.update_labels, job_id, labels)
                 persist(self.engine.api.set_state, job_id, final)
                 job_event(self.engine, _KIND[final["type"]], job_id, message=final.get("message"))
             logger.info("sync job %s of %s recorded after a delay", job_id, self.process_id)
+            self.recorded(job_id, named=named)
         except PrefectManagerError as exc:
             logger.error("sync job of %s could not be recorded: %s", self.process_id, exc)
 
@@ -313,7 +362,11 @@ def run_sync(
     else:
         record.begin_after(engine.config.local.sync_visible_after)
     metrics.job_submitted(process_id, "sync")  # it runs now (a failed begin() made no job)
-    with reporting_to(record.report), metrics.watch(process_id):
+    with (
+        reporting_to(record.report),
+        capturing(record.logs, this_thread_only=True),
+        metrics.watch(process_id),
+    ):
         outcome = run_processor(
             processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
         )

@@ -47,10 +47,11 @@ from pygeoapi_prefect.errors import (
     NotAuthenticated,
     PrefectManagerError,
     RequestTooLarge,
+    ResultNotFound,
 )
 from pygeoapi_prefect.jobs.exchange import RequestExchange, begin_request
 from pygeoapi_prefect.jobs.query import parse_job_query
-from pygeoapi_prefect.web import documents, guard
+from pygeoapi_prefect.web import documents, guard, job_logs
 from pygeoapi_prefect.web.auth import Authenticator
 from pygeoapi_prefect.web.html_pages import Answer, process_job_links, render_html
 
@@ -74,6 +75,7 @@ _ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("jobs",): ("GET",),
     ("jobs", "*"): ("GET", "DELETE"),
     ("jobs", "*", "results"): ("GET",),
+    ("jobs", "*", "logs"): ("GET",),
 }
 
 
@@ -255,6 +257,9 @@ class Contract:
         self._check_body(request, execute=shape[-1] == "execution")
         if shape[-1] == "execution":
             _take_subscriber(request, exchange)
+        if shape == ("jobs", "*", "logs"):
+            # Its formats (json, txt) are not pygeoapi's: answered before its checks.
+            return job_logs.answer(self, request, parts[1])
         api_request = self._api_request(request)
         if not api_request.is_valid():
             return self._answer(self.api.get_format_exception(api_request), parts)
@@ -469,7 +474,44 @@ class Contract:
             if api_request.format is None:
                 # Accept: */* (or none): the results, not pygeoapi's HTML page.
                 api_request = self._api_request(request, fmt=F_JSON)
-        return self._answer(processes_api.get_job_result(self.api, api_request, job_id), parts)
+        missing: ResultNotFound | None = None
+        try:
+            answer: Answer | None = processes_api.get_job_result(self.api, api_request, job_id)
+        except ResultNotFound as exc:
+            answer, missing = None, exc
+        if answer is None or answer[1] in (HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND):
+            # pygeoapi answers a failed job with a generic 400 "job failed":
+            # OGC /req/core/job-results-failed wants the job's own failure.
+            unfinished = self._unfinished(api_request, job_id)
+            if unfinished is not None:
+                return self._answer(unfinished, parts)
+            if missing is not None:
+                raise missing
+        assert answer is not None
+        return self._answer(answer, parts)
+
+    def _unfinished(self, api_request: APIRequest, job_id: str) -> Answer | None:
+        """The results answer of a job that has none: failed, not done, dismissed."""
+        job = self.api.manager.get_job(job_id)  # the one job lookup; JobNotFound: 404
+        status = job.get("status")
+        headers = api_request.get_response_headers(SYSTEM_LOCALE, **self.api.api_headers)
+        if status == "failed":
+            http_status, code = job.get("failure") or (500, "NoApplicableCode")
+            message = job.get("message") or "The job failed"
+            answer: Answer = self.api.get_exception(
+                HTTPStatus(http_status), headers, api_request.format, code, message
+            )
+            return answer
+        if status in ("accepted", "running"):
+            message = f"Job {job_id} is {status}: its results are not ready yet"
+        elif status == "dismissed":
+            message = f"Job {job_id} was dismissed: it has no results"
+        else:
+            return None
+        answer = self.api.get_exception(
+            HTTPStatus.NOT_FOUND, headers, api_request.format, "ResultNotReady", message
+        )
+        return answer
 
 
 def _take_subscriber(request: WebRequest, exchange: RequestExchange) -> None:
