@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pygeoapi.process.manager.base import BaseManager
@@ -24,8 +24,9 @@ from pygeoapi_prefect.execution.dismiss import dismiss
 from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Answer
 from pygeoapi_prefect.jobs.query import JobQuery
-from pygeoapi_prefect.jobs.results import Manifest, ResultStore
+from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.api import PrefectAPI
 from pygeoapi_prefect.prefect.states import state
 
@@ -156,9 +157,19 @@ class PrefectManager(BaseManager):
         """(media type, output) of a finished job, as the job asked for it."""
         return listing.get_job_result(self.store, job_id)
 
-    def stream_result(self, job_id: str) -> tuple[Manifest, Iterator[bytes]] | None:
-        """The raw output of a finished job as chunks, when it can be streamed."""
-        return listing.stream_result(self.engine, self.processes, job_id)
+    def results_answer(self, job_id: str) -> Answer | None:
+        """A finished job's results as asked for (by value or reference, raw or a document)."""
+        return listing.results_answer(
+            self.engine,
+            self.processes,
+            job_id,
+            jobs_url=self.jobs_url,
+            presign_seconds=self.config.results.presign_seconds,
+        )
+
+    def output_answer(self, job_id: str, output_id: str) -> Answer:
+        """One output of a finished job (``GET /jobs/{jobId}/results/{outputId}``)."""
+        return listing.output_answer(self.engine, self.processes, job_id, output_id)
 
     # -- writing jobs ---------------------------------------------------------
 

@@ -10,8 +10,12 @@ flow run id, which is the job id, before the run completes.
   deployment keeps the flow's own parameters, so ``prefect deployment run
   hi-prefect-world/test --param name=johnny`` works, plus two optional ones
   (``pygeoapi_job_id``, accepted for the Prefect-2-era CLI examples,
-  ``pygeoapi_response``, ``raw`` or ``document``, and ``pygeoapi_subscriber``,
-  the OGC callbacks, which the worker sends itself).
+  ``pygeoapi_response``, ``raw`` or ``document``, ``pygeoapi_subscriber``,
+  the OGC callbacks, which the worker sends itself, and ``pygeoapi_outputs``,
+  the request's ``outputs``: which are wanted by reference).
+
+Both let the process write outputs straight to the store
+(:func:`pygeoapi_prefect.outputs.open`) under the flow run id.
 - :func:`process_flow` runs a standard pygeoapi processor; its parameters are
   ``inputs`` (and ``outputs``) as in an OGC execute request.
 """
@@ -29,8 +33,9 @@ from typing import Any
 from prefect import Flow, flow
 
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
-from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_processor, store_outcome
+from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_job, store_outcome
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
+from pygeoapi_prefect.outputs import JobOutputs, writing_to
 
 __all__ = ["job_flow", "process_flow"]
 
@@ -38,6 +43,7 @@ _EXTRA = (
     inspect.Parameter("pygeoapi_job_id", inspect.Parameter.KEYWORD_ONLY, default=None),
     inspect.Parameter("pygeoapi_response", inspect.Parameter.KEYWORD_ONLY, default="raw"),
     inspect.Parameter("pygeoapi_subscriber", inspect.Parameter.KEYWORD_ONLY, default=None),
+    inspect.Parameter("pygeoapi_outputs", inspect.Parameter.KEYWORD_ONLY, default=None),
 )
 #: Seconds a finished run waits for its callbacks to be delivered.
 _CALLBACK_WAIT = 60.0
@@ -124,19 +130,28 @@ def job_flow(
     policy = _policy(callbacks)
     signature = inspect.signature(user_flow.fn)
 
-    def begin(kwargs: dict[str, Any]) -> tuple[str, _Callbacks]:
+    def begin(kwargs: dict[str, Any]) -> tuple[str, _Callbacks, Any]:
         kwargs.pop("pygeoapi_job_id", None)
         response = kwargs.pop("pygeoapi_response", "raw") or "raw"
+        requested = kwargs.pop("pygeoapi_outputs", None)
         notify = _Callbacks(policy, kwargs.pop("pygeoapi_subscriber", None), process_id or "")
         notify.status("inProgressUri", "running", "Job running")
-        return response, notify
+        return response, notify, requested
 
-    def finish(result: Any, response: str, notify: _Callbacks) -> Any:
+    def finish(
+        result: Any, response: str, notify: _Callbacks, requested: Any, written: JobOutputs
+    ) -> Any:
         from pygeoapi_prefect.processes import package_result
 
         mimetype, outputs = package_result(result)
-        outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
-        store_outcome(store, _current_run_id(), outcome, response)
+        outcome = Outcome(
+            ok=True,
+            mimetype=mimetype,
+            outputs=outputs,
+            output_ids=("result",),
+            streamed=written.parts(),
+        )
+        store_outcome(store, _current_run_id(), outcome, response, requested)
         notify.results(outcome)
         return result
 
@@ -144,11 +159,11 @@ def job_flow(
 
         @functools.wraps(user_flow.fn)
         async def run(*args: Any, **kwargs: Any) -> Any:
-            response, notify = begin(kwargs)
+            response, notify, requested = begin(kwargs)
             try:
-                with _beating():
+                with _beating(), writing_to(store, _current_run_id) as written:
                     result = await user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify)
+                return finish(result, response, notify, requested, written)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -159,11 +174,11 @@ def job_flow(
 
         @functools.wraps(user_flow.fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            response, notify = begin(kwargs)
+            response, notify, requested = begin(kwargs)
             try:
-                with _beating():
+                with _beating(), writing_to(store, _current_run_id) as written:
                     result = user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify)
+                return finish(result, response, notify, requested, written)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -227,12 +242,17 @@ def process_flow(
             processor = load_processor(process_conf)
             processor.set_job_id(job_id)
             with _beating():
-                outcome = run_processor(
-                    processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
+                outcome = run_job(
+                    processor,
+                    inputs,
+                    outputs,
+                    job_label=f"job {job_id} of process {process_id}",
+                    store=store,
+                    job_id=_current_run_id,
                 )
             if not outcome.ok:
                 raise RuntimeError(outcome.message)
-            store_outcome(store, job_id, outcome, pygeoapi_response or "raw")
+            store_outcome(store, job_id, outcome, pygeoapi_response or "raw", outputs)
             notify.results(outcome)
             return outcome.outputs
         except Exception as exc:

@@ -20,6 +20,7 @@ from pygeoapi_prefect.errors import (
     PrefectRequestFailed,
     ProcessFailed,
 )
+from pygeoapi_prefect.execution.sync import answer_from_store
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.listing import get_job, get_job_result
@@ -65,6 +66,8 @@ def _parameters(
             )
         return dict(inputs)  # only the flow's own parameters
     if isinstance(processor, FlowProcessor | DeploymentProcessor):
+        if requested_outputs:
+            ours["pygeoapi_outputs"] = requested_outputs
         return {**inputs, **ours}
     return {"inputs": inputs, "outputs": requested_outputs, **ours}
 
@@ -123,5 +126,10 @@ def run_on_deployment(
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)
-    mimetype, outputs = get_job_result(engine.store, job_id)
+    manifest = engine.store.read_manifest(job_id)
+    if manifest.references or not manifest.whole:
+        # Links, or outputs only the store holds: as a local sync job answers.
+        mimetype, outputs, _ = answer_from_store(engine, job_id, jobs_url)
+    else:
+        mimetype, outputs = get_job_result(engine.store, job_id)
     return job_id, mimetype, outputs, JobStatus.successful

@@ -19,6 +19,7 @@ from pygeoapi_prefect.execution import async_jobs
 from pygeoapi_prefect.execution.deployments import run_on_deployment
 from pygeoapi_prefect.execution.sync import run_sync
 from pygeoapi_prefect.execution.validation import check_execute_request
+from pygeoapi_prefect.jobs.answers import transmission
 from pygeoapi_prefect.jobs.exchange import current_exchange
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def execute(
     """
     if engine.config.validate_inputs:
         check_execute_request(process_id, processor.metadata, data_dict, requested_outputs)
+    transmission(requested_outputs)  # InvalidInputs: an unknown transmissionMode
     callbacks = _subscriber(subscriber)
     engine.callbacks.check(callbacks)
     response = requested_response or RequestedResponse.raw.value

@@ -10,6 +10,7 @@ manager gives it the hooks that record each step.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from pygeoapi_prefect.execution.execute import (
     JobRequest,
     Outcome,
     load_processor,
-    run_processor,
+    run_job,
     store_outcome,
 )
 from pygeoapi_prefect.execution.heartbeat import beating
@@ -130,14 +131,18 @@ def _worker_main(
                 beating(api_url, request.job_id, heartbeat_seconds),
                 reporting_to(reporter),
             ):
-                outcome = run_processor(
+                outcome = run_job(
                     processor,
                     request.inputs,
                     request.requested_outputs,
                     job_label=f"job {request.job_id} of process {request.process_id}",
+                    store=store,
+                    job_id=functools.partial(str, request.job_id),
                 )
             if outcome.ok:
-                store_outcome(store, request.job_id, outcome, request.response)
+                store_outcome(
+                    store, request.job_id, outcome, request.response, request.requested_outputs
+                )
             # The output is in the store; only the summary crosses the pipe.
             outcome.outputs = None
         except Exception as exc:  # noqa: BLE001 - reported to the parent, never lost

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Links, document
 from pygeoapi_prefect.jobs.listing import read_job_run
-from pygeoapi_prefect.jobs.results import results_document
 
 if TYPE_CHECKING:
     from pygeoapi_prefect.execution.engine import Engine
@@ -47,9 +47,12 @@ def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | Non
     if not subscriber or not subscriber.get("successUri"):
         return
     try:
-        manifest, outputs = engine.store.read(job_id)
+        run = engine.api.read_flow_run(job_id) or {}
+        jobs_url = (run.get("labels") or {}).get(jobs.JOBS_URL_LABEL)
+        links = Links(engine.store, job_id, jobs_url, engine.config.results.presign_seconds)
+        manifest = engine.store.read_manifest(job_id)
+        answer = document(engine.store, job_id, manifest, links)
     except PrefectManagerError as exc:
         logger.warning("no successUri callback for job %s: %s", job_id, exc)
         return
-    document = results_document(outputs, manifest.mimetype, manifest.output_ids)
-    engine.callbacks.send(subscriber, "successUri", document)
+    engine.callbacks.send(subscriber, "successUri", answer)

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pygeoapi_prefect.jobs.query import JobQuery
 
@@ -34,6 +34,8 @@ class RequestExchange:
         failed_job_id: the recorded job of a sync execution that failed.
         unrecorded: a sync job ran but its record waits for Prefect: the
             answer has no job (no ``Location``).
+        links: ``Link`` header values of outputs a sync job answers by reference.
+        no_content: the sync answer has no body (raw, every output by reference): 204.
 
     """
 
@@ -41,6 +43,8 @@ class RequestExchange:
     number_matched: int | None = None
     failed_job_id: str | None = None
     unrecorded: bool = False
+    links: list[str] = field(default_factory=list)
+    no_content: bool = False
 
 
 _EXCHANGE: ContextVar[RequestExchange | None] = ContextVar(

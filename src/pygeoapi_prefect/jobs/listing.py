@@ -16,12 +16,19 @@ from typing import Any, Protocol
 
 from pygeoapi.util import JobStatus, RequestedResponse
 
-from pygeoapi_prefect.errors import JobNotFound
+from pygeoapi_prefect.errors import (
+    InvalidParameter,
+    JobNotFound,
+    PrefectManagerError,
+    ResultNotReady,
+)
+from pygeoapi_prefect.jobs import answers
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Answer, Links
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.query import JobQuery, parse_job_query
-from pygeoapi_prefect.jobs.results import Manifest, ResultStore, results_document
+from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
@@ -33,8 +40,9 @@ __all__ = [
     "get_job",
     "get_job_result",
     "get_jobs",
+    "output_answer",
     "read_job_run",
-    "stream_result",
+    "results_answer",
 ]
 
 #: Prefect refuses pages larger than this.
@@ -243,21 +251,47 @@ def get_job_result(store: ResultStore, job_id: str) -> tuple[str, Any]:
     return manifest.mimetype, outputs
 
 
-def stream_result(
-    backend: Backend, processes: Mapping[str, Any], job_id: str
-) -> tuple[Manifest, Iterator[bytes]] | None:
-    """The raw output of a finished job as chunks, when it can be streamed.
+def _finished_job(backend: Backend, processes: Mapping[str, Any], job_id: str) -> str:
+    job = get_job(backend.api, processes, job_id)  # JobNotFound: a 404
+    status = job["status"]
+    if status in (JobStatus.accepted.value, JobStatus.running.value):
+        raise ResultNotReady(f"Job {job_id} is {status}: its results are not ready")
+    if status != JobStatus.successful.value:
+        raise InvalidParameter(f"Job {job_id} is {status}, it has no results: {job['message']}")
+    return str(job["identifier"])
 
-    ``None`` when the answer is not a stream (a results document, a JSON
-    output, a job that has not succeeded): pygeoapi answers those itself.
+
+def results_answer(
+    backend: Backend,
+    processes: Mapping[str, Any],
+    job_id: str,
+    *,
+    jobs_url: str | None,
+    presign_seconds: int,
+) -> Answer | None:
+    """A finished job's results as it asked for them (:mod:`~pygeoapi_prefect.jobs.answers`).
+
+    ``None`` when pygeoapi answers itself: a job that has not succeeded (its
+    own error documents), or a raw JSON output.
     """
     try:
-        job = get_job(backend.api, processes, job_id)
-    except JobNotFound:
+        job_id = _finished_job(backend, processes, job_id)
+    except PrefectManagerError:
         return None
-    if job["status"] != JobStatus.successful.value:
-        return None
-    manifest = backend.store.read_manifest(job["identifier"])
-    if manifest.response != RequestedResponse.raw.value or manifest.encoding == "json":
-        return None
-    return manifest, backend.store.iter_output(job["identifier"])
+    manifest = backend.store.read_manifest(job_id)
+    links = Links(backend.store, job_id, jobs_url, presign_seconds)
+    return answers.results_answer(backend.store, job_id, manifest, links)
+
+
+def output_answer(
+    backend: Backend, processes: Mapping[str, Any], job_id: str, output_id: str
+) -> Answer:
+    """One output of a finished job, streamed with its media type.
+
+    Raises:
+        JobNotFound: no such job. ResultNotReady: not finished.
+        NoSuchOutput: the job has no such output. InvalidParameter: it failed.
+    """
+    job_id = _finished_job(backend, processes, job_id)
+    manifest = backend.store.read_manifest(job_id)
+    return answers.output_answer(backend.store, job_id, manifest, output_id)
