@@ -461,13 +461,6 @@ class ResultStore:
                 f"The result store {self.shown_url} failed to {what}: {exc.__class__.__name__}"
             ) from exc
 
-    def key(self, job_id: str, name: str = "") -> str:
-        """The store key of one object of a job (``output``, ``outputs/<id>``, ``manifest.json``).
-
-        The only place a key is built: a per-owner prefix would go here.
-        """
-        return self._path(job_id, name)
-
     def write(
         self,
         job_id: str,
