@@ -2,7 +2,7 @@
 # Set everything up, then run the demo or the tests.
 #
 #   ./scripts/dev.sh demo [serve options]   pygeoapi + a Prefect server, example config
-#   ./scripts/dev.sh test [pytest options]  PostgreSQL and Chromium from apt if missing, lint
+#   ./scripts/dev.sh test [pytest options]  PostgreSQL, nginx, Chromium from apt if missing, lint
 #                                           (ruff, mypy --strict), the docs site
 #                                           (mkdocs build --strict), then the test suite
 #
@@ -57,12 +57,14 @@ setup() {
     fi
 }
 
-# The tests start Debian's PostgreSQL (tests/postgres.py) and drive Debian's
-# Chromium (tests/browser.py); both come from apt when missing.
+# The tests start Debian's PostgreSQL (tests/postgres.py) and nginx
+# (tests/test_auth.py) and drive Debian's Chromium (tests/browser.py); each
+# comes from apt when missing.
 test_services() {
     local missing=()
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
     command -v chromium >/dev/null || missing+=(chromium)
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "error: the tests need ${missing[*]} (Debian: apt-get install ${missing[*]})." >&2

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from workers import start_process_worker
 
 from pygeoapi_prefect.cli.deploy import module_name, module_source
 from pygeoapi_prefect.cli.main import cli
+from pygeoapi_prefect.jobs.owners import space_of
 from pygeoapi_prefect.prefect.server import free_port
 
 POOL = "pygeoapi-test-pool"
@@ -510,3 +512,42 @@ def test_module_names_are_distinct_per_process():
     names = {module_name(pid) for pid in ("a-b", "a_b", "a.b", "a b", "A-B")}
     assert len(names) == 5
     assert all(name.isidentifier() for name in names)
+
+
+def test_deployed_jobs_belong_to_their_owner(deployed, prefect_server, prefect_api, tmp_path):
+    # The same deployments behind a pygeoapi with identities (a trusted proxy's
+    # header): the worker's flow stores the results under the owner's space.
+    config = yaml.safe_load(deployed.config_path.read_text())
+    manager = config["server"]["manager"]
+    server = start_pygeoapi(
+        tmp_path,
+        prefect_server.api_url,
+        processes={pid: resource["processor"] for pid, resource in config["resources"].items()},
+        manager={
+            "results": manager["results"],
+            "auth": {"mode": "header"},
+            "heartbeat": {"install_automation": False},
+        },
+    )
+    try:
+        gina = {"X-Forwarded-User": "gina"}
+        answer = server.client.post(
+            "/processes/hi-prefect-world/execution",
+            json={"inputs": {"name": "Gina"}},
+            headers={**gina, "Prefer": "respond-async"},
+        )
+        assert answer.status_code == 201, answer.text
+        job_id = answer.json()["jobID"]
+        assert "pygeoapi.owner:gina" in prefect_api.read_flow_run(job_id)["tags"]
+        deadline = time.monotonic() + 90
+        while server.client.get(f"/jobs/{job_id}", headers=gina).json()["status"] != "successful":
+            assert time.monotonic() < deadline, "the deployed job never finished"
+            time.sleep(0.2)
+        results = server.client.get(f"/jobs/{job_id}/results", params={"f": "json"}, headers=gina)
+        assert results.json() == {"id": "result", "value": "Hi from Prefect, Gina!"}
+        stored = Path(manager["results"]["url"]) / space_of("pygeoapi.owner:gina") / job_id
+        assert stored.is_dir()
+        other = server.client.get(f"/jobs/{job_id}", headers={"X-Forwarded-User": "hal"})
+        assert other.status_code == 404
+    finally:
+        server.stop()

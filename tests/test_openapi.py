@@ -12,7 +12,7 @@ from ogc import validate
 from pygeoapi_prefect.cli.openapi import write_openapi
 
 JOB_PARAMETERS = {"limit", "offset", "f", "processID", "status", "datetime"}
-JOB_PARAMETERS |= {"minDuration", "maxDuration", "type"}
+JOB_PARAMETERS |= {"minDuration", "maxDuration", "type", "owner"}
 
 
 def _offline(node: Any) -> Any:

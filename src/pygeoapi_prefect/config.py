@@ -27,6 +27,9 @@ from pygeoapi_prefect.errors import ConfigError
 from pygeoapi_prefect.urls import without_credentials
 
 __all__ = [
+    "AuthConfig",
+    "HeaderAuthConfig",
+    "JwtAuthConfig",
     "CallbacksConfig",
     "HeartbeatConfig",
     "LimitsConfig",
@@ -368,6 +371,178 @@ class LimitsConfig(_Strict):
     )
 
 
+#: Signature algorithms a JWT may use: asymmetric only, so a public key can
+#: never be taken for an HMAC secret (and ``none`` is never accepted).
+JWT_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+
+class JwtAuthConfig(_Strict):
+    """Bearer tokens checked against an identity provider's keys (``server.manager.auth.jwt``)."""
+
+    jwks_url: str | None = Field(
+        default=None,
+        description=(
+            "URL of the identity provider's JSON Web Key Set (Keycloak: "
+            "`<realm URL>/protocol/openid-connect/certs`). Fetched on first use, cached for "
+            "`jwks_cache_seconds`, and fetched again when a token names an unknown key id."
+        ),
+    )
+    jwks_file: str | None = Field(
+        default=None, description="A JSON Web Key Set in a file, instead of `jwks_url`."
+    )
+    issuer: str = Field(description="The `iss` every token must carry (the realm URL).")
+    audience: str = Field(description="The `aud` every token must carry (the pygeoapi client).")
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256"],
+        min_length=1,
+        description=f"Signature algorithms accepted, among {', '.join(JWT_ALGORITHMS)}.",
+    )
+    user_claim: str = Field(default="sub", description="The claim that names the user.")
+    groups_claim: str = Field(
+        default="groups",
+        description="The claim that lists the user's groups (a list, or one string).",
+    )
+    leeway: float = Field(
+        default=30, ge=0, le=300, description="Seconds of clock skew allowed on `exp` and `nbf`."
+    )
+    jwks_cache_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="Seconds a fetched key set is used before a refetch.",
+    )
+    jwks_min_refresh_seconds: float = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds between two fetches caused by unknown key ids, so tokens with made-up "
+            "key ids cannot make this server hammer the identity provider."
+        ),
+    )
+    jwks_timeout: float = Field(
+        default=5, gt=0, le=60, description="Seconds a key set fetch may take."
+    )
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in JWT_ALGORITHMS:
+                raise ValueError(
+                    f"{name!r} is not accepted: use one of {', '.join(JWT_ALGORITHMS)} "
+                    "(HMAC and none would let a public key or nothing sign a token)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtAuthConfig:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("set exactly one of jwks_url and jwks_file")
+        if self.jwks_url is not None and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError(f"jwks_url must be an http(s) URL, got {self.jwks_url!r}")
+        return self
+
+
+class HeaderAuthConfig(_Strict):
+    """The user named by a trusted reverse proxy (``server.manager.auth.header``)."""
+
+    user_header: str = Field(
+        default="X-Forwarded-User", description="The header carrying the user id."
+    )
+    groups_header: str = Field(
+        default="X-Forwarded-Groups",
+        description="The header carrying the user's groups, separated by commas.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description=(
+            "Networks the proxy connects from. The headers are honoured only on connections "
+            "from there; a request from anywhere else that carries `user_header` or "
+            "`groups_header` is refused (401), so nobody can claim an identity by sending it."
+        ),
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not a network (like 10.0.0.0/8)") from exc
+        return value
+
+
+class AuthConfig(_Strict):
+    """Who is calling, and whose jobs they may see (``server.manager.auth``)."""
+
+    mode: str = Field(
+        default="none",
+        description=(
+            "`none`: no identity, one shared space (every client sees every job); `header`: "
+            "the user from a trusted reverse proxy's headers; `jwt`: the user from an "
+            "`Authorization: Bearer` token."
+        ),
+    )
+    jwt: JwtAuthConfig | None = Field(default=None, description="Settings of `mode: jwt`.")
+    header: HeaderAuthConfig = Field(
+        default_factory=HeaderAuthConfig, description="Settings of `mode: header`."
+    )
+    admins: list[str] = Field(
+        default_factory=list, description="User ids that see and manage every job."
+    )
+    admin_groups: list[str] = Field(
+        default_factory=list, description="Groups whose members see and manage every job."
+    )
+    anonymous: str = Field(
+        default="deny",
+        description=(
+            "Callers without an identity: `deny` answers 401 on execute and every `/jobs` "
+            "route (process descriptions stay public); `shared` gives them one shared job "
+            "space, apart from every user's."
+        ),
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value not in ("none", "header", "jwt"):
+            raise ValueError(f"must be none, header or jwt, got {value!r}")
+        return value
+
+    @field_validator("anonymous")
+    @classmethod
+    def _anonymous(cls, value: str) -> str:
+        if value not in ("deny", "shared"):
+            raise ValueError(f"must be deny or shared, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _jwt_settings(self) -> AuthConfig:
+        if self.mode == "jwt" and self.jwt is None:
+            raise ValueError(
+                "mode jwt needs the jwt block (jwks_url or jwks_file, issuer, audience)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether jobs belong to callers (any mode but ``none``)."""
+        return self.mode != "none"
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -473,6 +648,10 @@ class ManagerConfig(_Strict):
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
         description="Bounds on the size and nesting of what clients send.",
+    )
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig,
+        description="Callers' identity (from a proxy or bearer tokens) and per-user job spaces.",
     )
     processes: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

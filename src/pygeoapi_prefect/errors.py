@@ -7,6 +7,8 @@ The tree::
      ├── InvalidParameter            a bad job-list filter (status=..., datetime=...): 400
      ├── InvalidRequestBody          an execute body that is not a usable JSON object: 400
      ├── RequestTooLarge             a request body over server.manager.limits: 413
+     ├── NotAuthenticated            no (valid) identity where server.manager.auth needs one: 401
+     ├── IdentityProviderUnavailable the identity provider's keys cannot be read: 503
      ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
      ├── ResultNotFound              no results stored for the job: 404
      ├── NoSuchOutput                the job has no output of that id: 404
@@ -45,8 +47,10 @@ __all__ = [
     "InvalidInputs",
     "InvalidParameter",
     "InvalidRequestBody",
+    "IdentityProviderUnavailable",
     "JobNotFound",
     "NoSuchOutput",
+    "NotAuthenticated",
     "PrefectManagerError",
     "PrefectRequestFailed",
     "PrefectUnavailable",
@@ -98,6 +102,29 @@ class RequestTooLarge(PrefectManagerError):
 
     ogc_exception_code = "RequestTooLarge"
     http_status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class NotAuthenticated(PrefectManagerError):
+    """The request has no identity, or an invalid one, where ``server.manager.auth`` needs one.
+
+    The message says what is wrong (missing, expired, wrong audience...)
+    without echoing the credential. ``challenge`` is the ``WWW-Authenticate``
+    header of the answer.
+    """
+
+    ogc_exception_code = "NotAuthenticated"
+    http_status_code = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, msg: str, *, challenge: str | None = None) -> None:
+        super().__init__(msg)
+        self.challenge = challenge
+
+
+class IdentityProviderUnavailable(PrefectManagerError):
+    """The identity provider's key set cannot be read, and none was read before."""
+
+    ogc_exception_code = "IdentityProviderUnavailable"
+    http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class JobNotFound(PrefectManagerError, JobNotFoundError):

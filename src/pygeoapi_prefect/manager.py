@@ -25,6 +25,7 @@ from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.answers import Answer
+from pygeoapi_prefect.jobs.exchange import request_caller
 from pygeoapi_prefect.jobs.query import JobQuery
 from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.api import PrefectAPI
@@ -134,6 +135,7 @@ class PrefectManager(BaseManager):
         Raises:
             InvalidParameter: a filter value cannot be used (also a ValueError).
         """
+        request_caller(self.config.auth.enabled)
         return listing.get_jobs(
             self.engine,
             self.processes,
@@ -151,14 +153,17 @@ class PrefectManager(BaseManager):
             JobNotFound: no such job (or it was dismissed through the API).
 
         """
+        request_caller(self.config.auth.enabled)
         return listing.get_job(self.api, self.processes, job_id)
 
     def get_job_result(self, job_id: str) -> tuple[str, Any]:
         """(media type, output) of a finished job, as the job asked for it."""
-        return listing.get_job_result(self.store, job_id)
+        request_caller(self.config.auth.enabled)
+        return listing.get_job_result(self.engine, self.processes, job_id)
 
     def results_answer(self, job_id: str) -> Answer | None:
         """A finished job's results as asked for (by value or reference, raw or a document)."""
+        request_caller(self.config.auth.enabled)
         return listing.results_answer(
             self.engine,
             self.processes,
@@ -169,6 +174,7 @@ class PrefectManager(BaseManager):
 
     def output_answer(self, job_id: str, output_id: str) -> Answer:
         """One output of a finished job (``GET /jobs/{jobId}/results/{outputId}``)."""
+        request_caller(self.config.auth.enabled)
         return listing.output_answer(self.engine, self.processes, job_id, output_id)
 
     # -- writing jobs ---------------------------------------------------------
@@ -177,11 +183,12 @@ class PrefectManager(BaseManager):
         """Record a job as a new flow run (pygeoapi's own API); returns its id."""
         status = JobStatus(job_metadata.get("status", JobStatus.accepted.value))
         process_id = job_metadata["process_id"]
+        caller = request_caller(self.config.auth.enabled)
         labels: dict[str, Any] = {jobs.PROGRESS_LABEL: int(job_metadata.get("progress") or 0)}
         run = self.api.create_flow_run(
             flow_name=process_id,
             state=state(listing.STATES_BY_STATUS[status][0], job_metadata.get("message")),
-            tags=jobs.job_tags(process_id),
+            tags=jobs.job_tags(process_id, caller.owner_tag if caller else None),
             labels=jobs.new_job_labels(labels, self.jobs_url),
         )
         return str(run["id"])
@@ -217,6 +224,7 @@ class PrefectManager(BaseManager):
         The flow run stays in Prefect as history (tagged
         ``pygeoapi.dismissed``); for pygeoapi the job is gone (404).
         """
+        request_caller(self.config.auth.enabled)
         dismiss(self.engine, self.processes, job_id)
         return True
 
@@ -237,6 +245,7 @@ class PrefectManager(BaseManager):
             job id, media type, outputs, status, extra response headers.
 
         """
+        request_caller(self.config.auth.enabled)
         return dispatch.execute(
             self.engine,
             self.processes,

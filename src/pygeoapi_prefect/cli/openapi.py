@@ -139,6 +139,12 @@ def _job_filters() -> list[dict[str, Any]]:
             _array({"type": "string", "enum": ["process"]}),
             explode=False,
         ),
+        _query(
+            "owner",
+            "Only jobs of this user (`server.manager.auth`): admins may name anyone; "
+            "everyone else sees only their own jobs anyway.",
+            {"type": "string"},
+        ),
     ]
 
 

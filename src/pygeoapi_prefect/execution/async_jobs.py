@@ -64,8 +64,12 @@ def submit(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> str:
-    """Accept an async job: create its run Pending and queue it here; returns its id."""
+    """Accept an async job: create its run Pending and queue it here; returns its id.
+
+    ``owner`` is the owner tag of the caller (:mod:`pygeoapi_prefect.jobs.owners`).
+    """
     runner = engine.runner  # started before the job exists: a failure leaves no orphan run
     labels = jobs.new_job_labels(
         {
@@ -79,7 +83,7 @@ def submit(
     run = engine.api.create_flow_run(
         flow_name=process_id,
         state=state("PENDING", "Job accepted and waiting to run"),
-        tags=jobs.job_tags(process_id),
+        tags=jobs.job_tags(process_id, owner),
         labels=labels,
         parameters=job_parameters(inputs, requested_outputs, response, subscriber),
     )
@@ -93,6 +97,7 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            owner=owner,
         )
     )
     logger.debug("job %s of process %s accepted", job_id, process_id)
@@ -105,7 +110,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         started=lambda request: _started(engine, request),
         finished=lambda request, outcome: _finished(engine, request, outcome),
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
-        killed=lambda request: finish_cancelled(engine, request.job_id),
+        killed=lambda request: finish_cancelled(engine, request.job_id, request.result_key),
     )
 
 
@@ -123,7 +128,7 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         current = (result.get("state") or {}).get("type")
         if current in ("CANCELLING", "CANCELLED"):
             logger.info("job %s was dismissed before it started", job_id)
-            finish_cancelled(engine, job_id)
+            finish_cancelled(engine, job_id, request.result_key)
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
         return False
@@ -161,9 +166,9 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         final = state("FAILED", outcome.message)
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
-        finish_cancelled(engine, job_id)
+        finish_cancelled(engine, job_id, request.result_key)
     elif outcome.ok:
-        notify_results(engine, job_id, request.subscriber)
+        notify_results(engine, request.result_key, request.subscriber)
     else:
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
 
@@ -173,9 +178,12 @@ def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:
     return run is None or run.get("state_type") in ("CANCELLING", "CANCELLED")
 
 
-def finish_cancelled(engine: Engine, job_id: str) -> None:
-    """Drop a stopped job's output, and end a cancellation asked for elsewhere."""
-    engine.store.delete(job_id)
+def finish_cancelled(engine: Engine, job_id: str, result_key: str | None = None) -> None:
+    """Drop a stopped job's output, and end a cancellation asked for elsewhere.
+
+    ``result_key``: the job's key in the result store (:meth:`ResultStore.key`).
+    """
+    engine.store.delete(result_key or job_id)
     run = engine.api.read_flow_run(job_id)
     if run is not None and run.get("state_type") == "CANCELLING":
         engine.api.set_state(

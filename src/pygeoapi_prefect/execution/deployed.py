@@ -34,6 +34,7 @@ from prefect import Flow, flow
 
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_job, store_outcome
+from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.outputs import JobOutputs, writing_to
 
@@ -98,6 +99,14 @@ def _policy(callbacks: dict[str, Any] | None) -> CallbackPolicy:
     )
 
 
+def _result_key() -> str:
+    # The job's key in the result store: under the space of the run's owner
+    # (its owner tag, set when the job was made; see jobs/owners.py).
+    from prefect.runtime import flow_run
+
+    return ResultStore.key(_current_run_id(), owner_of(list(flow_run.tags or [])))
+
+
 def _current_run_id() -> str:
     from prefect.runtime import flow_run
 
@@ -151,7 +160,7 @@ def job_flow(
             output_ids=("result",),
             streamed=written.parts(),
         )
-        store_outcome(store, _current_run_id(), outcome, response, requested)
+        store_outcome(store, _result_key(), outcome, response, requested)
         notify.results(outcome)
         return result
 
@@ -161,7 +170,7 @@ def job_flow(
         async def run(*args: Any, **kwargs: Any) -> Any:
             response, notify, requested = begin(kwargs)
             try:
-                with _beating(), writing_to(store, _current_run_id) as written:
+                with _beating(), writing_to(store, _result_key) as written:
                     result = await user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, requested, written)
             except Exception as exc:
@@ -176,7 +185,7 @@ def job_flow(
         def run(*args: Any, **kwargs: Any) -> Any:
             response, notify, requested = begin(kwargs)
             try:
-                with _beating(), writing_to(store, _current_run_id) as written:
+                with _beating(), writing_to(store, _result_key) as written:
                     result = user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, requested, written)
             except Exception as exc:
@@ -248,11 +257,11 @@ def process_flow(
                     outputs,
                     job_label=f"job {job_id} of process {process_id}",
                     store=store,
-                    job_id=_current_run_id,
+                    job_id=_result_key,
                 )
             if not outcome.ok:
                 raise RuntimeError(outcome.message)
-            store_outcome(store, job_id, outcome, pygeoapi_response or "raw", outputs)
+            store_outcome(store, _result_key(), outcome, pygeoapi_response or "raw", outputs)
             notify.results(outcome)
             return outcome.outputs
         except Exception as exc:

@@ -23,7 +23,7 @@ from pygeoapi_prefect.errors import (
 from pygeoapi_prefect.execution.sync import answer_from_store
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
-from pygeoapi_prefect.jobs.listing import get_job, get_job_result
+from pygeoapi_prefect.jobs.listing import get_job, get_job_result, stored_manifest
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def run_on_deployment(
     *,
     wait: bool,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> tuple[str, str, Any, JobStatus]:
     """Create the job's run of the deployment; for a sync request, wait for it.
 
@@ -96,7 +97,10 @@ def run_on_deployment(
     labels = jobs.new_job_labels({jobs.RESPONSE_LABEL: response}, jobs_url)
     try:
         run = engine.api.create_deployment_run(
-            deployment_id, parameters=parameters, tags=jobs.job_tags(process_id), labels=labels
+            deployment_id,
+            parameters=parameters,
+            tags=jobs.job_tags(process_id, owner),
+            labels=labels,
         )
     except PrefectRequestFailed as exc:
         # Deleted and made again in Prefect since it was cached?
@@ -126,10 +130,10 @@ def run_on_deployment(
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)
-    manifest = engine.store.read_manifest(job_id)
+    manifest, key = stored_manifest(engine, processes, job_id)
     if manifest.references or not manifest.whole:
         # Links, or outputs only the store holds: as a local sync job answers.
-        mimetype, outputs, _ = answer_from_store(engine, job_id, jobs_url)
+        mimetype, outputs, _ = answer_from_store(engine, job_id, key, jobs_url)
     else:
-        mimetype, outputs = get_job_result(engine.store, job_id)
+        mimetype, outputs = get_job_result(engine, processes, job_id)
     return job_id, mimetype, outputs, JobStatus.successful

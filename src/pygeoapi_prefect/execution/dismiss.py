@@ -10,6 +10,8 @@ from pygeoapi.util import JobStatus
 
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.listing import read_job_run
+from pygeoapi_prefect.jobs.owners import owner_of
+from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.states import state
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
         if runner is not None and runner.dismiss(flow_run_id):
             # It was this process's, and nothing of it runs any more.
             engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
-    engine.store.delete(flow_run_id)
+    engine.store.delete(ResultStore.key(flow_run_id, owner_of(run.get("tags") or [])))
     tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
     engine.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
     logger.info("dismissed job %s", flow_run_id)

@@ -54,6 +54,8 @@ def execute(
     callbacks = _subscriber(subscriber)
     engine.callbacks.check(callbacks)
     response = requested_response or RequestedResponse.raw.value
+    caller = current_exchange().caller
+    owner = caller.owner_tag if caller is not None else None
     run_async, headers = _choose_mode(processor, execution_mode)
     deployment = (processes[process_id].get("processor") or {}).get("deployment")
     if deployment:
@@ -68,11 +70,19 @@ def execute(
             callbacks,
             wait=not run_async,
             jobs_url=jobs_url,
+            owner=owner,
         )
         return job_id, mimetype, outputs, status, headers
     if run_async:
         job_id = async_jobs.submit(
-            engine, process_id, data_dict, requested_outputs, response, callbacks, jobs_url=jobs_url
+            engine,
+            process_id,
+            data_dict,
+            requested_outputs,
+            response,
+            callbacks,
+            jobs_url=jobs_url,
+            owner=owner,
         )
         return job_id, "application/json", None, JobStatus.accepted, headers
     result = run_sync(
@@ -84,6 +94,7 @@ def execute(
         response,
         callbacks,
         jobs_url=jobs_url,
+        owner=owner,
     )
     if not result.outcome.ok:
         current_exchange().failed_job_id = result.job_id or None

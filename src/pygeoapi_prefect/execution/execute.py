@@ -36,6 +36,15 @@ class JobRequest:
     requested_outputs: dict[str, Any] | None = None
     response: str = "raw"
     subscriber: dict[str, str] | None = None
+    #: The owner tag of the job's run (``server.manager.auth``), if any.
+    owner: str | None = None
+
+    @property
+    def result_key(self) -> str:
+        """Where the job's results go in the result store (under its owner's space)."""
+        from pygeoapi_prefect.jobs.results import ResultStore
+
+        return ResultStore.key(self.job_id, self.owner)
 
 
 @dataclass

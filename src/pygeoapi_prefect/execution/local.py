@@ -141,7 +141,7 @@ def _worker_main(
                 )
             if outcome.ok:
                 store_outcome(
-                    store, request.job_id, outcome, request.response, request.requested_outputs
+                    store, request.result_key, outcome, request.response, request.requested_outputs
                 )
             # The output is in the store; only the summary crosses the pipe.
             outcome.outputs = None

@@ -43,15 +43,21 @@ def notify_status(
 
 
 def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | None) -> None:
-    """Send the job's results document to ``subscriber["successUri"]``."""
+    """Send the job's results document to ``subscriber["successUri"]``.
+
+    ``job_id`` is the job's key in the result store (:meth:`ResultStore.key`).
+    """
     if not subscriber or not subscriber.get("successUri"):
         return
+    key = job_id
+    job_id = key.rpartition("/")[2]
     try:
         run = engine.api.read_flow_run(job_id) or {}
         jobs_url = (run.get("labels") or {}).get(jobs.JOBS_URL_LABEL)
-        links = Links(engine.store, job_id, jobs_url, engine.config.results.presign_seconds)
-        manifest = engine.store.read_manifest(job_id)
-        answer = document(engine.store, job_id, manifest, links)
+        presign = engine.config.results.presign_seconds
+        links = Links(engine.store, key, job_id, jobs_url, presign)
+        manifest = engine.store.read_manifest(key)
+        answer = document(engine.store, key, manifest, links)
     except PrefectManagerError as exc:
         logger.warning("no successUri callback for job %s: %s", job_id, exc)
         return

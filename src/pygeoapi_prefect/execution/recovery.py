@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi_prefect.execution.execute import JobRequest
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.prefect.states import state
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         requested_outputs=parameters.get("outputs"),
         response=str(parameters.get("response") or labels.get(jobs.RESPONSE_LABEL) or "raw"),
         subscriber=parameters.get("subscriber"),
+        owner=owner_of(run.get("tags") or []),
     )
 
 

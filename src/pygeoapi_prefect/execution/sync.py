@@ -37,7 +37,7 @@ from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.answers import Links, document, results_answer, transmission
 from pygeoapi_prefect.jobs.exchange import current_exchange
-from pygeoapi_prefect.jobs.results import results_document
+from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED
 from pygeoapi_prefect.prefect.states import state
 from pygeoapi_prefect.progress import reporting_to
@@ -71,9 +71,11 @@ class _Record:
         response: str,
         subscriber: dict[str, str] | None,
         jobs_url: str | None,
+        owner: str | None = None,
         requested_outputs: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
+        self.owner = owner
         self.process_id = process_id
         self.parameters = parameters
         self.response = response
@@ -96,7 +98,7 @@ class _Record:
         run = self.engine.api.create_flow_run(
             flow_name=self.process_id,
             state=final,
-            tags=jobs.job_tags(self.process_id),
+            tags=jobs.job_tags(self.process_id, self.owner),
             labels=self._labels(labels),
             parameters=self.parameters,
             budget=budget,
@@ -216,12 +218,18 @@ class _Record:
                 )
         result = api.set_state(job_id, final, budget=max(0.0, end - time.monotonic()))
         if result.get("status") == REJECTED:
-            finish_cancelled(self.engine, job_id)
+            finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
             raise JobNotFound(f"Job {job_id} was dismissed while it ran")
 
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
-            store_outcome(self.engine.store, job_id, outcome, self.response, self.requested_outputs)
+            store_outcome(
+                self.engine.store,
+                ResultStore.key(job_id, self.owner),
+                outcome,
+                self.response,
+                self.requested_outputs,
+            )
         except PrefectManagerError:
             persist(
                 self.engine.api.set_state,
@@ -280,6 +288,7 @@ def run_sync(
     subscriber: dict[str, str] | None,
     *,
     jobs_url: str | None,
+    owner: str | None = None,
 ) -> SyncResult:
     """Run a sync job in this thread and record it; see the module docstring."""
     record = _Record(
@@ -289,6 +298,7 @@ def run_sync(
         response,
         subscriber,
         jobs_url,
+        owner,
         requested_outputs,
     )
     if type(processor).set_job_id is not BaseProcessor.set_job_id:
@@ -304,7 +314,7 @@ def run_sync(
             job_label=f"sync job of process {process_id}",
             store=engine.store,
             # A process writing an output itself needs its job: recorded then.
-            job_id=lambda: record.job_id or record.begin(),
+            job_id=lambda: _key(record.job_id or record.begin(), owner),
         )
     job_id = record.finish(outcome)
     if not outcome.ok:
@@ -314,7 +324,8 @@ def run_sync(
     _, references = transmission(requested_outputs)
     if job_id and (references or outcome.streamed):
         # Links, or outputs only the store holds: answered from the store.
-        return _stored_answer(engine, job_id, outcome, jobs_url, subscriber)
+        key = ResultStore.key(job_id, owner)
+        return _stored_answer(engine, job_id, key, outcome, jobs_url, subscriber)
     document = results_document(
         outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types
     )
@@ -324,20 +335,25 @@ def run_sync(
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)
 
 
+def _key(job_id: str, owner: str | None) -> str:
+    return ResultStore.key(job_id, owner) if job_id else ""
+
+
 def _stored_answer(
     engine: Engine,
     job_id: str,
+    key: str,
     outcome: Outcome,
     jobs_url: str | None,
     subscriber: dict[str, str] | None,
 ) -> SyncResult:
-    mimetype, outputs, document = answer_from_store(engine, job_id, jobs_url)
+    mimetype, outputs, document = answer_from_store(engine, job_id, key, jobs_url)
     engine.callbacks.send(subscriber, "successUri", document)
     return SyncResult(job_id, outcome, mimetype, outputs)
 
 
 def answer_from_store(
-    engine: Engine, job_id: str, jobs_url: str | None
+    engine: Engine, job_id: str, key: str, jobs_url: str | None
 ) -> tuple[str, Any, dict[str, Any]]:
     """(media type, outputs, results document) of a finished sync job, read from the store.
 
@@ -345,12 +361,12 @@ def answer_from_store(
     of outputs by reference go to the request's exchange.
     """
     store = engine.store
-    manifest = store.read_manifest(job_id)
-    links = Links(store, job_id, jobs_url, engine.config.results.presign_seconds)
-    results = document(store, job_id, manifest, links)
-    answer = results_answer(store, job_id, manifest, links)
+    manifest = store.read_manifest(key)
+    links = Links(store, key, job_id, jobs_url, engine.config.results.presign_seconds)
+    results = document(store, key, manifest, links)
+    answer = results_answer(store, key, manifest, links)
     if answer is None:
-        _, outputs = store.read(job_id)
+        _, outputs = store.read(key)
         return manifest.mimetype, outputs, results
     exchange = current_exchange()
     exchange.links = answer.links

@@ -71,13 +71,14 @@ class Links:
     """How the links of one job's outputs are made."""
 
     store: ResultStore
+    key: str  # the job's results in the store (ResultStore.key)
     job_id: str
     jobs_url: str | None
     presign_seconds: int
 
     def href(self, part: Part) -> str:
         """A presigned URL of the output, else its pygeoapi URL."""
-        signed = self.store.sign(self.job_id, part, self.presign_seconds)
+        signed = self.store.sign(self.key, part, self.presign_seconds)
         if signed is not None:
             return signed
         base = (self.jobs_url or "/jobs").rstrip("/")

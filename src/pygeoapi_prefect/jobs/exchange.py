@@ -19,9 +19,11 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from pygeoapi_prefect.errors import NotAuthenticated
+from pygeoapi_prefect.jobs.owners import Caller
 from pygeoapi_prefect.jobs.query import JobQuery
 
-__all__ = ["RequestExchange", "begin_request", "current_exchange"]
+__all__ = ["RequestExchange", "begin_request", "current_exchange", "request_caller"]
 
 
 @dataclass
@@ -36,6 +38,8 @@ class RequestExchange:
             answer has no job (no ``Location``).
         links: ``Link`` header values of outputs a sync job answers by reference.
         no_content: the sync answer has no body (raw, every output by reference): 204.
+        caller: who sent the request, when ``server.manager.auth`` is on (set
+            by the web layer once it has authenticated the request).
 
     """
 
@@ -45,6 +49,7 @@ class RequestExchange:
     unrecorded: bool = False
     links: list[str] = field(default_factory=list)
     no_content: bool = False
+    caller: Caller | None = None
 
 
 _EXCHANGE: ContextVar[RequestExchange | None] = ContextVar(
@@ -62,3 +67,25 @@ def begin_request(query: JobQuery | None = None) -> RequestExchange:
 def current_exchange() -> RequestExchange:
     """This request's exchange; a throwaway one outside a request (nothing reads it)."""
     return _EXCHANGE.get() or RequestExchange()
+
+
+def request_caller(required: bool) -> Caller | None:
+    """The caller of the request being served; fails closed when one is ``required``.
+
+    With ``server.manager.auth`` on, a request that reaches the manager
+    without a caller did not come through this package's web layer (for
+    example pygeoapi's own ``pygeoapi.flask_app``), which is the only one
+    that authenticates: it is refused rather than served without isolation.
+
+    Raises:
+        NotAuthenticated: ``required`` and no caller was set.
+
+    """
+    caller = current_exchange().caller
+    if required and caller is None:
+        raise NotAuthenticated(
+            "server.manager.auth is on, but this request was not authenticated: serve "
+            "pygeoapi_prefect.flask_app, pygeoapi_prefect.starlette_app or the Django "
+            "middleware (pygeoapi's own apps know nothing of identities)"
+        )
+    return caller

@@ -20,6 +20,7 @@ from pygeoapi_prefect.errors import (
     InvalidParameter,
     JobNotFound,
     PrefectManagerError,
+    ResultNotFound,
     ResultNotReady,
 )
 from pygeoapi_prefect.jobs import answers
@@ -27,8 +28,9 @@ from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.answers import Answer, Links
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.exchange import current_exchange
+from pygeoapi_prefect.jobs.owners import Caller, owner_of, owner_tag
 from pygeoapi_prefect.jobs.query import JobQuery, parse_job_query
-from pygeoapi_prefect.jobs.results import ResultStore, results_document
+from pygeoapi_prefect.jobs.results import Manifest, ResultStore, results_document
 from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ __all__ = [
     "output_answer",
     "read_job_run",
     "results_answer",
+    "stored_manifest",
 ]
 
 #: Prefect refuses pages larger than this.
@@ -70,15 +73,35 @@ class Backend(Protocol):
     def background(self) -> ThreadPoolExecutor: ...  # noqa: D102
 
 
+def _owner_tag(query: JobQuery, caller: Caller | None) -> str | None | bool:
+    # The owner tag every listed run must have (None: any; False: nothing can match).
+    if caller is not None and not caller.admin:
+        if query.owner is not None and query.owner != caller.user:
+            return False
+        return caller.owner_tag
+    return None if query.owner is None else owner_tag(query.owner)
+
+
 def flow_run_filter(
-    query: JobQuery, process_ids: Iterator[str] | list[str]
+    query: JobQuery, process_ids: Iterator[str] | list[str], caller: Caller | None = None
 ) -> dict[str, Any] | None:
-    """The Prefect ``FlowRunFilter`` for a job query (``None``: nothing can match)."""
+    """The Prefect ``FlowRunFilter`` for a job query (``None``: nothing can match).
+
+    With a ``caller`` that is not an admin, only that caller's jobs match.
+    """
     wanted = [pid for pid in process_ids if query.process_ids is None or pid in query.process_ids]
-    if not wanted or (query.types is not None and "process" not in query.types):
+    required = _owner_tag(query, caller)
+    if (
+        not wanted
+        or required is False
+        or (query.types is not None and "process" not in query.types)
+    ):
         return None
     flow_runs: dict[str, Any] = {
-        "tags": {"all_": [jobs.JOB_TAG], "any_": [jobs.job_tags(pid)[1] for pid in wanted]}
+        "tags": {
+            "all_": [jobs.JOB_TAG] + ([required] if isinstance(required, str) else []),
+            "any_": [jobs.job_tags(pid)[1] for pid in wanted],
+        }
     }
     if query.statuses is not None:
         states = [state for status in query.statuses for state in STATES_BY_STATUS[status]]
@@ -123,7 +146,7 @@ def get_jobs(
         query = replace(query, statuses=(JobStatus(status),))
     limit = limit or 10
     offset = offset or 0
-    flow_runs = flow_run_filter(query, list(processes))
+    flow_runs = flow_run_filter(query, list(processes), current_exchange().caller)
     runs: list[dict[str, Any]]
     if flow_runs is None:
         runs, matched = [], 0
@@ -217,15 +240,20 @@ def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> 
     """The flow run of a job of these processes.
 
     Raises:
-        JobNotFound: no such job (unknown, malformed, dismissed, another config's).
+        JobNotFound: no such job (unknown, malformed, dismissed, another
+            config's, or another user's when the request has a caller).
 
     """
     canonical = jobs.normalise_job_id(job_id)
     run = api.read_flow_run(canonical) if canonical else None
+    caller = current_exchange().caller
     if (
         run is None
         or jobs.JOB_TAG not in (run.get("tags") or [])
         or jobs.process_id_of(run["tags"]) not in processes
+        # Another user's job is not found, rather than forbidden: a 403
+        # would tell that the id exists.
+        or (caller is not None and not caller.may_see(run["tags"]))
     ):
         raise JobNotFound(f"No job with id {job_id!r}")
     return run
@@ -236,29 +264,47 @@ def get_job(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> dict[
     return jobs.job_from_flow_run(read_job_run(api, processes, job_id))
 
 
-def get_job_result(store: ResultStore, job_id: str) -> tuple[str, Any]:
+def get_job_result(backend: Backend, processes: Mapping[str, Any], job_id: str) -> tuple[str, Any]:
     """(media type, output) of a finished job, as the job asked for it.
 
     A job run with ``response: document`` gets the OGC 1.0 results document
     (a map keyed by output id); otherwise the output as the process made it.
+    A caller who is not an admin reads only their own jobs' results.
     """
     canonical = jobs.normalise_job_id(job_id)
     if canonical is None:
         raise JobNotFound(f"No job with id {job_id!r}")
-    manifest, outputs = store.read(canonical)  # ResultNotFound: a 404
+    if current_exchange().caller is not None:
+        # Identities are on: the run says whose the job is (JobNotFound: not
+        # the caller's), and so where its results are.
+        run = read_job_run(backend.api, processes, canonical)
+        key = ResultStore.key(canonical, owner_of(run.get("tags") or []))
+        manifest, outputs = backend.store.read(key)  # ResultNotFound: a 404
+    else:
+        try:
+            manifest, outputs = backend.store.read(canonical)
+        except ResultNotFound:
+            # A job made while identities were on keeps its results in its owner's space.
+            owner = owner_of(read_job_run(backend.api, processes, canonical).get("tags") or [])
+            if owner is None:
+                raise
+            manifest, outputs = backend.store.read(ResultStore.key(canonical, owner))
     if manifest.response == RequestedResponse.document.value:
         return "application/json", results_document(outputs, manifest.mimetype, manifest.output_ids)
     return manifest.mimetype, outputs
 
 
-def _finished_job(backend: Backend, processes: Mapping[str, Any], job_id: str) -> str:
-    job = get_job(backend.api, processes, job_id)  # JobNotFound: a 404
+def _finished_job(backend: Backend, processes: Mapping[str, Any], job_id: str) -> tuple[str, str]:
+    # (job id, store key) of a succeeded job the caller may see.
+    run = read_job_run(backend.api, processes, job_id)  # JobNotFound: a 404
+    job = jobs.job_from_flow_run(run)
     status = job["status"]
     if status in (JobStatus.accepted.value, JobStatus.running.value):
         raise ResultNotReady(f"Job {job_id} is {status}: its results are not ready")
     if status != JobStatus.successful.value:
         raise InvalidParameter(f"Job {job_id} is {status}, it has no results: {job['message']}")
-    return str(job["identifier"])
+    identifier = str(job["identifier"])
+    return identifier, ResultStore.key(identifier, owner_of(run.get("tags") or []))
 
 
 def results_answer(
@@ -275,12 +321,20 @@ def results_answer(
     own error documents), or a raw JSON output.
     """
     try:
-        job_id = _finished_job(backend, processes, job_id)
+        job_id, key = _finished_job(backend, processes, job_id)
     except PrefectManagerError:
         return None
-    manifest = backend.store.read_manifest(job_id)
-    links = Links(backend.store, job_id, jobs_url, presign_seconds)
-    return answers.results_answer(backend.store, job_id, manifest, links)
+    manifest = backend.store.read_manifest(key)
+    links = Links(backend.store, key, job_id, jobs_url, presign_seconds)
+    return answers.results_answer(backend.store, key, manifest, links)
+
+
+def stored_manifest(
+    backend: Backend, processes: Mapping[str, Any], job_id: str
+) -> tuple[Manifest, str]:
+    """(manifest, store key) of a finished job's outputs (the key has its owner's space)."""
+    _, key = _finished_job(backend, processes, job_id)
+    return backend.store.read_manifest(key), key
 
 
 def output_answer(
@@ -292,6 +346,6 @@ def output_answer(
         JobNotFound: no such job. ResultNotReady: not finished.
         NoSuchOutput: the job has no such output. InvalidParameter: it failed.
     """
-    job_id = _finished_job(backend, processes, job_id)
-    manifest = backend.store.read_manifest(job_id)
-    return answers.output_answer(backend.store, job_id, manifest, output_id)
+    _, key = _finished_job(backend, processes, job_id)
+    manifest = backend.store.read_manifest(key)
+    return answers.output_answer(backend.store, key, manifest, output_id)

@@ -1,7 +1,7 @@
 """The job-list filters of OGC API - Processes 1.0 (conformance class job-list).
 
-``processID``, ``status``, ``datetime``, ``minDuration``, ``maxDuration`` and
-``type`` are parsed here into a :class:`JobQuery`. pygeoapi 0.24's API layer
+``processID``, ``status``, ``datetime``, ``minDuration``, ``maxDuration``,
+``type`` (and our ``owner``) are parsed here into a :class:`JobQuery`. pygeoapi 0.24's API layer
 passes only ``limit`` and ``offset`` to the manager, so
 :mod:`pygeoapi_prefect.web.contract` parses the filters of each ``GET /jobs``
 and hands them over in the request's
@@ -22,7 +22,15 @@ from pygeoapi_prefect.errors import InvalidParameter
 
 __all__ = ["FILTER_PARAMETERS", "JobQuery", "parse_job_query"]
 
-FILTER_PARAMETERS = ("processID", "status", "datetime", "minDuration", "maxDuration", "type")
+FILTER_PARAMETERS = (
+    "processID",
+    "status",
+    "datetime",
+    "minDuration",
+    "maxDuration",
+    "type",
+    "owner",
+)
 _OPEN = ("", "..")
 
 
@@ -37,6 +45,9 @@ class JobQuery:
     min_duration: float | None = None
     max_duration: float | None = None
     types: tuple[str, ...] | None = None
+    #: A user id: only that user's jobs (``server.manager.auth``; admins may
+    #: name anyone, everyone else sees only their own jobs anyway).
+    owner: str | None = None
 
     @property
     def filters_durations(self) -> bool:
@@ -104,4 +115,6 @@ def parse_job_query(params: Mapping[str, list[str]]) -> JobQuery:
         fields["max_duration"] = _seconds(params["maxDuration"][-1], "maxDuration")
     if params.get("type"):
         fields["types"] = _values(params["type"])
+    if params.get("owner"):
+        fields["owner"] = params["owner"][-1]
     return JobQuery(**fields)

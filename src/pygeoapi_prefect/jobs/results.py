@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pygeoapi_prefect.errors import ResultNotFound, ResultStoreError
+from pygeoapi_prefect.jobs.owners import space_of
 from pygeoapi_prefect.urls import without_credentials
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ MANIFEST = "manifest.json"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _JSON_TYPES = ("application/json",)
 _PART_KEYS = {"output_id", "mimetype", "encoding", "size", "name"}
+#: An owner space made by jobs.owners.space_of.
+_SPACE = re.compile(r"[A-Za-z0-9_-]{1,40}-[0-9a-f]{8}")
 #: Storage option names that hold credentials (s3fs key/secret/token, ...).
 _CREDENTIAL_KEY = re.compile(r"key|secret|token|password|credential|sas", re.IGNORECASE)
 OUTPUT = "output"
@@ -414,14 +417,28 @@ class ResultStore:
                 self._fs, self._root = url_to_fs(self.url, **self.storage_options)
         return self._fs
 
+    @staticmethod
+    def key(job_id: str, owner: str | None) -> str:
+        """The store key of a job's results: ``<owner space>/<job id>``, or the id alone.
+
+        ``owner`` is the owner tag of the job's flow run
+        (:mod:`pygeoapi_prefect.jobs.owners`): each owner's results live
+        under a prefix of their own (a bucket policy or a deletion can then
+        take a user's results as a whole). Every method taking a ``job_id``
+        takes such a key.
+        """
+        return f"{space_of(owner)}/{job_id}" if owner else job_id
+
     def _path(self, job_id: str, name: str) -> str:
-        # Defence in depth: only a canonical UUID becomes a key, so no job id
-        # can name anything outside <store>/<uuid>/.
+        # Defence in depth: only a canonical UUID (after an owner space made
+        # by key()) becomes a key, so no job id can name anything outside
+        # <store>/[<space>/]<uuid>/.
+        space, _, bare = job_id.rpartition("/")
         try:
-            canonical = str(uuid.UUID(job_id))
+            canonical = str(uuid.UUID(bare))
         except (ValueError, TypeError, AttributeError) as exc:
             raise ResultNotFound(f"No results are stored for job {job_id!r}") from exc
-        if canonical != job_id:
+        if canonical != bare or (space and not _SPACE.fullmatch(space)):
             raise ResultNotFound(f"No results are stored for job {job_id!r}")
         self.fs  # noqa: B018 - sets self._root
         return f"{self._root}/{job_id}/{name}"

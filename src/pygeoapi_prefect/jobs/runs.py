@@ -71,9 +71,12 @@ _DEFAULT_MESSAGES = {
 }
 
 
-def job_tags(process_id: str) -> list[str]:
-    """The tags that make a flow run a job of ``process_id``."""
-    return [JOB_TAG, PROCESS_TAG_PREFIX + process_id]
+def job_tags(process_id: str, owner: str | None = None) -> list[str]:
+    """The tags that make a flow run a job of ``process_id`` (owned by ``owner``, a tag).
+
+    See :mod:`pygeoapi_prefect.jobs.owners` for owner tags.
+    """
+    return [JOB_TAG, PROCESS_TAG_PREFIX + process_id] + ([owner] if owner else [])
 
 
 def process_id_of(tags: list[str]) -> str | None:

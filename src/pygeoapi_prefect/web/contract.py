@@ -40,10 +40,16 @@ from pygeoapi.formats import F_HTML, F_JSON
 from pygeoapi.util import get_api_rules
 from werkzeug.datastructures import ImmutableMultiDict
 
-from pygeoapi_prefect.errors import InvalidParameter, PrefectManagerError, RequestTooLarge
+from pygeoapi_prefect.errors import (
+    InvalidParameter,
+    NotAuthenticated,
+    PrefectManagerError,
+    RequestTooLarge,
+)
 from pygeoapi_prefect.jobs.exchange import RequestExchange, begin_request
 from pygeoapi_prefect.jobs.query import parse_job_query
 from pygeoapi_prefect.web import documents, guard
+from pygeoapi_prefect.web.auth import Authenticator
 from pygeoapi_prefect.web.html_pages import Answer, process_job_links, render_html
 
 logger = logging.getLogger(__name__)
@@ -83,6 +89,8 @@ class WebRequest:
         headers: header names in lower case (repeated headers joined by ``,``).
         raw_path: the path as sent, percent-encoded (empty if the server does not say).
         body: the body, as read by the app (at most :meth:`Contract.body_limit` + 1 bytes).
+        client: the address of the connection's other end (``server.manager.auth.header``
+            believes proxy headers only from trusted ones).
 
     """
 
@@ -92,6 +100,7 @@ class WebRequest:
     headers: dict[str, str] = field(default_factory=dict)
     raw_path: str = ""
     body: bytes = b""
+    client: str = ""
 
     @property
     def content_length(self) -> int | None:
@@ -156,6 +165,9 @@ class Contract:
         if hasattr(api.manager, "jobs_url"):
             # Each new job's flow run records where pygeoapi serves it.
             api.manager.jobs_url = f"{api.base_url}/jobs"
+        auth = getattr(getattr(api.manager, "config", None), "auth", None)
+        #: Finds each request's caller (``server.manager.auth``); ``None``: no identities.
+        self.auth = Authenticator(auth) if auth is not None and auth.enabled else None
 
     # -- what the apps ask ------------------------------------------------------
 
@@ -186,7 +198,10 @@ class Contract:
         try:
             return self._handle(request, exchange)
         except PrefectManagerError as exc:
-            return self._error(*documents.exception_document(exc))
+            response = self._error(*documents.exception_document(exc))
+            if isinstance(exc, NotAuthenticated) and exc.challenge:
+                response.headers.append(("WWW-Authenticate", exc.challenge))
+            return response
         except Exception:
             logger.exception("unexpected error answering %s %s", request.method, request.path)
             return self._error(
@@ -229,6 +244,9 @@ class Contract:
             )
             response.headers.append(("Allow", ", ".join(methods)))
             return response
+        if self.auth is not None and (shape[0] == "jobs" or shape[-1] == "execution"):
+            # Jobs belong to callers; process descriptions stay public.
+            self._identify(request, exchange)
         self._check_body(request, execute=shape[-1] == "execution")
         api_request = self._api_request(request)
         if not api_request.is_valid():
@@ -274,6 +292,17 @@ class Contract:
         return self._answer(processes_api.get_jobs(self.api, api_request, job_id), parts)
 
     # -- requests -----------------------------------------------------------------
+
+    def _identify(self, request: WebRequest, exchange: RequestExchange) -> None:
+        assert self.auth is not None
+        caller = self.auth.caller(request.headers, request.client)
+        if caller is not None and caller.user is None and self.auth.config.anonymous == "deny":
+            raise NotAuthenticated(
+                "This server's jobs belong to their users: authenticate first "
+                "(server.manager.auth.anonymous is deny)",
+                challenge=self.auth.challenge,
+            )
+        exchange.caller = caller
 
     def _check_body(self, request: WebRequest, *, execute: bool) -> None:
         limit = self.body_limit()

@@ -76,6 +76,7 @@ def web_request(request: HttpRequest) -> WebRequest:
         query=query,
         headers={key.lower(): value for key, value in request.headers.items()},
         raw_path=str(request.META.get("RAW_URI") or request.META.get("REQUEST_URI") or ""),
+        client=str(request.META.get("REMOTE_ADDR") or ""),
     )
     answer.body = _body(request, CONTRACT.body_limit(), answer.content_length)
     return answer

@@ -59,6 +59,7 @@ def web_request() -> WebRequest:
         headers={key.lower(): value for key, value in request.headers.items()},
         raw_path=str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""),
         body=_body(CONTRACT.body_limit()),
+        client=str(request.remote_addr or ""),
     )
 
 

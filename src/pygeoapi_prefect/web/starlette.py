@@ -74,6 +74,7 @@ class ContractMiddleware:
             ),
             headers=headers,
             raw_path=(scope.get("raw_path") or b"").decode("latin-1"),
+            client=str((scope.get("client") or ("",))[0] or ""),
         )
         if request.method == "POST":
             request.body = await _read_body(
