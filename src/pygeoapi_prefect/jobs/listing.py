@@ -311,7 +311,6 @@ def results_answer(
     backend: Backend,
     processes: Mapping[str, Any],
     job_id: str,
-    *,
     jobs_url: str | None,
     presign_seconds: int,
 ) -> Answer | None:
