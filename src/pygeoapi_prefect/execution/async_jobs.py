@@ -98,6 +98,7 @@ def submit(
             response=response,
             subscriber=subscriber,
             owner=owner,
+            references=engine.config.references.model_dump(),
         )
     )
     logger.debug("job %s of process %s accepted", job_id, process_id)

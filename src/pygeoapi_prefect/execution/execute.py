@@ -7,10 +7,16 @@ processes for async jobs, so both behave the same.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pygeoapi_prefect.errors import InvalidInputs
+from pygeoapi_prefect.execution.references import (
+    ReferencePolicy,
+    passed_as_links,
+    resolve_references,
+)
 from pygeoapi_prefect.jobs.answers import transmission
 from pygeoapi_prefect.jobs.results import declared_media_types
 from pygeoapi_prefect.outputs import writing_to
@@ -22,7 +28,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobRequest", "Outcome", "load_processor", "run_job", "run_processor", "store_outcome"]
+__all__ = [
+    "JobRequest",
+    "Outcome",
+    "load_processor",
+    "resolve_inputs",
+    "run_job",
+    "run_processor",
+    "store_outcome",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,8 @@ class JobRequest:
     subscriber: dict[str, str] | None = None
     #: The owner tag of the job's run (``server.manager.auth``), if any.
     owner: str | None = None
+    #: ``server.manager.references``: input links are read where the job runs.
+    references: dict[str, Any] | None = None
 
     @property
     def result_key(self) -> str:
@@ -122,12 +138,41 @@ def run_job(
     job_label: str,
     store: ResultStore,
     job_id: Callable[[], str],
+    references: Mapping[str, Any] | None = None,
+    process_conf: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """:func:`run_processor`, with :func:`pygeoapi_prefect.outputs.open` writing to the job."""
+    """:func:`run_processor`, with :func:`pygeoapi_prefect.outputs.open` writing to the job.
+
+    With ``references`` (``server.manager.references``) the input links are
+    read first; one that cannot be fails the job, naming its input.
+    """
+    if references is not None:
+        try:
+            inputs = resolve_inputs(processor, inputs, references, store, process_conf)
+        except InvalidInputs as exc:
+            logger.warning("%s: %s", job_label, exc.message)
+            return Outcome(ok=False, message=exc.message, http_status=400, ogc_code=exc.code)
     with writing_to(store, job_id) as written:
         outcome = run_processor(processor, inputs, requested_outputs, job_label=job_label)
     outcome.streamed = written.parts()
     return outcome
+
+
+def resolve_inputs(
+    processor: BaseProcessor,
+    inputs: dict[str, Any],
+    references: Mapping[str, Any],
+    store: ResultStore,
+    process_conf: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The inputs with their links read (:mod:`~pygeoapi_prefect.execution.references`).
+
+    Raises:
+        InvalidInputs: naming each input whose link may not, or cannot, be read.
+    """
+    policy = ReferencePolicy.from_settings(references, store.url, store.storage_options)
+    skip = passed_as_links(process_conf or {}, processor)
+    return resolve_references(inputs, processor.metadata, policy, skip)
 
 
 def store_outcome(

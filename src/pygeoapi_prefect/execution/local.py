@@ -137,7 +137,9 @@ def _worker_main(
                     request.requested_outputs,
                     job_label=f"job {request.job_id} of process {request.process_id}",
                     store=store,
-                    job_id=functools.partial(str, request.job_id),
+                    job_id=functools.partial(str, request.result_key),
+                    references=request.references,
+                    process_conf=request.process_conf,
                 )
             if outcome.ok:
                 store_outcome(

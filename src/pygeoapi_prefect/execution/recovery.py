@@ -62,6 +62,7 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         response=str(parameters.get("response") or labels.get(jobs.RESPONSE_LABEL) or "raw"),
         subscriber=parameters.get("subscriber"),
         owner=owner_of(run.get("tags") or []),
+        references=engine.config.references.model_dump(),
     )
 
 

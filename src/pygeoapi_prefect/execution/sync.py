@@ -289,8 +289,13 @@ def run_sync(
     *,
     jobs_url: str | None,
     owner: str | None = None,
+    resolved: dict[str, Any] | None = None,
 ) -> SyncResult:
-    """Run a sync job in this thread and record it; see the module docstring."""
+    """Run a sync job in this thread and record it; see the module docstring.
+
+    ``resolved``: the inputs with their links read, for the processor (the
+    flow run keeps ``inputs`` as the client sent them).
+    """
     record = _Record(
         engine,
         process_id,
@@ -309,7 +314,7 @@ def run_sync(
     with reporting_to(record.report):
         outcome = run_job(
             processor,
-            inputs,
+            inputs if resolved is None else resolved,
             requested_outputs,
             job_label=f"sync job of process {process_id}",
             store=engine.store,

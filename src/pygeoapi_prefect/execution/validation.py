@@ -19,7 +19,7 @@ from pygeoapi_prefect.errors import InvalidInputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_execute_request"]
+__all__ = ["check_execute_request", "value_problems"]
 
 #: Keys of a qualified value (OGC qualifiedInputValue) besides ``value``.
 _QUALIFIERS = {"mediaType", "encoding", "schema"}
@@ -61,6 +61,18 @@ def _unwrap(occurrence: Any, schema: dict[str, Any]) -> tuple[bool, Any]:
         if "value" in occurrence and set(occurrence) - {"value"} <= _QUALIFIERS:
             return True, occurrence["value"]
     return True, occurrence
+
+
+def value_problems(name: str, value: Any, schema: dict[str, Any]) -> list[str]:
+    """How one value of input ``name`` breaks its JSON schema (a resolved reference's, say)."""
+    validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+    if validator is None:
+        return []
+    found = []
+    for error in validator.iter_errors(value):
+        where = "".join(f"[{part!r}]" for part in error.absolute_path)
+        found.append(f"{where + ': ' if where else ''}{error.message[:300]}")
+    return found
 
 
 def _input_problems(name: str, value: Any, description: dict[str, Any]) -> list[str]:
