@@ -28,6 +28,7 @@ from conftest import Pygeoapi, start_pygeoapi
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ogc import validate
+from servers import start_server
 
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.errors import NotAuthenticated
@@ -495,3 +496,28 @@ def test_identities_from_a_trusted_proxy_and_forged_headers_refused(
     assert server.client.get("/jobs", params={"f": "json"}).status_code == 401
     for client in (erin, frank, root):
         client.close()
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "django"])
+def test_identities_hold_on_every_app(
+    kind: str, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    # The same guarantees under uvicorn (Starlette app) and Django (middleware):
+    # the client address each app reports decides whether the header is believed.
+    manager = {"auth": {"mode": "header", "header": {"trusted_proxies": ["127.0.0.1/32"]}}}
+    server = start_server(kind, tmp_path, prefect_server.api_url, manager=manager, workers=2)
+    try:
+        ivy = {"X-Forwarded-User": f"ivy-{uuid.uuid4().hex[:8]}"}  # one Prefect for all tests
+        made = server.client.post(
+            "/processes/hello-world/execution", json={"inputs": {"name": "i"}}, headers=ivy
+        )
+        assert made.status_code == 200, made.text
+        job_id = made.headers["Location"].rsplit("/", 1)[1]
+        assert server.client.get(f"/jobs/{job_id}", headers=ivy).status_code == 200
+        listed = server.client.get("/jobs", params={"f": "json"}, headers=ivy).json()
+        assert [job["jobID"] for job in listed["jobs"]] == [job_id]
+        other = server.client.get(f"/jobs/{job_id}", headers={"X-Forwarded-User": "jack"})
+        assert other.status_code == 404
+        assert server.client.get("/jobs", params={"f": "json"}).status_code == 401
+    finally:
+        server.stop()

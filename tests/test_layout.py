@@ -11,12 +11,14 @@ import graphlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pygeoapi_prefect"
-BASE = {"errors", "urls", "config"}
+BASE = {"errors", "urls", "config", "credentials", "destinations"}
 #: Each part of the package, and the parts it may import (itself always).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "urls": set(),
     "config": {"errors", "urls"},
+    "credentials": set(),
+    "destinations": {"errors", "urls", "config"},
     "processes": set(),
     "warm_client": set(),
     "examples": {"progress"},

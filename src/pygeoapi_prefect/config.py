@@ -239,8 +239,10 @@ class CallbacksConfig(_Strict):
         default_factory=list,
         description=(
             "Internal destinations that callbacks may reach anyway: networks "
-            "(`10.0.0.0/8`, `127.0.0.1`) or host names. Loopback, private, link-local "
-            "and reserved addresses are refused otherwise (a 400 at submission)."
+            "(`10.0.0.0/8`, `127.0.0.1`) or host names. Any address that is not globally "
+            "reachable (loopback, private, link-local, shared `100.64.0.0/10`, "
+            "`198.18.0.0/15`, multicast, reserved, and IPv6 forms of these) is refused "
+            "otherwise: a 400 at submission, and no connection at delivery."
         ),
     )
     timeout: float = Field(default=10, gt=0, le=120, description="Seconds one delivery may take.")
@@ -250,6 +252,56 @@ class CallbacksConfig(_Strict):
         le=10,
         description="Further attempts after a failed delivery, 1, 2, 4... s apart.",
     )
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Deliveries one server process makes at once (threads of its callback pool, "
+            "started as needed). A delivery holds its thread through its retries."
+        ),
+    )
+    queue_size: int = Field(
+        default=200,
+        ge=0,
+        le=100_000,
+        description=(
+            "Deliveries that may wait for a free `workers` thread. When the queue is full "
+            "a new delivery is dropped, with a WARNING naming the job, the URI key and "
+            "the number dropped so far; the queued ones keep their turn."
+        ),
+    )
+    drain_seconds: float = Field(
+        default=5,
+        ge=0,
+        le=60,
+        description=(
+            "Seconds a stopping server process goes on delivering queued callbacks, "
+            "after its jobs have stopped (`local.shutdown_grace`); what is left then is "
+            "abandoned and logged. Keep `shutdown_grace` + this below the server's "
+            "graceful timeout (gunicorn: 30 s)."
+        ),
+    )
+    proxy: str | None = Field(
+        default=None,
+        description=(
+            "An egress HTTP proxy (`http://proxy.internal:3128`) that every delivery goes "
+            "through, instead of connecting to the address checked here; the proxy "
+            "then resolves names and enforces what may be reached. Destinations are "
+            "still checked here where names resolve. No `user:password@`."
+        ),
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if without_credentials(value) != value:
+            raise ValueError("a proxy URL with user:password@ (config values may be logged)")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("an http(s) URL of the proxy, like http://proxy.internal:3128")
+        return value
 
     @field_validator("allow")
     @classmethod

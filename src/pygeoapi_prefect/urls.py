@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["without_credentials"]
+__all__ = ["origin", "without_credentials"]
 
 
 def without_credentials(url: str) -> str:
@@ -21,3 +21,25 @@ def without_credentials(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def origin(url: str) -> str:
+    """Scheme, host and port of ``url``: what a log may show of a URL that carries tokens.
+
+    Paths, queries, fragments and ``user:password@`` are left out (callback
+    and download URLs often carry a token in one of them).
+
+    Example::
+
+        origin("https://hooks.example/cb/t0ken?sig=x")  # "https://hooks.example"
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, TypeError, AttributeError):
+        return "<an unparsable URL>"
+    host = parts.hostname
+    if not parts.scheme or not host:
+        return "<a URL without a host>"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None else "")

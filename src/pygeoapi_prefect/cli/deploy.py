@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pygeoapi_prefect.config import load_config
+from pygeoapi_prefect.credentials import credential_keys
 from pygeoapi_prefect.jobs.runs import job_tags
 from pygeoapi_prefect.prefect.api import prefect_settings_api_url
 
@@ -80,22 +81,12 @@ def module_name(process_id: str) -> str:
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-#: fsspec/boto option names that hold secrets: never written into flow code.
-_SECRET_KEYS = {"key", "secret", "token", "password", "aws_secret_access_key", "session_token"}
 
 
 def _literal(value: Any) -> str:
     # Config values go into the generated code as one JSON string literal,
     # so nothing in them can become code (and dates and the like stay data).
     return f"json.loads({json.dumps(json.dumps(value, default=str))})"
-
-
-def _secrets_in(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(str(k).lower() in _SECRET_KEYS or _secrets_in(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_secrets_in(v) for v in value)
-    return False
 
 
 def module_source(process_id: str, resource: dict[str, Any], results: dict[str, Any]) -> str:
@@ -107,11 +98,14 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
             with the code: use ``results.block`` instead).
     """
     processor = resource.get("processor") or {}
-    if _secrets_in(results.get("storage_options") or {}):
+    found = credential_keys(results.get("storage_options") or {})
+    if found:
+        named = ", ".join(f"server.manager.results.storage_options.{key}" for key in found)
         raise DeployError(
-            "server.manager.results.storage_options holds credentials, which would be "
-            "written into the deployment's code: put them in a Prefect block "
-            "(server.manager.results.block) or the workers' environment"
+            f"{named} holds credentials, which would be written into the deployment's "
+            "code in plain text: put them in a Prefect block (server.manager.results.block) "
+            "or the workers' environment (e.g. AWS_SECRET_ACCESS_KEY, "
+            "AZURE_STORAGE_ACCOUNT_KEY, GOOGLE_APPLICATION_CREDENTIALS)"
         )
     if results.get("block"):
         store = f"results_block={_literal(results['block'])}"
@@ -122,6 +116,8 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
         )
     if results.get("callbacks"):
         store += f", callbacks={_literal(results['callbacks'])}"
+    if results.get("references"):
+        store += f", references={_literal(results['references'])}"
     header = f"{_HEADER}import json\n\n"
     if processor.get("name") == FLOW_PROCESSOR:
         module, _, attribute = str(processor.get("flow", "")).partition(":")
@@ -199,6 +195,7 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         "storage_options": manager.results.storage_options,
         "block": manager.results.block,
         "callbacks": manager.callbacks.model_dump(),
+        "references": manager.references.model_dump(),
     }
     if request.storage_block and results_url.startswith("file://"):
         logger.warning(

@@ -2,106 +2,153 @@
 
 ``inProgressUri`` gets the status document when the job starts running,
 ``successUri`` the results document when it succeeds, ``failedUri`` the
-status document when it fails. Deliveries run in the background with
-retries and back-off; they never hold up or fail a job.
+status document when it fails. Deliveries never hold up or fail a job.
 
-Destinations are checked twice, when the job is submitted and again before
-each delivery (a name may resolve elsewhere by then): a URL whose host is a
-loopback, private, link-local or otherwise internal address is refused
-unless the config allows it (``server.manager.callbacks.allow``).
+- *Where to.* Destinations are checked when the job is submitted (a 400
+  naming the ``subscriber`` key) and at each delivery attempt by
+  :mod:`pygeoapi_prefect.destinations`, which connects to the very address
+  it checked (a DNS answer that changes in between cannot reach loopback).
+  Internal means not globally reachable; ``server.manager.callbacks.allow``
+  lets some in. Redirects are not followed. With ``callbacks.proxy`` every
+  delivery goes through that egress proxy instead.
+- *How many.* Deliveries run on a bounded pool: at most ``callbacks.workers``
+  threads (started as needed), with at most ``callbacks.queue_size``
+  deliveries waiting. When the queue is full a new delivery is dropped, with
+  a WARNING naming the job and the key and the count dropped so far (the
+  deliveries already queued keep their turn). A delivery holds its thread
+  through its retries (back-off 1, 2, 4... s), each attempt bounded by
+  ``callbacks.timeout``.
+- *Stopping.* :meth:`CallbackPolicy.close` goes on delivering what is queued
+  for at most the seconds given (``callbacks.drain_seconds``), then abandons
+  the rest (logged, with the jobs) and stops retrying.
+- *Logs.* A callback URL is logged as its origin (scheme, host, port) only,
+  at every level: its path and query often carry a token.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import collections
 import logging
-import socket
+import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from pygeoapi_prefect.destinations import DestinationRefused, Destinations
 from pygeoapi_prefect.errors import InvalidInputs
+from pygeoapi_prefect.urls import origin
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.config import CallbacksConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CallbackPolicy", "Subscriber"]
+__all__ = ["CallbackPolicy", "Delivery", "Subscriber"]
 
 Subscriber = dict[str, str]  # successUri, inProgressUri, failedUri
 _KEYS = ("successUri", "inProgressUri", "failedUri")
+_ALLOW_KEY = "server.manager.callbacks.allow"
+THREAD_NAME = "pygeoapi-prefect-callback"
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
+class Delivery:
+    """One callback delivery; :attr:`outcome` says how it ended, once :meth:`wait` is true.
 
-def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address):
-        # ::ffff:127.0.0.1 and 64:ff9b::7f00:1 reach IPv4 addresses: judge those.
-        mapped = address.ipv4_mapped or address.sixtofour
-        if mapped is not None:
-            return _internal(mapped)
-        if address in _NAT64:
-            return _internal(ipaddress.IPv4Address(address.packed[-4:]))
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-    )
+    Outcomes: ``delivered`` (2xx), ``refused`` (internal destination, a
+    redirect, or a 4xx other than 408/429), ``failed`` (out of attempts),
+    ``dropped`` (the queue was full), ``abandoned`` (the process stopped).
+    """
+
+    def __init__(self, url: str, document: Any, job: str, key: str) -> None:
+        self.url = url
+        self.document = document
+        self.job = job
+        self.key = key
+        self.outcome = "queued"
+        self._done = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.key} of job {self.job} to {origin(self.url)}: {self.outcome}>"
+
+    def finish(self, outcome: str) -> None:
+        """Record how the delivery ended."""
+        self.outcome = outcome
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until it ended (True), or ``timeout`` s (False)."""
+        return self._done.wait(timeout)
 
 
 class CallbackPolicy:
-    """Which callback destinations are allowed, and how deliveries are made.
+    """Which callback destinations are allowed, and the pool that delivers.
 
     Args:
         allow: networks (``10.0.0.0/8``, ``127.0.0.1``) and host names that may
             be called even though they are internal.
         timeout: seconds one delivery attempt may take.
         retries: further attempts after a failed one (back-off 1, 2, 4... s).
+        workers: deliveries made at once (threads, started as needed).
+        queue_size: deliveries that may wait for a thread; more are dropped.
+        proxy: an egress proxy every delivery goes through.
+
+    Example::
+
+        policy = CallbackPolicy(["10.0.0.0/8"], workers=2, queue_size=10)
+        policy.check({"successUri": "https://hooks.example/cb"})  # or InvalidInputs
+        delivery = policy.send(subscriber, "successUri", document, job=job_id)
+        policy.close(5)
     """
 
-    def __init__(self, allow: Iterable[str] = (), *, timeout: float = 10, retries: int = 4) -> None:
-        self.networks: list[_Network] = []
-        self.hosts: set[str] = set()
-        for entry in allow:
-            try:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                self.hosts.add(entry.lower())
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        *,
+        timeout: float = 10,
+        retries: int = 4,
+        workers: int = 4,
+        queue_size: int = 200,
+        proxy: str | None = None,
+    ) -> None:
+        self.destinations = Destinations(allow, allow_key=_ALLOW_KEY, proxy=proxy)
         self.timeout = timeout
         self.retries = retries
+        self.workers = workers
+        self.queue_size = queue_size
+        #: Deliveries dropped because the queue was full (since this process started).
+        self.dropped = 0
+        self._reset()
+
+    @classmethod
+    def from_config(cls, config: CallbacksConfig) -> CallbackPolicy:
+        """The policy of ``server.manager.callbacks``."""
+        return cls(
+            config.allow,
+            timeout=config.timeout,
+            retries=config.retries,
+            workers=config.workers,
+            queue_size=config.queue_size,
+            proxy=config.proxy,
+        )
+
+    def _reset(self) -> None:
+        # Also in a forked child: the parent's threads do not exist there.
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Delivery] = collections.deque()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closing = False
+        self._abort = threading.Event()
+
+    # -- destinations -----------------------------------------------------------
 
     def problem(self, url: str) -> str | None:
-        """Why ``url`` may not be called, or ``None`` if it may."""
-        if not isinstance(url, str):
-            return f"{url!r:.80} is not a URL string"
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range"
-            return f"{url!r:.200} is not a valid URL ({exc})"
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return f"{url!r:.200} is not an http(s) URL"
-        host = parts.hostname.lower()
-        if host in self.hosts:
-            return None
-        try:
-            infos = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
-        except (OSError, UnicodeError):
-            return f"the host of {url!r} cannot be resolved"
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if _internal(address) and not any(address in net for net in self.networks):
-                return (
-                    f"{url!r} points at an internal address ({address}); allow it in "
-                    "server.manager.callbacks.allow"
-                )
-        return None
+        """Why ``url`` may not be called, or ``None`` if it may (no path in the text)."""
+        return self.destinations.problem(url)
 
     def check(self, subscriber: Subscriber | None) -> None:
         """Raise :class:`InvalidInputs` (400) naming each refused destination."""
@@ -115,43 +162,135 @@ class CallbackPolicy:
         if problems:
             raise InvalidInputs("Invalid subscriber: " + "; ".join(problems), problems=problems)
 
-    def send(
-        self, subscriber: Subscriber | None, key: str, document: Any
-    ) -> threading.Thread | None:
-        """Deliver ``document`` to the subscriber's ``key`` URI in the background.
+    # -- the pool ---------------------------------------------------------------
 
-        Returns the delivering thread (to wait for), or None if there is no URI.
+    def send(
+        self, subscriber: Subscriber | None, key: str, document: Any, *, job: str = ""
+    ) -> Delivery | None:
+        """Queue ``document`` for the subscriber's ``key`` URI.
+
+        Returns the delivery (to wait for), or None if there is no URI.
+        A dropped delivery is returned finished, with outcome ``dropped``.
         """
         url = (subscriber or {}).get(key)
         if not url:
             return None
-        thread = threading.Thread(
-            target=self._deliver,
-            args=(url, document),
-            name="pygeoapi-prefect-callback",
-            daemon=True,
-        )
-        thread.start()
-        return thread
+        delivery = Delivery(url, document, job or "(unknown)", key)
+        if self._pid != os.getpid():
+            self._reset()
+        with self._cond:
+            startable = self.workers - len(self._threads)
+            waiting = len(self._queue) + 1 - self._idle - startable
+            if self._closing or waiting > self.queue_size:
+                self.dropped += 1
+                dropped = self.dropped
+            else:
+                dropped = 0
+                self._queue.append(delivery)
+                if len(self._queue) > self._idle and startable > 0:
+                    thread = threading.Thread(target=self._work, name=THREAD_NAME, daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+                self._cond.notify()
+        if dropped:
+            logger.warning(
+                "callback %s of job %s to %s dropped: %s (%d dropped so far; "
+                "server.manager.callbacks.workers and queue_size)",
+                key,
+                delivery.job,
+                origin(url),
+                "the server is stopping" if self._closing else "the delivery queue is full",
+                dropped,
+            )
+            delivery.finish("dropped")
+        return delivery
 
-    def _deliver(self, url: str, document: Any) -> None:
-        for attempt in range(self.retries + 1):
-            problem = self.problem(url)
-            if problem is not None:
-                logger.warning("callback not sent: %s", problem)
-                return
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                delivery = self._queue.popleft()
             try:
-                # No redirects: a redirect could lead to an address refused above.
-                response = httpx.post(url, json=document, timeout=self.timeout)
-                if response.status_code < 500 and response.status_code != 429:
-                    if response.status_code >= 400:
-                        logger.warning("callback to %s refused: %s", url, response.status_code)
-                    return
-                reason = f"answered {response.status_code}"
+                self._deliver(delivery)
+            except Exception:  # noqa: BLE001 - one delivery must not end the thread
+                logger.exception("callback %s of job %s failed", delivery.key, delivery.job)
+                delivery.finish("failed")
+
+    def _deliver(self, delivery: Delivery) -> None:
+        shown = origin(delivery.url)
+        what = f"callback {delivery.key} of job {delivery.job} to {shown}"
+        for attempt in range(self.retries + 1):
+            try:
+                status = self.destinations.post_json(
+                    delivery.url, delivery.document, timeout=self.timeout
+                )
+            except DestinationRefused as exc:
+                logger.warning("%s not sent: %s", what, exc.reason)
+                delivery.finish("refused")
+                return
             except httpx.HTTPError as exc:
-                reason = repr(exc)
+                # httpx's messages name no path, but be sure.
+                text = str(exc).replace(delivery.url, shown)
+                reason = f"failed ({exc.__class__.__name__}: {text})"
+            except ValueError as exc:  # NaN or the like: not JSON
+                logger.warning("%s not sent: the document is not JSON (%s)", what, exc)
+                delivery.finish("failed")
+                return
+            else:
+                if status < 300:
+                    logger.debug("%s delivered (%d)", what, status)
+                    delivery.finish("delivered")
+                    return
+                if status < 400 or (status < 500 and status not in (408, 429)):
+                    kind = "a redirect, not followed" if status < 400 else "refusal"
+                    logger.warning("%s answered %d (%s)", what, status, kind)
+                    delivery.finish("refused")
+                    return
+                reason = f"answered {status}"
             if attempt < self.retries:
                 delay = 2.0**attempt
-                logger.info("callback to %s %s; retrying in %.0f s", url, reason, delay)
-                time.sleep(delay)
-        logger.warning("callback to %s failed after %d attempts", url, self.retries + 1)
+                logger.info("%s %s; retrying in %.0f s", what, reason, delay)
+                if self._abort.wait(delay):
+                    logger.warning("%s abandoned: the server is stopping", what)
+                    delivery.finish("abandoned")
+                    return
+            else:
+                logger.warning("%s %s; giving up after %d attempts", what, reason, attempt + 1)
+        delivery.finish("failed")
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued for at most ``timeout`` s, then abandon the rest.
+
+        Returns within ``timeout`` s; an attempt under way then may go on
+        (in a daemon thread) for up to ``callbacks.timeout`` s, without retries.
+        """
+        if self._pid != os.getpid():
+            self._reset()
+            return
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            abandoned = list(self._queue)
+            self._queue.clear()
+        self._abort.set()
+        busy = sum(thread.is_alive() for thread in threads)
+        for delivery in abandoned:
+            delivery.finish("abandoned")
+        if abandoned or busy:
+            logger.warning(
+                "stopping: %d queued callback(s) abandoned (jobs %s), %d under way left",
+                len(abandoned),
+                ", ".join(sorted({d.job for d in abandoned})) or "-",
+                busy,
+            )
+        self.destinations.close()

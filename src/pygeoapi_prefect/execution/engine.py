@@ -69,11 +69,7 @@ class Engine:
         self.holder = new_holder_id()
         #: How this process is named in Prefect (claims, logs).
         self.name = f"{socket.gethostname()} pid {self.pid}"
-        self.callbacks = CallbackPolicy(
-            config.callbacks.allow,
-            timeout=config.callbacks.timeout,
-            retries=config.callbacks.retries,
-        )
+        self.callbacks = CallbackPolicy.from_config(config.callbacks)
         self.timers = Timers()
         self.counts = CountCache(config.job_count_cache_seconds)
         self.published = PublishedProcesses(config.publish)
@@ -290,6 +286,8 @@ class Engine:
             runner.shutdown(grace=self.config.local.shutdown_grace)
         if self._leases is not None:
             self._leases.release()
+        # Callbacks of the jobs that just ended, for a bounded time (callbacks.drain_seconds).
+        self.callbacks.close(self.config.callbacks.drain_seconds)
         if self._threads is not None:
             self._threads.shutdown(wait=False)
         if self._api is not None:

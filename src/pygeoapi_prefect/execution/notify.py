@@ -39,7 +39,7 @@ def notify_status(
     except PrefectManagerError as exc:  # a callback never fails a job
         logger.warning("no %s callback for job %s: %s", key, job_id, exc)
         return
-    engine.callbacks.send(subscriber, key, document)
+    engine.callbacks.send(subscriber, key, document, job=job_id)
 
 
 def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | None) -> None:
@@ -61,4 +61,4 @@ def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | Non
     except PrefectManagerError as exc:
         logger.warning("no successUri callback for job %s: %s", job_id, exc)
         return
-    engine.callbacks.send(subscriber, "successUri", answer)
+    engine.callbacks.send(subscriber, "successUri", answer, job=job_id)

@@ -334,7 +334,9 @@ def run_sync(
     document = results_document(
         outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types
     )
-    engine.callbacks.send(subscriber, "successUri", document)
+    engine.callbacks.send(
+        subscriber, "successUri", document, job=job_id or f"(sync, process {process_id})"
+    )
     if response == RequestedResponse.document.value:
         return SyncResult(job_id, outcome, "application/json", document)
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)
@@ -353,7 +355,7 @@ def _stored_answer(
     subscriber: dict[str, str] | None,
 ) -> SyncResult:
     mimetype, outputs, document = answer_from_store(engine, job_id, key, jobs_url)
-    engine.callbacks.send(subscriber, "successUri", document)
+    engine.callbacks.send(subscriber, "successUri", document, job=job_id)
     return SyncResult(job_id, outcome, mimetype, outputs)
 
 

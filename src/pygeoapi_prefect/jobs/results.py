@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from pygeoapi_prefect.credentials import credential_values
 from pygeoapi_prefect.errors import ResultNotFound, ResultStoreError
 from pygeoapi_prefect.jobs.owners import space_of
 from pygeoapi_prefect.urls import without_credentials
@@ -47,8 +48,6 @@ _JSON_TYPES = ("application/json",)
 _PART_KEYS = {"output_id", "mimetype", "encoding", "size", "name"}
 #: An owner space made by jobs.owners.space_of.
 _SPACE = re.compile(r"[A-Za-z0-9_-]{1,40}-[0-9a-f]{8}")
-#: Storage option names that hold credentials (s3fs key/secret/token, ...).
-_CREDENTIAL_KEY = re.compile(r"key|secret|token|password|credential|sas", re.IGNORECASE)
 OUTPUT = "output"
 
 
@@ -451,11 +450,7 @@ class ResultStore:
             found += [part for part in (parts.username, parts.password) if part]
         except ValueError:
             pass
-        found += [
-            str(value)
-            for key, value in self.storage_options.items()
-            if isinstance(value, str) and _CREDENTIAL_KEY.search(key)
-        ]
+        found += credential_values(self.storage_options)
         return [secret for secret in found if len(secret) >= 4]
 
     @contextmanager
