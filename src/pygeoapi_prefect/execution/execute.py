@@ -151,7 +151,9 @@ def run_job(
             inputs = resolve_inputs(processor, inputs, references, store, process_conf)
         except InvalidInputs as exc:
             logger.warning("%s: %s", job_label, exc.message)
-            return Outcome(ok=False, message=exc.message, http_status=400, ogc_code=exc.code)
+            return Outcome(
+                ok=False, message=exc.message, http_status=400, ogc_code=exc.ogc_exception_code
+            )
     with writing_to(store, job_id) as written:
         outcome = run_processor(processor, inputs, requested_outputs, job_label=job_label)
     outcome.streamed = written.parts()

@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from pygeoapi_prefect.errors import InvalidInputs
-from pygeoapi_prefect.execution.validation import value_problems
+from pygeoapi_prefect.execution.validation import is_reference, value_problems
 from pygeoapi_prefect.urls import origin
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ __all__ = [
 
 #: Redirects followed when reading an http(s) reference (each hop checked).
 MAX_REDIRECTS = 3
-_LINK_KEYS = {"href", "type", "rel", "title", "hreflang"}
 _KEY = "server.manager.references"
 
 
@@ -102,16 +101,6 @@ class ReferencePolicy:
 
 class _Refused(Exception):
     """A reference that may not, or cannot, be read (the text names no secret)."""
-
-
-def is_reference(value: Any, schema: Mapping[str, Any] | None = None) -> bool:
-    """Whether an input value is a link (``{"href": ..., "type"?: ...}``), not an object input."""
-    if not isinstance(value, dict) or not isinstance(value.get("href"), str):
-        return False
-    if not set(value) <= _LINK_KEYS:
-        return False
-    properties = (schema or {}).get("properties") or {}
-    return "href" not in properties  # an object input that has an href of its own
 
 
 def passed_as_links(process_conf: Mapping[str, Any], processor: Any = None) -> frozenset[str]:
