@@ -110,3 +110,42 @@ class InspectProcessor(BaseProcessor):
                 entry["value"] = value
             seen[key] = entry
         return "application/json", {"id": "result", "value": seen}
+
+
+def _flow() -> Any:
+    from prefect import flow
+
+    @flow(name="streamed-flow", version="1.0.0")
+    def streamed_flow(megabytes: int = 1, greeting: str = "") -> None:
+        """A Prefect flow that writes its output through pygeoapi_prefect.outputs.
+
+        Args:
+            megabytes: How many MiB to write as output ``data``.
+            greeting: Text (may come by reference) written as output ``greeting``.
+        """
+        from pygeoapi_prefect import outputs as job_outputs
+
+        block = bytes(range(256)) * 4096
+        with job_outputs.open("data", "application/x-test") as sink:
+            for _ in range(megabytes):
+                sink.write(block)
+        with job_outputs.open("greeting", "text/plain") as sink:
+            sink.write(greeting.encode())
+
+    return streamed_flow
+
+
+streamed_flow = _flow()
+
+
+#: The processor block of the flow, with the outputs it writes declared.
+STREAMED_FLOW = {
+    "name": "pygeoapi_prefect.processes.FlowProcessor",
+    "flow": "reference_processes:streamed_flow",
+    "metadata": {
+        "outputs": {
+            "data": {"title": "data", "schema": {"type": "string", "contentEncoding": "binary"}},
+            "greeting": {"title": "greeting", "schema": {"type": "string"}},
+        }
+    },
+}

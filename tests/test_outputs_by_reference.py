@@ -18,13 +18,14 @@ import httpx
 import pytest
 from conftest import STANDARD_PROCESSES, Pygeoapi, start_pygeoapi
 from ogc import validate
-from reference_processes import BLOB, pattern
+from reference_processes import BLOB, STREAMED_FLOW, pattern
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))  # the `bytes` process's output
 PROCESSES = {
     **STANDARD_PROCESSES,
     "multi": "reference_processes.MultiProcessor",
     "stream": "reference_processes.StreamProcessor",
+    "streamed-flow": STREAMED_FLOW,
 }
 LINK = re.compile(
     r'<(?P<href>[^>]*)>;\s*rel="(?P<rel>[^"]*)";\s*type="(?P<type>[^"]*)";\s*title="(?P<title>[^"]*)"'
@@ -265,3 +266,24 @@ def test_descriptions_offer_reference(on_disk):
     listed = on_disk.client.get("/processes", params={"f": "json"}).json()
     validate(listed, "processList")
     assert all("reference" in p["outputTransmission"] for p in listed["processes"])
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_prefect_flow_streams_its_outputs(on_disk, asynchronous):
+    # A Prefect flow published as a process (FlowProcessor), run here.
+    answer = on_disk.execute(
+        "streamed-flow",
+        {"megabytes": 2, "greeting": "hi"},
+        asynchronous=asynchronous,
+        response="document",
+        outputs={"data": {"transmissionMode": "reference"}, "greeting": {}},
+    )
+    if asynchronous:
+        job_id = answer.json()["jobID"]
+        on_disk.wait_for(job_id, "successful", timeout=60)
+        answer = on_disk.client.get(f"/jobs/{job_id}/results")
+    assert answer.status_code == 200, answer.text
+    document = answer.json()
+    validate(document, "results")
+    assert document["greeting"] == "hi"
+    assert download(document["data"]["href"], on_disk.base_url).content == pattern(2)

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.credentials import credential_keys
+from pygeoapi_prefect.execution.references import passed_as_links
 from pygeoapi_prefect.jobs.runs import job_tags
 from pygeoapi_prefect.prefect.api import prefect_settings_api_url
 
@@ -195,7 +196,11 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         "storage_options": manager.results.storage_options,
         "block": manager.results.block,
         "callbacks": manager.callbacks.model_dump(),
-        "references": manager.references.model_dump(),
+        # The inputs this process reads itself (pass_reference), for the worker.
+        "references": {
+            **manager.references.model_dump(),
+            "pass_reference": sorted(passed_as_links(resource)),
+        },
     }
     if request.storage_block and results_url.startswith("file://"):
         logger.warning(

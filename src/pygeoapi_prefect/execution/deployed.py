@@ -123,6 +123,24 @@ def _beating() -> contextlib.AbstractContextManager[None]:
     return beating(prefect_settings_api_url(), _current_run_id(), interval)
 
 
+class _Link(typing.TypedDict, total=False):
+    """An input given by reference (OGC ``link``), read on the worker before the flow runs."""
+
+    href: typing.Required[str]
+    type: str
+    rel: str
+    title: str
+    hreflang: str
+
+
+def _linkable(annotation: Any, references: dict[str, Any] | None) -> Any:
+    # Each parameter also takes a link, so that Prefect's parameter checks
+    # (at create_flow_run and at call time) let it through to resolved().
+    if references is None or annotation is inspect.Parameter.empty:
+        return annotation
+    return typing.Union[annotation, _Link]  # noqa: UP007 - annotation is a runtime value
+
+
 def job_flow(
     user_flow: Flow[..., Any],
     *,
@@ -142,16 +160,33 @@ def job_flow(
     policy = _policy(callbacks)
     signature = inspect.signature(user_flow.fn)
 
-    def resolved(kwargs: dict[str, Any]) -> dict[str, Any]:
+    user_signature = inspect.signature(user_flow.fn)
+    varying = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+    def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        # Prefect passes parameters positionally where it can: read the links
+        # of all of them, by name.
         if references is None:
-            return kwargs
+            return args, kwargs
+        bound = user_signature.bind(*args, **kwargs)
+        named = {
+            key: value
+            for key, value in bound.arguments.items()
+            if user_signature.parameters[key].kind not in varying
+        }
+        bound.arguments.update(resolved(named))
+        return bound.args, bound.kwargs
+
+    def resolved(kwargs: dict[str, Any]) -> dict[str, Any]:
         from pygeoapi_prefect.execution.references import ReferencePolicy, resolve_references
         from pygeoapi_prefect.processes import describe_flow
 
         store.fs  # noqa: B018 - a block-defined store's settings, for s3:// references
+        assert references is not None
         reading = ReferencePolicy.from_settings(references, store.url, store.storage_options)
+        skip = frozenset(references.get("pass_reference") or ())
         try:
-            return resolve_references(kwargs, describe_flow(user_flow), reading)
+            return resolve_references(kwargs, describe_flow(user_flow), reading, skip)
         except PrefectManagerError as exc:
             raise ValueError(exc.message) from None  # the job fails, naming the input
 
@@ -187,7 +222,8 @@ def job_flow(
             response, notify, requested = begin(kwargs)
             try:
                 with _beating(), writing_to(store, _result_key) as written:
-                    result = await user_flow.fn(*args, **resolved(kwargs))
+                    args, kwargs = arguments(args, kwargs)
+                    result = await user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, requested, written)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
@@ -202,7 +238,8 @@ def job_flow(
             response, notify, requested = begin(kwargs)
             try:
                 with _beating(), writing_to(store, _result_key) as written:
-                    result = user_flow.fn(*args, **resolved(kwargs))
+                    args, kwargs = arguments(args, kwargs)
+                    result = user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, requested, written)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
@@ -214,7 +251,8 @@ def job_flow(
     # flow's module) there, not in this module, where its types do not exist.
     hints = typing.get_type_hints(user_flow.fn)
     parameters = [
-        p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+        p.replace(annotation=_linkable(hints.get(p.name, p.annotation), references))
+        for p in signature.parameters.values()
     ]
     signature = signature.replace(
         return_annotation=hints.get("return", signature.return_annotation)

@@ -106,6 +106,8 @@ class Manifest:
 
 #: Bytes written or read at a time: large outputs never need a second copy.
 CHUNK = 1024 * 1024
+#: The block of a streamed output (an S3 multipart part; S3's least is 5 MiB).
+OUTPUT_BLOCK = 16 * 1024 * 1024
 
 
 def encoding_of(outputs: Any) -> str:
@@ -319,12 +321,7 @@ class OutputWriter(io.RawIOBase):
             return
         try:
             if self._failed:
-                # Leave no half-written object behind a manifest entry.
-                discard = getattr(self._handle, "discard", None)
-                if discard is not None:
-                    discard()
-                else:
-                    self._handle.close()
+                self._drop()
             else:
                 self._handle.close()
                 self.part = Part(
@@ -338,6 +335,19 @@ class OutputWriter(io.RawIOBase):
                     self._on_close(self.part)
         finally:
             super().close()
+
+    def _drop(self) -> None:
+        # A failed output is no output: abort the upload (S3), or remove the
+        # file. Never raises: the process's own error is what matters.
+        handle = self._handle
+        try:
+            if not getattr(handle, "autocommit", True):
+                handle.discard()
+                return
+            handle.close()
+            handle.fs.rm(handle.path)
+        except Exception:  # noqa: BLE001 - best effort, logged
+            logger.warning("a failed output %r was not removed", self._part.output_id)
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
         if exc_type is not None:
@@ -551,7 +561,8 @@ class ResultStore:
         name = part_name(output_id)
         with self._errors(f"write output {output_id!r} of job {job_id}"):
             self.fs.makedirs(self._path(job_id, "outputs"), exist_ok=True)
-            handle = self.fs.open(self._path(job_id, name), "wb")
+            # Blocks of OUTPUT_BLOCK: an S3 multipart upload holds one in memory.
+            handle = self.fs.open(self._path(job_id, name), "wb", block_size=OUTPUT_BLOCK)
         return OutputWriter(handle, Part(output_id, mimetype, "bytes", 0, name), on_close)
 
     def iter_output(self, job_id: str) -> Iterator[bytes]:
@@ -564,10 +575,10 @@ class ResultStore:
                 yield chunk
 
     def iter_part(self, job_id: str, part: Part) -> Iterator[bytes]:
-        """One output's stored bytes, a chunk at a time."""
+        """One output's stored bytes, a chunk at a time (a block of OUTPUT_BLOCK read ahead)."""
         path = self._path(job_id, part.name)
         with self._errors(f"read output {part.output_id!r} of job {job_id}"):
-            handle = self.fs.open(path, "rb")
+            handle = self.fs.open(path, "rb", block_size=OUTPUT_BLOCK, cache_type="readahead")
         with handle:
             while chunk := handle.read(CHUNK):
                 yield chunk
