@@ -143,7 +143,13 @@ def main() -> None:
             wait_http(endpoint)
             import s3fs
 
-            fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+            # moto completes a multipart upload slowly (it joins the parts in
+            # memory): botocore's 60 s read timeout would retry it and fail.
+            options = {
+                "client_kwargs": {"endpoint_url": endpoint},
+                "config_kwargs": {"read_timeout": 1800},
+            }
+            fs = s3fs.S3FileSystem(**options)
             fs.mkdir(BUCKET)
             prefect.start()
             port = free_port()
@@ -156,7 +162,7 @@ def main() -> None:
                 "connection": prefect.api_url,
                 "results": {
                     "url": f"s3://{BUCKET}/results",
-                    "storage_options": {"client_kwargs": {"endpoint_url": endpoint}},
+                    "storage_options": options,
                 },
                 "local": {"max_workers": 1},
             }
