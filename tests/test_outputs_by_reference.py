@@ -287,3 +287,9 @@ def test_a_prefect_flow_streams_its_outputs(on_disk, asynchronous):
     validate(document, "results")
     assert document["greeting"] == "hi"
     assert download(document["data"]["href"], on_disk.base_url).content == pattern(2)
+
+
+def test_the_openapi_document_has_the_one_output_route(on_disk):
+    document = on_disk.client.get("/openapi", params={"f": "json"}).json()
+    operation = document["paths"]["/jobs/{jobId}/results/{outputId}"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"jobId", "outputId"}
