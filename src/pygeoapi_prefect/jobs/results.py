@@ -107,7 +107,9 @@ class Manifest:
 #: Bytes written or read at a time: large outputs never need a second copy.
 CHUNK = 1024 * 1024
 #: The block of a streamed output (an S3 multipart part; S3's least is 5 MiB).
-OUTPUT_BLOCK = 16 * 1024 * 1024
+OUTPUT_BLOCK = 8 * 1024 * 1024
+#: The block read ahead when an output is streamed out (one ranged GET on S3).
+READ_BLOCK = 4 * 1024 * 1024
 
 
 def encoding_of(outputs: Any) -> str:
@@ -575,10 +577,10 @@ class ResultStore:
                 yield chunk
 
     def iter_part(self, job_id: str, part: Part) -> Iterator[bytes]:
-        """One output's stored bytes, a chunk at a time (a block of OUTPUT_BLOCK read ahead)."""
+        """One output's stored bytes, a chunk at a time (a block of READ_BLOCK read ahead)."""
         path = self._path(job_id, part.name)
         with self._errors(f"read output {part.output_id!r} of job {job_id}"):
-            handle = self.fs.open(path, "rb", block_size=OUTPUT_BLOCK, cache_type="readahead")
+            handle = self.fs.open(path, "rb", block_size=READ_BLOCK, cache_type="readahead")
         with handle:
             while chunk := handle.read(CHUNK):
                 yield chunk
