@@ -173,8 +173,9 @@ def pygeoapi_config(
     processes: dict[str, str | dict[str, Any]] | None = None,
     manager: dict[str, Any] | None = None,
     max_items: int = 200,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A minimal pygeoapi config using PrefectManager."""
+    """A minimal pygeoapi config using PrefectManager (``extra``: more top-level blocks)."""
     config = yaml.safe_load((ROOT / "example-config.yml").read_text())
     config["server"]["bind"] = {"host": "127.0.0.1", "port": port}
     config["server"]["url"] = f"http://127.0.0.1:{port}"
@@ -189,6 +190,7 @@ def pygeoapi_config(
         pid: {"type": "process", "processor": name if isinstance(name, dict) else {"name": name}}
         for pid, name in (processes or STANDARD_PROCESSES).items()
     }
+    config.update(extra or {})
     return config
 
 
@@ -212,6 +214,7 @@ def start_pygeoapi(
     max_items: int = 200,
     timeout: float = 60,
     workers: int = 1,
+    extra: dict[str, Any] | None = None,
 ) -> Pygeoapi:
     """Write a config into ``tmp`` and serve it with ``pygeoapi-prefect serve``.
 
@@ -226,7 +229,12 @@ def start_pygeoapi(
     config_path.write_text(
         yaml.safe_dump(
             pygeoapi_config(
-                port, results_dir, processes=processes, manager=manager, max_items=max_items
+                port,
+                results_dir,
+                processes=processes,
+                manager=manager,
+                max_items=max_items,
+                extra=extra,
             )
         )
     )

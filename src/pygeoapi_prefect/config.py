@@ -39,7 +39,9 @@ __all__ = [
     "RecoveryConfig",
     "ReferencesConfig",
     "ResultStoreConfig",
+    "RetentionConfig",
     "load_config",
+    "parse_duration",
 ]
 
 YAML_PREFIX = "server.manager"
@@ -230,6 +232,83 @@ class RecoveryConfig(_Strict):
             "gracefully, within `scan_seconds`."
         ),
     )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds of a duration: a number of seconds, or e.g. ``"30d"``, ``"12h"``, ``"1d12h"``.
+
+    Raises:
+        ValueError: not a duration (the message says what is).
+
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30d, 12h, 90m, 45s, or seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, number = 0.0, ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in _UNITS and number:
+            total += float(number) * _UNITS[char]
+            number = ""
+        else:
+            raise ValueError(
+                f"must be a duration such as 30d, 12h, 90m, 45s, or seconds, got {value!r}"
+            )
+    if number or not text:
+        raise ValueError(
+            f"must be a duration such as 30d, 12h, 90m, 45s, or seconds, got {value!r}"
+        )
+    return total
+
+
+class RetentionConfig(_Strict):
+    """How long finished jobs are kept (``server.manager.retention``)."""
+
+    max_age: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Finished jobs (successful, failed, dismissed) that ended longer ago than this "
+            "are pruned: their results are deleted and their flow runs too, so they answer "
+            "404. A duration: `30d`, `12h`, `90m`, `45s`, combinations (`1d12h`), or "
+            "seconds. Unset: no age limit. Queued and running jobs are never pruned."
+        ),
+    )
+    max_jobs: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Keep at most this many finished jobs (the newest); older ones are pruned as "
+            "with `max_age`. Unset: no limit."
+        ),
+    )
+    sweep_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=7 * 86400,
+        description=(
+            "Prune inside the server every this many seconds (0: never; run "
+            "`pygeoapi-prefect prune` from cron instead). One server process at a "
+            "time sweeps, whatever the number of processes and hosts: each period's "
+            "sweep belongs to the process that created its Prefect variable "
+            "`pygeoapi_retention_<period>`."
+        ),
+    )
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
 
 class CallbacksConfig(_Strict):
@@ -700,6 +779,11 @@ class ManagerConfig(_Strict):
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
         description="Bounds on the size and nesting of what clients send.",
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Pruning finished jobs: their results and flow runs "
+        "(`pygeoapi-prefect prune`, or a sweep in the server).",
     )
     auth: AuthConfig = Field(
         default_factory=AuthConfig,

@@ -17,6 +17,7 @@ The tree::
           ├── InvalidInputs          the execute request does not match the process: 400
           ├── ProcessFailed          the process raised during sync execution: 500 (or its own)
           ├── PrefectUnavailable     the Prefect API cannot be reached: 503
+          │    └── PrefectAuthFailed the Prefect API refused our credentials (401/403): 503
           ├── DeploymentMissing      the process's deployment is not in Prefect: 503
           ├── JobStillRunning        a sync deployment job outlived its wait: 504
           ├── PrefectRequestFailed   the Prefect API answered with an error: 502
@@ -51,6 +52,7 @@ __all__ = [
     "JobNotFound",
     "NoSuchOutput",
     "NotAuthenticated",
+    "PrefectAuthFailed",
     "PrefectManagerError",
     "PrefectRequestFailed",
     "PrefectUnavailable",
@@ -207,6 +209,15 @@ class PrefectUnavailable(ExecuteError):
 
     ogc_exception_code = "NoApplicableCode"
     http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class PrefectAuthFailed(PrefectUnavailable):
+    """The Prefect API refused the credentials sent (or their absence) with 401 or 403.
+
+    A 503 for the client, as for an unreachable Prefect: the service cannot
+    work until the operator fixes ``PREFECT_API_AUTH_STRING`` or
+    ``PREFECT_API_KEY``. The message names the setting, never its value.
+    """
 
 
 class DeploymentMissing(ExecuteError):

@@ -25,7 +25,7 @@ from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.answers import Answer
-from pygeoapi_prefect.jobs.exchange import request_caller
+from pygeoapi_prefect.jobs.exchange import current_exchange, request_caller
 from pygeoapi_prefect.jobs.query import JobQuery
 from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.api import PrefectAPI
@@ -59,6 +59,7 @@ class PrefectManager(BaseManager):
     #: as the label ``pygeoapi.jobs_url`` (its job is ``<that>/<flow run id>``).
     #: The apps set it from ``server.url``.
     jobs_url: str | None = None
+    pubsub: dict[str, Any] | None = None  #: pygeoapi's ``pubsub`` (job events); the apps set it
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
         self._configured: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
@@ -89,7 +90,7 @@ class PrefectManager(BaseManager):
     @property
     def engine(self) -> Engine:
         """This config's engine in this process (shared by every manager of the config)."""
-        return engine_for(self.config, self._engine_key)
+        return engine_for(self.config, self._engine_key).use_pubsub(self.pubsub)
 
     @property
     def api(self) -> PrefectAPI:
@@ -241,6 +242,8 @@ class PrefectManager(BaseManager):
 
         """
         request_caller(self.config.auth.enabled)
+        # Our apps take the subscriber out of the body (web.contract): from the exchange.
+        callbacks = subscriber if subscriber is not None else current_exchange().subscriber
         return dispatch.execute(
             self.engine,
             self.processes,
@@ -249,7 +252,7 @@ class PrefectManager(BaseManager):
             data_dict,
             execution_mode=execution_mode,
             requested_outputs=requested_outputs,
-            subscriber=subscriber,
+            subscriber=callbacks,
             requested_response=requested_response,
             jobs_url=self.jobs_url,
         )

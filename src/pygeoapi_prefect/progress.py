@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
 
@@ -41,8 +42,17 @@ def reporting_to(reporter: Reporter | None) -> Iterator[None]:
         _reporter.reset(token)
 
 
-def labels_reporter(api_url: str, job_id: str) -> Reporter:
-    """A reporter that stores progress on the job's flow run."""
+#: Seconds a progress step waits at most for its event to be sent (so the
+#: job's next step, maybe sent from another process, never overtakes it).
+_EVENT_WAIT = 1.0
+
+
+def labels_reporter(api_url: str, job_id: str, *, events: dict[str, Any] | None = None) -> Reporter:
+    """A reporter that stores progress on the job's flow run.
+
+    With ``events`` (pygeoapi's ``pubsub`` block) each step is also published
+    (:mod:`pygeoapi_prefect.events`).
+    """
     from pygeoapi_prefect.jobs.runs import MESSAGE_LABEL, PROGRESS_LABEL
     from pygeoapi_prefect.prefect.api import PrefectAPI
 
@@ -53,6 +63,14 @@ def labels_reporter(api_url: str, job_id: str) -> Reporter:
         if message is not None:
             labels[MESSAGE_LABEL] = message
         api.update_labels(job_id, labels)
+        if events:
+            from pygeoapi_prefect.events import publisher_for
+
+            sent = publisher_for(events, api_url).publish(
+                "progress", job_id, progress=percent, message=message
+            )
+            if sent is not None:
+                sent.wait(_EVENT_WAIT)
 
     return report
 

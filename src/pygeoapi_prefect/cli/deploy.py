@@ -23,9 +23,11 @@ from typing import Any, cast
 
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.credentials import credential_keys
+from pygeoapi_prefect.events import safe_settings
 from pygeoapi_prefect.execution.references import passed_as_links
 from pygeoapi_prefect.jobs.runs import job_tags
-from pygeoapi_prefect.prefect.api import prefect_settings_api_url
+from pygeoapi_prefect.prefect.api import credentials_hint, prefect_settings_api_url
+from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,11 @@ class DeployRequest:
     code_dir: Path = Path(".pygeoapi-prefect/deployments")
     publish_tag: str | None = None
     warm: bool = False
+    #: A schedule: a cron expression, or seconds between runs (not both).
+    cron: str | None = None
+    interval: float | None = None
+    #: The inputs of each scheduled run (as in an OGC execute request).
+    inputs: dict[str, Any] | None = None
 
 
 def _read_config(config_path: Path) -> dict[str, Any]:
@@ -119,6 +126,9 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
         store += f", callbacks={_literal(results['callbacks'])}"
     if results.get("references"):
         store += f", references={_literal(results['references'])}"
+    if results.get("events"):
+        # Without credentials: the workers' environment has them (docs/operating.md).
+        store += f", events={_literal(results['events'])}"
     header = f"{_HEADER}import json\n\n"
     if processor.get("name") == FLOW_PROCESSOR:
         module, _, attribute = str(processor.get("flow", "")).partition(":")
@@ -201,6 +211,7 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
             **manager.references.model_dump(),
             "pass_reference": sorted(passed_as_links(resource)),
         },
+        "events": safe_settings(config["pubsub"]) if config.get("pubsub") else None,
     }
     if request.storage_block and results_url.startswith("file://"):
         logger.warning(
@@ -210,21 +221,91 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         f"building the flow code of {request.process_id} ({module_name(request.process_id)}.py)"
     )
     source = module_source(request.process_id, resource, results)
+    parameters = _scheduled_parameters(request, resource)
     api_url = prefect_settings_api_url()
     if not api_url:
         raise DeployError(
             "PREFECT_API_URL is not set: point it at the Prefect server's API "
             "(e.g. http://127.0.0.1:4200/api)"
         )
+    import httpx
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     # The environment as it is now: Prefect's settings were read at import.
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        return _deploy(request, source, progress)
+        try:
+            return _deploy(request, source, progress, parameters)
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if status not in (401, 403):
+                raise
+            # Prefect's own client raised it: say which setting, never its value.
+            raise DeployError(
+                f"the Prefect API at {without_credentials(api_url)} refused the request "
+                f"({status}): {credentials_hint(status)}"
+            ) from None
 
 
-def _deploy(request: DeployRequest, source: str, progress: Callable[[str], None]) -> str:
-    progress(f"checking work pool {request.work_pool} at {prefect_settings_api_url()}")
+def _scheduled_parameters(
+    request: DeployRequest, resource: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The flow parameters of the schedule's runs; the inputs checked against the process.
+
+    Raises:
+        DeployError: inputs without a schedule, both schedules, or inputs the
+            process does not take (naming each).
+    """
+    if request.cron is not None and request.interval is not None:
+        raise DeployError("--cron and --interval: give one schedule, not both")
+    if request.cron is None and request.interval is None:
+        if request.inputs is not None:
+            raise DeployError("--inputs are the inputs of scheduled runs: add --cron or --interval")
+        return None
+    if request.interval is not None and request.interval <= 0:
+        raise DeployError(
+            f"--interval must be a positive number of seconds, got {request.interval}"
+        )
+    from pygeoapi_prefect.errors import InvalidInputs
+    from pygeoapi_prefect.execution.execute import load_processor
+    from pygeoapi_prefect.execution.validation import check_execute_request
+
+    inputs = request.inputs or {}
+    try:
+        processor = load_processor(resource)
+    except Exception as exc:  # noqa: BLE001 - any import or plugin error, said plainly
+        raise DeployError(f"process {request.process_id!r} does not load: {exc}") from exc
+    try:
+        check_execute_request(request.process_id, processor.metadata, inputs, None)
+    except InvalidInputs as exc:
+        raise DeployError(f"--inputs: {exc.message}") from exc
+    if (resource.get("processor") or {}).get("name") == FLOW_PROCESSOR:
+        return dict(inputs)  # a flow process keeps its own parameters
+    return {"inputs": inputs}
+
+
+def _schedules(request: DeployRequest, parameters: dict[str, Any] | None) -> list[Any] | None:
+    if parameters is None:
+        return None
+    from prefect.schedules import Cron, Interval
+
+    if request.cron is not None:
+        try:
+            return [Cron(request.cron, parameters=parameters)]
+        except ValueError as exc:
+            raise DeployError(f"--cron {request.cron!r} is not a cron expression: {exc}") from exc
+    assert request.interval is not None
+    return [Interval(request.interval, parameters=parameters)]
+
+
+def _deploy(
+    request: DeployRequest,
+    source: str,
+    progress: Callable[[str], None],
+    parameters: dict[str, Any] | None = None,
+) -> str:
+    schedules = _schedules(request, parameters)
+    shown = without_credentials(prefect_settings_api_url() or "")
+    progress(f"checking work pool {request.work_pool} at {shown}")
     _check_pool(request.work_pool)
 
     from prefect import Flow
@@ -254,6 +335,7 @@ def _deploy(request: DeployRequest, source: str, progress: Callable[[str], None]
         work_queue_name=request.work_queue,
         tags=job_tags(request.process_id) + ([request.publish_tag] if request.publish_tag else []),
         job_variables={"command": WARM_COMMAND} if request.warm else None,
+        schedules=schedules,
         build=False,
         push=False,
         print_next_steps=False,

@@ -96,14 +96,25 @@ def run_checks(config_path: Path, pools: Sequence[str] = ()) -> Iterator[Check]:
 
 
 def _check_prefect(manager: PrefectManager) -> Check:
-    from pygeoapi_prefect.errors import PrefectManagerError
+    from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectManagerError
+    from pygeoapi_prefect.urls import without_credentials
 
     try:
         api = manager.api
         started = time.perf_counter()
         api.request("GET", "/health")
+        # /health answers without credentials: this one needs them.
         version = api.request("GET", "/admin/version").json()
         elapsed = (time.perf_counter() - started) * 1000
+    except PrefectAuthFailed as exc:
+        return Check(
+            "prefect",
+            False,
+            exc.message,
+            "for a self-hosted server started with PREFECT_SERVER_API_AUTH_STRING, set "
+            "PREFECT_API_AUTH_STRING to the same user:password; for Prefect Cloud, set "
+            "PREFECT_API_KEY (in the environment of pygeoapi, its workers and this command)",
+        )
     except PrefectManagerError as exc:
         return Check(
             "prefect",
@@ -113,7 +124,12 @@ def _check_prefect(manager: PrefectManager) -> Check:
             "and set server.manager.connection or PREFECT_API_URL to its API URL "
             "(ending in /api)",
         )
-    return Check("prefect", True, f"Prefect {version} answers at {api.api_url} ({elapsed:.0f} ms)")
+    from pygeoapi_prefect.prefect.api import credentials_setting
+
+    shown = without_credentials(api.api_url)
+    setting = credentials_setting()
+    sent = f", credentials from {setting}" if setting else ""
+    return Check("prefect", True, f"Prefect {version} answers at {shown} ({elapsed:.0f} ms{sent})")
 
 
 def _redeploy(process_id: str | None, name: str, published: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from pygeoapi_prefect.cli.common import (
     raise_stop,
 )
 from pygeoapi_prefect.cli.openapi import default_openapi_path, openapi_is_current, write_openapi
+from pygeoapi_prefect.cli.prune import prune_command
 from pygeoapi_prefect.cli.serve import serve
 
 __all__ = ["cli", "default_openapi_path", "openapi_is_current", "write_openapi"]
@@ -66,6 +68,7 @@ def openapi_command(config: Path, output: Path | None) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(prune_command)
 
 
 def _progress(step: str) -> None:
@@ -115,6 +118,25 @@ def _deploy_options(command: Any) -> Any:
             help="Tag the deployment pygeoapi.publish, so that pygeoapi servers with "
             "server.manager.publish.enabled list it as a process without a config entry.",
         ),
+        click.option(
+            "--cron",
+            default=None,
+            help='Schedule runs of the process, e.g. "0 6 * * *" (every day at 06:00 UTC); '
+            "each run is a job, listed in /jobs with its status and results.",
+        ),
+        click.option(
+            "--interval",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Schedule a run every this many seconds (instead of --cron).",
+        ),
+        click.option(
+            "--inputs",
+            "inputs_json",
+            default=None,
+            help="The inputs of the scheduled runs, as JSON (checked against the "
+            'process\'s inputs), e.g. \'{"name": "world"}\'.',
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -126,6 +148,8 @@ def _deploy_options(command: Any) -> Any:
     epilog=examples(
         "pygeoapi-prefect deploy-process-as-flow hi-prefect-world --work-pool pygeoapi",
         "pygeoapi-prefect deploy-process-as-flow hello-world --work-pool pygeoapi --warm --publish",
+        "pygeoapi-prefect deploy-process-as-flow hello-world --cron '0 6 * * *' \\",
+        '    --inputs \'{"name": "morning"}\'',
         "PYGEOAPI_CONFIG=example-config.yml pygeoapi-prefect deploy-process-as-flow \\",
         "    hi-prefect-world --prefect-queue-name=test --deployment-name=test \\",
         "    --storage-block-name=remote-file-system/test-sb1",
@@ -141,6 +165,9 @@ def deploy_process_as_flow(
     storage_block_name: str | None,
     warm: bool,
     publish_tag: str | None,
+    cron: str | None,
+    interval: float | None,
+    inputs_json: str | None,
 ) -> None:
     """Create or update the Prefect deployment of a pygeoapi process.
 
@@ -151,6 +178,16 @@ def deploy_process_as_flow(
     """
     from pygeoapi_prefect.cli.deploy import DeployError, DeployRequest, deploy_process
 
+    inputs = None
+    if inputs_json is not None:
+        try:
+            inputs = json.loads(inputs_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--inputs") from exc
+        if not isinstance(inputs, dict):
+            raise click.BadParameter(
+                "must be a JSON object keyed by input id", param_hint="--inputs"
+            )
     request = DeployRequest(
         config_path=config,
         process_id=process_id,
@@ -160,6 +197,9 @@ def deploy_process_as_flow(
         storage_block=storage_block_name,
         publish_tag=publish_tag,
         warm=warm,
+        cron=cron,
+        interval=interval,
+        inputs=inputs,
     )
     click.echo(f"deploying {process_id} to work pool {work_pool}...")
     try:

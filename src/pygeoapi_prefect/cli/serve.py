@@ -329,6 +329,7 @@ def _prefect(plan: Plan, prefect_port: int, prefect_home: Path, started: list[An
     if api_url:
         shown = without_credentials(api_url)
         if prefect_answers(api_url):
+            _check_credentials(api_url)
             click.echo(f"using the Prefect API at {shown} ({source})", err=True)
         else:
             click.echo(f"warning: no Prefect API answers at {shown} ({source})", err=True)
@@ -344,6 +345,28 @@ def _prefect(plan: Plan, prefect_port: int, prefect_home: Path, started: list[An
             server.start(waiting=waiting_for(local))
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from exc
+    _check_credentials(local)
     # The manager, and the job processes it starts, find the server through it.
     os.environ["PREFECT_API_URL"] = local
     return local.removesuffix("/api")
+
+
+def _check_credentials(api_url: str) -> None:
+    """Fail at start, naming the setting, if Prefect refuses the credentials (or their absence).
+
+    ``/health`` answers without credentials, so it cannot tell; every job
+    request would answer 503 instead. An unreachable server is left to the
+    requests (it may come up later).
+    """
+    from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectManagerError
+    from pygeoapi_prefect.prefect.api import PrefectAPI
+
+    api = PrefectAPI(api_url, timeout=5.0)
+    try:
+        api.request("GET", "/admin/version")
+    except PrefectAuthFailed as exc:
+        raise click.ClickException(exc.message) from exc
+    except PrefectManagerError:
+        pass
+    finally:
+        api.close()

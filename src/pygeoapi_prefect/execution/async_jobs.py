@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
-from pygeoapi_prefect.execution.notify import notify_results, notify_status
+from pygeoapi_prefect.execution.notify import EVENT_WAIT, job_event, notify_results, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.prefect.api import REJECTED
@@ -88,6 +88,7 @@ def submit(
         parameters=job_parameters(inputs, requested_outputs, response, subscriber),
     )
     job_id = str(run["id"])
+    job_event(engine, "accepted", job_id, run=run)
     runner.submit(
         JobRequest(
             job_id=job_id,
@@ -97,6 +98,7 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            events=engine.events.settings if engine.events else None,
             owner=owner,
             references=engine.config.references.model_dump(),
         )
@@ -133,6 +135,10 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
         return False
+    started = job_event(engine, "running", job_id)
+    if started is not None:
+        # Before the job's own progress events (sent by its worker process), within a bound.
+        started.wait(EVENT_WAIT)
     notify_status(engine, engine.processes(), job_id, "inProgressUri", request.subscriber)
     return True
 
@@ -153,6 +159,7 @@ def _lost_claim(engine: Engine, job_id: str, holder: str | None) -> None:
     )
     logger.warning("job %s: %s", job_id, message)
     engine.api.set_state(job_id, state("FAILED", message))
+    job_event(engine, "failed", job_id, message=message)
 
 
 def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
@@ -169,8 +176,10 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         # Cancelled in Prefect after the last check: the output goes.
         finish_cancelled(engine, job_id, request.result_key)
     elif outcome.ok:
+        job_event(engine, "successful", job_id)
         notify_results(engine, request.result_key, request.subscriber)
     else:
+        job_event(engine, "failed", job_id, message=outcome.message)
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
 
 

@@ -140,7 +140,7 @@ class CallbackPolicy:
         self._cond = threading.Condition()
         self._queue: collections.deque[Delivery] = collections.deque()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._busy = 0  # threads delivering (the others wait for work or are starting)
         self._closing = False
         self._abort = threading.Event()
 
@@ -179,15 +179,16 @@ class CallbackPolicy:
         if self._pid != os.getpid():
             self._reset()
         with self._cond:
-            startable = self.workers - len(self._threads)
-            waiting = len(self._queue) + 1 - self._idle - startable
-            if self._closing or waiting > self.queue_size:
+            # At most `workers` under way and `queue_size` waiting, whatever the threads do.
+            taken = len(self._queue) + self._busy
+            if self._closing or taken >= self.workers + self.queue_size:
                 self.dropped += 1
                 dropped = self.dropped
             else:
                 dropped = 0
                 self._queue.append(delivery)
-                if len(self._queue) > self._idle and startable > 0:
+                free = len(self._threads) - self._busy
+                if len(self._queue) > free and len(self._threads) < self.workers:
                     thread = threading.Thread(target=self._work, name=THREAD_NAME, daemon=True)
                     self._threads.append(thread)
                     thread.start()
@@ -211,15 +212,17 @@ class CallbackPolicy:
                 while not self._queue:
                     if self._closing:
                         return
-                    self._idle += 1
                     self._cond.wait()
-                    self._idle -= 1
                 delivery = self._queue.popleft()
+                self._busy += 1
             try:
                 self._deliver(delivery)
             except Exception:  # noqa: BLE001 - one delivery must not end the thread
                 logger.exception("callback %s of job %s failed", delivery.key, delivery.job)
                 delivery.finish("failed")
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
     def _deliver(self, delivery: Delivery) -> None:
         shown = origin(delivery.url)
@@ -290,7 +293,12 @@ class CallbackPolicy:
             logger.warning(
                 "stopping: %d queued callback(s) abandoned (jobs %s), %d under way left",
                 len(abandoned),
-                ", ".join(sorted({d.job for d in abandoned})) or "-",
+                _some(sorted({d.job for d in abandoned})),
                 busy,
             )
         self.destinations.close()
+
+
+def _some(names: list[str], shown: int = 20) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "-"

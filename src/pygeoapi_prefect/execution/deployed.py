@@ -33,6 +33,7 @@ from prefect import Flow, flow
 
 from pygeoapi_prefect.config import CallbacksConfig
 from pygeoapi_prefect.errors import PrefectManagerError
+from pygeoapi_prefect.events import EventPublisher, publisher_for, worker_settings
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy, Delivery
 from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_job, store_outcome
 from pygeoapi_prefect.jobs.owners import owner_of
@@ -105,6 +106,59 @@ def _result_key() -> str:
     return ResultStore.key(_current_run_id(), owner_of(list(flow_run.tags or [])))
 
 
+#: Seconds a finished run waits at most for its last job event to be sent.
+_EVENT_WAIT = 5.0
+
+
+class _Events:
+    """The job events of runs on this worker: the deployment's broker, or the worker's.
+
+    The deployment carries the broker without credentials; the worker's
+    environment (``PYGEOAPI_PREFECT_PUBSUB_URL``, or a whole
+    ``PYGEOAPI_PREFECT_PUBSUB`` block) gives the URL with them.
+    """
+
+    def __init__(self, baked: dict[str, Any] | None) -> None:
+        self.baked = baked
+
+    def publisher(self) -> tuple[EventPublisher, str] | None:
+        from pygeoapi_prefect.prefect.api import prefect_settings_api_url
+
+        settings, api_url = worker_settings(self.baked), prefect_settings_api_url()
+        if not settings or not api_url:
+            return None
+        return publisher_for(settings, api_url), api_url
+
+    def step(self, kind: str, message: str | None = None) -> None:
+        found = self.publisher()
+        if found is not None:
+            found[0].publish(kind, _current_run_id(), message=message)
+
+    def reporting(self) -> contextlib.AbstractContextManager[None]:
+        """Progress stored and published (outside it: stored only, by progress.py)."""
+        from pygeoapi_prefect.progress import labels_reporter, reporting_to
+
+        found = self.publisher()
+        if found is None:
+            return contextlib.nullcontext()
+        settings = worker_settings(self.baked)
+        return reporting_to(labels_reporter(found[1], _current_run_id(), events=settings))
+
+    def ended(self, kind: str) -> list[Any]:
+        """A flow state hook (it runs once Prefect has set the final state)."""
+
+        def hook(flow: Any, flow_run: Any, state: Any) -> None:
+            found = self.publisher()
+            if found is None:
+                return
+            publisher = found[0]
+            publisher.publish(kind, str(flow_run.id), message=state.message or None)
+            # The run's process ends right after: the event goes first, within a bound.
+            publisher.flush(_EVENT_WAIT)
+
+        return [hook]
+
+
 def _current_run_id() -> str:
     from prefect.runtime import flow_run
 
@@ -150,6 +204,7 @@ def job_flow(
     results_block: str | None = None,
     callbacks: dict[str, Any] | None = None,
     references: dict[str, Any] | None = None,
+    events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a Prefect-flow process: the flow, storing its output.
 
@@ -158,6 +213,7 @@ def job_flow(
     """
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
+    steps = _Events(events)
     signature = inspect.signature(user_flow.fn)
 
     user_signature = inspect.signature(user_flow.fn)
@@ -195,6 +251,7 @@ def job_flow(
         response = kwargs.pop("pygeoapi_response", "raw") or "raw"
         requested = kwargs.pop("pygeoapi_outputs", None)
         notify = _Callbacks(policy, kwargs.pop("pygeoapi_subscriber", None), process_id or "")
+        steps.step("running")
         notify.status("inProgressUri", "running", "Job running")
         return response, notify, requested
 
@@ -221,7 +278,7 @@ def job_flow(
         async def run(*args: Any, **kwargs: Any) -> Any:
             response, notify, requested = begin(kwargs)
             try:
-                with _beating(), writing_to(store, _result_key) as written:
+                with _beating(), steps.reporting(), writing_to(store, _result_key) as written:
                     args, kwargs = arguments(args, kwargs)
                     result = await user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, requested, written)
@@ -237,7 +294,7 @@ def job_flow(
         def run(*args: Any, **kwargs: Any) -> Any:
             response, notify, requested = begin(kwargs)
             try:
-                with _beating(), writing_to(store, _result_key) as written:
+                with _beating(), steps.reporting(), writing_to(store, _result_key) as written:
                     args, kwargs = arguments(args, kwargs)
                     result = user_flow.fn(*args, **kwargs)
                 return finish(result, response, notify, requested, written)
@@ -274,6 +331,9 @@ def job_flow(
         # The output goes to the result store as JSON, text or bytes; Prefect's
         # own result persistence would pickle it where a reader might load it.
         persist_result=False,
+        on_completion=steps.ended("successful"),
+        on_failure=steps.ended("failed"),
+        on_crashed=steps.ended("failed"),
     )(run)
 
 
@@ -286,10 +346,12 @@ def process_flow(
     results_block: str | None = None,
     callbacks: dict[str, Any] | None = None,
     references: dict[str, Any] | None = None,
+    events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
     """The deployable flow for a standard pygeoapi process (``references`` as for job_flow)."""
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
+    steps = _Events(events)
 
     def run(
         inputs: dict[str, Any],
@@ -301,11 +363,12 @@ def process_flow(
         """Run the pygeoapi process with OGC execute-request inputs."""
         job_id = _current_run_id()
         notify = _Callbacks(policy, pygeoapi_subscriber, process_id)
+        steps.step("running")
         notify.status("inProgressUri", "running", "Job running")
         try:
             processor = load_processor(process_conf)
             processor.set_job_id(job_id)
-            with _beating():
+            with _beating(), steps.reporting():
                 outcome = run_job(
                     processor,
                     inputs,
@@ -332,4 +395,7 @@ def process_flow(
         name=process_id,
         description=f"The pygeoapi process {process_id!r}",
         persist_result=False,  # as in job_flow: nothing pickled
+        on_completion=steps.ended("successful"),
+        on_failure=steps.ended("failed"),
+        on_crashed=steps.ended("failed"),
     )(run)

@@ -20,6 +20,7 @@ from pygeoapi_prefect.errors import (
     PrefectRequestFailed,
     ProcessFailed,
 )
+from pygeoapi_prefect.execution.notify import job_event
 from pygeoapi_prefect.execution.sync import answer_from_store
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
@@ -112,6 +113,7 @@ def run_on_deployment(
             f"run `pygeoapi-prefect deploy-process-as-flow {process_id}`"
         ) from exc
     job_id = str(run["id"])
+    job_event(engine, "accepted", job_id, run=run)
     if not wait:
         return job_id, "application/json", None, JobStatus.accepted
     config = engine.config.deployments

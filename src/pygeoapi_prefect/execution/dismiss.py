@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pygeoapi.util import JobStatus
 
+from pygeoapi_prefect.execution.notify import job_event
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.listing import read_job_run
 from pygeoapi_prefect.jobs.owners import owner_of
@@ -42,6 +43,8 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
             # It was this process's, and nothing of it runs any more.
             engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
     engine.store.delete(ResultStore.key(flow_run_id, owner_of(run.get("tags") or [])))
+    # From the run read before: once its tag goes below, it is no job any more.
+    job_event(engine, "dismissed", flow_run_id, run=run, message=_MESSAGE)
     tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
     engine.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
     logger.info("dismissed job %s", flow_run_id)

@@ -44,7 +44,7 @@ def execute(
     *,
     execution_mode: RequestedProcessExecutionMode | None,
     requested_outputs: dict[str, Any] | None,
-    subscriber: Subscriber | None,
+    subscriber: Subscriber | dict[str, str] | None,
     requested_response: str | None,
     jobs_url: str | None,
 ) -> tuple[str, str, Any, JobStatus, dict[str, str] | None]:
@@ -171,10 +171,15 @@ def _choose_mode(
     return run_async, {"Preference-Applied": applied}
 
 
-def _subscriber(subscriber: Subscriber | None) -> dict[str, str] | None:
-    # pygeoapi's Subscriber, as the OGC keys (what travels with the job).
+_OGC_KEYS = ("successUri", "inProgressUri", "failedUri")
+
+
+def _subscriber(subscriber: Subscriber | dict[str, str] | None) -> dict[str, str] | None:
+    # pygeoapi's Subscriber (or the OGC keys already), as the OGC keys.
     if subscriber is None:
         return None
+    if isinstance(subscriber, dict):
+        return {key: subscriber[key] for key in _OGC_KEYS if subscriber.get(key)} or None
     found = {
         "successUri": subscriber.success_uri,
         "inProgressUri": subscriber.in_progress_uri,

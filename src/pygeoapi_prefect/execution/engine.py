@@ -35,6 +35,7 @@ from typing import Any
 
 from pygeoapi_prefect.config import ManagerConfig
 from pygeoapi_prefect.errors import PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.events import EventPublisher
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.execution.leases import Leases, new_holder_id
@@ -89,6 +90,8 @@ class Engine:
         self._housekeeper: threading.Thread | None = None
         self._automation_done = False
         self._started_jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Job events on pygeoapi's pub/sub broker (None: no ``pubsub`` configured).
+        self.events: EventPublisher | None = None
 
     def __repr__(self) -> str:
         return f"<Engine {self.name} holder {self.holder}>"
@@ -102,6 +105,19 @@ class Engine:
         for process_id, resource in published.items():
             merged.setdefault(process_id, resource)
         return merged
+
+    def use_pubsub(self, settings: dict[str, Any] | None) -> Engine:
+        """Publish job events on pygeoapi's ``pubsub`` broker (the first settings win)."""
+        if self.events is not None or not settings:
+            return self
+        with self._lock:
+            if self.events is None:
+                self.events = EventPublisher(
+                    settings,
+                    lambda job_id: self.api.read_flow_run(job_id),
+                    ui_url=lambda job_id: self.api.flow_run_url(job_id),
+                )
+        return self
 
     # -- parts, built on first use ------------------------------------------
 
@@ -224,6 +240,19 @@ class Engine:
                 target=self._housekeep, name="pygeoapi-prefect-engine", daemon=True
             )
             self._housekeeper.start()
+            retention = self.config.retention
+            if retention.sweep_seconds and (
+                retention.max_age is not None or retention.max_jobs is not None
+            ):
+                # A thread of its own: a long sweep must not delay the lease's renewals.
+                from pygeoapi_prefect.execution.retention import sweep_forever
+
+                threading.Thread(
+                    target=sweep_forever,
+                    args=(self, self._stopping),
+                    name="pygeoapi-prefect-retention",
+                    daemon=True,
+                ).start()
 
     def _housekeep(self) -> None:
         from pygeoapi_prefect.execution.recovery import take_over
@@ -271,6 +300,11 @@ class Engine:
             )
         self._automation_done = True
 
+    @property
+    def stopping(self) -> bool:
+        """Whether this engine is stopping (takes no new jobs)."""
+        return self._stopping.is_set()
+
     def begin_shutdown(self) -> None:
         """Stop taking jobs (safe in a signal handler: no lock, no I/O)."""
         self._stopping.set()
@@ -290,6 +324,9 @@ class Engine:
         self.callbacks.close(self.config.callbacks.drain_seconds)
         if self._threads is not None:
             self._threads.shutdown(wait=False)
+        if self.events is not None:
+            self.events.flush(2.0)  # the last steps' events, briefly
+            self.events.close()
         if self._api is not None:
             self._api.close()
 

@@ -50,6 +50,8 @@ class JobRequest:
     requested_outputs: dict[str, Any] | None = None
     response: str = "raw"
     subscriber: dict[str, str] | None = None
+    #: pygeoapi's ``pubsub`` block, for the job's progress events (None: none).
+    events: dict[str, Any] | None = None
     #: The owner tag of the job's run (``server.manager.auth``), if any.
     owner: str | None = None
     #: ``server.manager.references``: input links are read where the job runs.

@@ -126,7 +126,9 @@ def _worker_main(
             if processor is None:
                 processor = processors[request.process_id] = load_processor(request.process_conf)
             processor.set_job_id(request.job_id)
-            reporter = labels_reporter(api_url, request.job_id) if api_url else None
+            reporter = (
+                labels_reporter(api_url, request.job_id, events=request.events) if api_url else None
+            )
             with (
                 beating(api_url, request.job_id, heartbeat_seconds),
                 reporting_to(reporter),

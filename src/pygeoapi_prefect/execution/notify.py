@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,28 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["notify_results", "notify_status"]
+__all__ = ["EVENT_WAIT", "job_event", "notify_results", "notify_status"]
+
+#: Seconds a job waits at most for an event that must go before its next step.
+EVENT_WAIT = 1.0
+
+
+def job_event(
+    engine: Engine,
+    kind: str,
+    job_id: str,
+    *,
+    run: dict[str, Any] | None = None,
+    progress: int | None = None,
+    message: str | None = None,
+) -> threading.Event | None:
+    """Publish a job's step on the broker, if pygeoapi's ``pubsub`` is set (never blocks).
+
+    Returns what is set once the event was sent (or dropped), if it was queued.
+    """
+    if engine.events is None or not job_id:
+        return None
+    return engine.events.publish(kind, job_id, run=run, progress=progress, message=message)
 
 
 def notify_status(
@@ -61,4 +83,5 @@ def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | Non
     except PrefectManagerError as exc:
         logger.warning("no successUri callback for job %s: %s", job_id, exc)
         return
-    engine.callbacks.send(subscriber, "successUri", answer, job=job_id)
+    # The job id alone (the key may start with the owner's space).
+    engine.callbacks.send(subscriber, "successUri", answer, job=job_id.rpartition("/")[2])

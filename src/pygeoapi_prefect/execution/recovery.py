@@ -61,6 +61,7 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         requested_outputs=parameters.get("outputs"),
         response=str(parameters.get("response") or labels.get(jobs.RESPONSE_LABEL) or "raw"),
         subscriber=parameters.get("subscriber"),
+        events=engine.events.settings if engine.events else None,
         owner=owner_of(run.get("tags") or []),
         references=engine.config.references.model_dump(),
     )

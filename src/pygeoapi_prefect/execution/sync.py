@@ -27,11 +27,16 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi.process.base import BaseProcessor
 from pygeoapi.util import RequestedResponse
 
-from pygeoapi_prefect.errors import JobNotFound, PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.errors import (
+    JobNotFound,
+    PrefectAuthFailed,
+    PrefectManagerError,
+    PrefectUnavailable,
+)
 from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
 from pygeoapi_prefect.execution.execute import Outcome, run_job, store_outcome
 from pygeoapi_prefect.execution.heartbeat import beating
-from pygeoapi_prefect.execution.notify import notify_status
+from pygeoapi_prefect.execution.notify import job_event, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
@@ -48,6 +53,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["SyncResult", "answer_from_store", "run_sync"]
+
+#: The job event of a state a sync job is recorded in.
+_KIND = {"RUNNING": "running", "COMPLETED": "successful", "FAILED": "failed"}
 
 
 class SyncResult:
@@ -90,6 +98,8 @@ class _Record:
         self._beat = contextlib.ExitStack()
         self._beat_closed = False
         self.job_id: str | None = None
+        #: The run as created (for its event).
+        self.run: dict[str, Any] | None = None
 
     def _labels(self, labels: dict[str, Any]) -> dict[str, Any]:
         return jobs.new_job_labels({jobs.RESPONSE_LABEL: self.response, **labels}, self.jobs_url)
@@ -103,6 +113,7 @@ class _Record:
             parameters=self.parameters,
             budget=budget,
         )
+        self.run = run
         return str(run["id"])
 
     def begin(self) -> str:
@@ -124,6 +135,7 @@ class _Record:
             )
         finally:
             self._created.set()
+        job_event(self.engine, "running", self.job_id, run=self.run)
         config = self.engine.config
         with self._lock:
             # At once: a sync job is recorded only once it has run a while, and
@@ -161,6 +173,8 @@ class _Record:
             self.engine.api.update_labels(self.job_id, labels)
         except PrefectManagerError as exc:  # progress never fails a job
             logger.warning("progress of sync job %s not stored: %s", self.job_id, exc)
+            return
+        job_event(self.engine, "progress", self.job_id, progress=percent, message=message)
 
     def finish(self, outcome: Outcome) -> str:
         """Record the end; returns the job id, ``""`` when the record was deferred."""
@@ -196,12 +210,17 @@ class _Record:
                 self._finish_recorded(job_id, outcome, final, end)
                 return job_id
             job_id = self._create(final, labels, max(0.0, end - time.monotonic()))
+        except PrefectAuthFailed:
+            # Not an outage: Prefect is up and refuses these credentials, so a
+            # deferred record would never land. The client is told (503).
+            raise
         except PrefectUnavailable as exc:
             logger.warning("sync job of %s: record deferred (%s)", self.process_id, exc)
             self.engine.recorder().submit(self._record_later, job_id, outcome, final, labels)
             return job_id or ""
         if outcome.ok:
             self._store(job_id, outcome)
+        job_event(self.engine, _KIND[final["type"]], job_id, run=self.run)
         return job_id
 
     def _finish_recorded(
@@ -220,6 +239,7 @@ class _Record:
         if result.get("status") == REJECTED:
             finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
             raise JobNotFound(f"Job {job_id} was dismissed while it ran")
+        job_event(self.engine, _KIND[final["type"]], job_id, message=final.get("message"))
 
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
@@ -265,6 +285,7 @@ class _Record:
                 job_id = persist(self._create, final, labels, None)
                 if outcome.ok:
                     self._store(job_id, outcome)
+                job_event(self.engine, _KIND[final["type"]], job_id, run=self.run)
             else:
                 if outcome.ok and outcome.mimetype != jobs.DEFAULT_MIMETYPE:
                     persist(
@@ -273,6 +294,7 @@ class _Record:
                         {jobs.MIMETYPE_LABEL: outcome.mimetype},
                     )
                 persist(self.engine.api.set_state, job_id, final)
+                job_event(self.engine, _KIND[final["type"]], job_id, message=final.get("message"))
             logger.info("sync job %s of %s recorded after a delay", job_id, self.process_id)
         except PrefectManagerError as exc:
             logger.error("sync job of %s could not be recorded: %s", self.process_id, exc)

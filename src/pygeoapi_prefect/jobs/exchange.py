@@ -40,6 +40,9 @@ class RequestExchange:
         no_content: the sync answer has no body (raw, every output by reference): 204.
         caller: who sent the request, when ``server.manager.auth`` is on (set
             by the web layer once it has authenticated the request).
+        subscriber: the execute request's OGC ``subscriber`` (its URIs by
+            key), taken out of the body before pygeoapi reads it: pygeoapi
+            logs whole execute bodies at DEBUG, and callback URLs carry tokens.
 
     """
 
@@ -50,6 +53,7 @@ class RequestExchange:
     links: list[str] = field(default_factory=list)
     no_content: bool = False
     caller: Caller | None = None
+    subscriber: dict[str, str] | None = None
 
 
 _EXCHANGE: ContextVar[RequestExchange | None] = ContextVar(

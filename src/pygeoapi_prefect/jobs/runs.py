@@ -17,6 +17,7 @@ from pygeoapi.util import JobStatus
 __all__ = [
     "JOB_TAG",
     "STATUS_BY_STATE",
+    "default_message",
     "job_from_flow_run",
     "job_tags",
     "normalise_job_id",
@@ -69,6 +70,11 @@ _DEFAULT_MESSAGES = {
     JobStatus.failed: "Job failed",
     JobStatus.dismissed: "Job dismissed",
 }
+
+
+def default_message(status: str) -> str:
+    """The message of a job in ``status`` that has none of its own."""
+    return _DEFAULT_MESSAGES[JobStatus(status)]
 
 
 def job_tags(process_id: str, owner: str | None = None) -> list[str]:

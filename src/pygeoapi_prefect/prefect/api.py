@@ -24,12 +24,18 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from pygeoapi_prefect.errors import PrefectRequestFailed, PrefectUnavailable
+from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectRequestFailed, PrefectUnavailable
 from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PrefectAPI", "prefect_settings_api_url"]
+__all__ = [
+    "PrefectAPI",
+    "authorization_header",
+    "credentials_hint",
+    "credentials_setting",
+    "prefect_settings_api_url",
+]
 
 #: Pauses before retrying a 503 (each stretched by up to 2x at random; the
 #: last one repeats until the request's time is up).
@@ -49,6 +55,64 @@ def prefect_settings_api_url() -> str | None:
 
     url = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
     return str(url).rstrip("/") if url else None
+
+
+def credentials_setting() -> str | None:
+    """The name of the Prefect setting whose credentials are sent, or None if none are set.
+
+    As Prefect's own client does: ``PREFECT_API_AUTH_STRING`` (basic auth, a
+    self-hosted server started with ``PREFECT_SERVER_API_AUTH_STRING``) wins
+    over ``PREFECT_API_KEY`` (a bearer token: Prefect Cloud, or a gateway),
+    so the manager, its job processes and Prefect's workers all send the same.
+    """
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    if api.auth_string and api.auth_string.get_secret_value():
+        return "PREFECT_API_AUTH_STRING"
+    if api.key and api.key.get_secret_value():
+        return "PREFECT_API_KEY"
+    return None
+
+
+def authorization_header() -> str | None:
+    """The ``Authorization`` header Prefect's settings call for (:func:`credentials_setting`)."""
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    setting = credentials_setting()
+    if setting == "PREFECT_API_AUTH_STRING" and api.auth_string:
+        import base64
+
+        token = base64.b64encode(api.auth_string.get_secret_value().encode()).decode()
+        return f"Basic {token}"
+    if setting == "PREFECT_API_KEY" and api.key:
+        return f"Bearer {api.key.get_secret_value()}"
+    return None
+
+
+def credentials_hint(status: int, *, url_credentials: bool = False) -> str:
+    """What to check when Prefect answered ``status`` (401/403): names settings, never values.
+
+    ``url_credentials``: the API URL carried ``user:password@`` (sent when no
+    setting holds credentials).
+    """
+    setting = credentials_setting()
+    if setting is None and url_credentials:
+        return "the user:password in the Prefect API URL were refused"
+    if setting is None:
+        return (
+            "no credentials are set: set PREFECT_API_AUTH_STRING to the user:password the "
+            "server was started with (PREFECT_SERVER_API_AUTH_STRING), or PREFECT_API_KEY "
+            "for Prefect Cloud"
+        )
+    if setting == "PREFECT_API_AUTH_STRING":
+        return (
+            "the basic-auth credentials of PREFECT_API_AUTH_STRING were refused: they must "
+            "equal the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
+        )
+    what = "refused" if status == 401 else "not allowed this request"
+    return f"the bearer key of PREFECT_API_KEY was {what}: check the key and its workspace"
 
 
 class _WriteGate:
@@ -152,13 +216,9 @@ class PrefectAPI:
 
         settings = get_current_settings()
         headers = {"Accept": "application/json"}
-        if settings.api.key:
-            headers["Authorization"] = f"Bearer {settings.api.key.get_secret_value()}"
-        elif settings.api.auth_string:
-            import base64
-
-            token = base64.b64encode(settings.api.auth_string.get_secret_value().encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
+        authorization = authorization_header()
+        if authorization:
+            headers["Authorization"] = authorization
         auth: httpx.BasicAuth | None = None
         parts = urlsplit(self.api_url)
         if parts.username is not None and "Authorization" not in headers:
@@ -289,6 +349,23 @@ class PrefectAPI:
             )
         if response.status_code == 404 and allow_404:
             return response
+        if response.status_code in (401, 403):
+            # Never the credentials themselves: only which setting held them.
+            hint = credentials_hint(
+                response.status_code, url_credentials=urlsplit(self.api_url).username is not None
+            )
+            logger.error(
+                "Prefect API %s refused %s %s (%s): %s",
+                self._shown_url,
+                method,
+                path,
+                response.status_code,
+                hint,
+            )
+            raise PrefectAuthFailed(
+                f"The Prefect API at {self._shown_url} refused {method} {path} "
+                f"({response.status_code}): {hint}"
+            )
         if response.status_code >= 400:
             # The body may echo what was sent (job inputs): debug level only.
             logger.error("Prefect API %s %s answered %s", method, path, response.status_code)

@@ -101,8 +101,19 @@ class PrefectServer:
         disabled_services: Prefect server services not to run (names as in
             ``PREFECT_SERVER_SERVICES_<NAME>_ENABLED``, e.g. ``UNUSED_SERVICES``);
             by default all run.
+        auth_string: ``user:password`` to start the server with basic
+            authentication on (``PREFECT_SERVER_API_AUTH_STRING``): every API
+            request but ``GET /health`` and ``/ready`` then needs it, and
+            clients send it from ``PREFECT_API_AUTH_STRING``
+            (:meth:`client_environment`). By default the caller's
+            ``PREFECT_SERVER_API_AUTH_STRING``, if any, applies.
 
     """
+
+    def __repr__(self) -> str:
+        # Never the auth string: a repr ends up in logs and test reports.
+        auth = ", basic auth on" if self.auth_string else ""
+        return f"PrefectServer({self.api_url!r}{auth})"
 
     def __init__(
         self,
@@ -113,6 +124,7 @@ class PrefectServer:
         log_file: Path | None = None,
         database_url: str | None = None,
         disabled_services: tuple[str, ...] = (),
+        auth_string: str | None = None,
     ) -> None:
         self.home = Path(home).resolve()
         self.host = host
@@ -120,6 +132,9 @@ class PrefectServer:
         self.log_file = log_file or self.home / "server.log"
         self.database_url = database_url or f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
         self.disabled_services = disabled_services
+        if auth_string is not None and ":" not in auth_string:
+            raise ValueError("auth_string must be user:password")
+        self.auth_string = auth_string
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,6 +160,18 @@ class PrefectServer:
         }
         for service in self.disabled_services:
             env[f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED"] = "false"
+        if self.auth_string is not None:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
+        return env
+
+    def client_environment(self) -> dict[str, str]:
+        """What a client of this server needs in its environment: the API URL and credentials.
+
+        For the manager (``pygeoapi-prefect serve``), workers and the CLI alike.
+        """
+        env = {"PREFECT_API_URL": self.api_url}
+        if self.auth_string is not None:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
         return env
 
     def start(
@@ -172,7 +199,12 @@ class PrefectServer:
             "--port",
             str(self.port),
         ]
-        logger.info("starting a Prefect server on %s (PREFECT_HOME=%s)", self.ui_url, self.home)
+        logger.info(
+            "starting a Prefect server on %s (PREFECT_HOME=%s%s)",
+            self.ui_url,
+            self.home,
+            ", basic auth on" if self.auth_string else "",
+        )
         self.process = subprocess.Popen(
             command,
             env=self.environment(),
