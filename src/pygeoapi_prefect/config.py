@@ -41,6 +41,7 @@ __all__ = [
     "PrefectUIConfig",
     "PublishConfig",
     "RecoveryConfig",
+    "ReferencesConfig",
     "ResultStoreConfig",
     "RetentionConfig",
     "load_config",
@@ -49,6 +50,19 @@ __all__ = [
 
 YAML_PREFIX = "server.manager"
 DEFAULT_RESULTS_DIR = "pygeoapi-results"
+
+
+def _allow_list(value: list[str]) -> list[str]:
+    # Networks (10.0.0.0/8) or host names: what callbacks.allow and references.allow take.
+    for entry in value:
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not a network (like 10.0.0.0/8)") from exc
+        elif not entry.strip():
+            raise ValueError("an empty entry")
+    return value
 
 
 class _Strict(BaseModel):
@@ -81,6 +95,16 @@ class ResultStoreConfig(_Strict):
             "A Prefect filesystem block (`TYPE/NAME`, e.g. `remote-file-system/results`) "
             "whose basepath and settings (credentials included) define the store, "
             "instead of `url` and `storage_options`; loaded on first use."
+        ),
+    )
+    presign_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "Lifetime, in seconds, of the presigned URLs given for outputs asked for by "
+            "reference (`transmissionMode: reference`) when the store can sign them (S3, "
+            "GCS); other stores link to `/jobs/{jobId}/results/{outputId}` instead."
         ),
     )
 
@@ -365,14 +389,58 @@ class CallbacksConfig(_Strict):
     @field_validator("allow")
     @classmethod
     def _parseable(cls, value: list[str]) -> list[str]:
+        return _allow_list(value)
+
+
+class ReferencesConfig(_Strict):
+    """Inputs given by reference, ``{"href": ..., "type": ...}`` (``server.manager.references``)."""
+
+    allow: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Internal destinations that `http(s)://` input references may reach anyway: "
+            "networks (`10.0.0.0/8`, `127.0.0.1`) or host names, as in `callbacks.allow`. "
+            "Loopback, private, link-local, shared and metadata addresses are refused "
+            "otherwise."
+        ),
+    )
+    max_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1,
+        le=2**40,
+        description=(
+            "Largest resolved input, in bytes (100 MiB by default); a larger body, with "
+            "or without a Content-Length, is refused naming the input."
+        ),
+    )
+    timeout: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds the whole download of one input reference may take (connect and "
+            "body together: a server sending one byte a second is cut off)."
+        ),
+    )
+    file_roots: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Folders that `file://` input references may read below (none by default: "
+            "`file://` is refused). Symbolic links and `..` are resolved before the check."
+        ),
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _parseable(cls, value: list[str]) -> list[str]:
+        return _allow_list(value)
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
         for entry in value:
-            if "/" in entry:
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"{entry!r} is not a network (like 10.0.0.0/8)") from exc
-            elif not entry.strip():
-                raise ValueError("an empty entry")
+            if not Path(entry).is_absolute():
+                raise ValueError(f"{entry!r} is not an absolute folder")
         return value
 
 
@@ -788,6 +856,10 @@ class ManagerConfig(_Strict):
     callbacks: CallbacksConfig = Field(
         default_factory=CallbacksConfig,
         description="Delivery of the OGC `subscriber` callbacks of execute requests.",
+    )
+    references: ReferencesConfig = Field(
+        default_factory=ReferencesConfig,
+        description="Resolving inputs given by reference (links) before the process runs.",
     )
     recovery: RecoveryConfig = Field(
         default_factory=RecoveryConfig,

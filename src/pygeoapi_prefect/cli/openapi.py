@@ -190,10 +190,11 @@ def complete_document(document: dict[str, Any], settings: dict[str, Any]) -> dic
 
     Returns:
         A copy with ``limit`` on ``GET /processes`` and ``GET /jobs``; ``offset``,
-        ``f`` and the job-list filters on ``GET /jobs``; and the 200 (statusInfo)
+        ``f`` and the job-list filters on ``GET /jobs``; the 200 (statusInfo)
         and 404 (exception) answers of ``DELETE /jobs/{jobId}``; the 500 answer of a
-        failed job's results; and ``GET /jobs/{jobId}/logs``. Parameters the
-        document already declares are left as they are.
+        failed job's results; ``GET /jobs/{jobId}/logs``; and
+        ``GET /jobs/{jobId}/results/{outputId}``. Parameters the document
+        already declares are left as they are.
 
     """
     document = copy.deepcopy(document)
@@ -228,6 +229,8 @@ def complete_document(document: dict[str, Any], settings: dict[str, Any]) -> dic
         }
     if "/jobs/{jobId}" in paths and "/jobs/{jobId}/logs" not in paths:
         paths["/jobs/{jobId}/logs"] = _logs_path(paths["/jobs/{jobId}"])
+    if "/jobs/{jobId}/results" in paths and _OUTPUT not in paths:
+        paths[_OUTPUT] = _one_output()
     return document
 
 
@@ -296,6 +299,36 @@ def _logs_path(job_path: dict[str, Any]) -> dict[str, Any]:
                     "content": _json("exception.yaml"),
                 },
                 "404": {"description": "No such job.", "content": _json("exception.yaml")},
+            },
+        }
+    }
+
+
+_OUTPUT = "/jobs/{jobId}/results/{outputId}"
+
+
+def _one_output() -> dict[str, Any]:
+    # GET /jobs/{jobId}/results/{outputId} (OGC Core 2.0 draft; docs/references.md).
+    path_parameter = {"in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "get": {
+            "summary": "One output of a job",
+            "description": "The output, streamed with its own media type.",
+            "tags": ["jobs"],
+            "operationId": "getJobOutput",
+            "parameters": [
+                {**path_parameter, "name": "jobId", "description": "The job's id."},
+                {**path_parameter, "name": "outputId", "description": "The output's id."},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The output.",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": {
+                    "description": "No such job or output, or the job has not finished.",
+                    "content": _json("exception.yaml"),
+                },
             },
         }
     }

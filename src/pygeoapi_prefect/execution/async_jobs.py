@@ -106,6 +106,7 @@ def submit(
             jobs_url=jobs_url,
             events=engine.events.settings if engine.events else None,
             owner=owner,
+            references=engine.config.references.model_dump(),
         )
     )
     if engine.config.prefect_ui.run_names:

@@ -22,9 +22,10 @@ from pygeoapi_prefect.errors import (
     ProcessFailed,
 )
 from pygeoapi_prefect.execution.notify import job_event
+from pygeoapi_prefect.execution.sync import answer_from_store
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
-from pygeoapi_prefect.jobs.listing import get_job, get_job_result
+from pygeoapi_prefect.jobs.listing import get_job, get_job_result, stored_manifest
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ def _parameters(
             )
         return dict(inputs)  # only the flow's own parameters
     if isinstance(processor, FlowProcessor | DeploymentProcessor):
+        if requested_outputs:
+            ours["pygeoapi_outputs"] = requested_outputs
         return {**inputs, **ours}
     return {"inputs": inputs, "outputs": requested_outputs, **ours}
 
@@ -132,5 +135,10 @@ def run_on_deployment(
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)
-    mimetype, outputs = get_job_result(engine, processes, job_id)
+    manifest, key = stored_manifest(engine, processes, job_id)
+    if manifest.references or not manifest.whole:
+        # Links, or outputs only the store holds: as a local sync job answers.
+        mimetype, outputs, _ = answer_from_store(engine, job_id, key, jobs_url)
+    else:
+        mimetype, outputs = get_job_result(engine, processes, job_id)
     return job_id, mimetype, outputs, JobStatus.successful

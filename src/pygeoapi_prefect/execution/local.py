@@ -10,6 +10,7 @@ manager gives it the hooks that record each step.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -27,7 +28,7 @@ from pygeoapi_prefect.execution.execute import (
     JobRequest,
     Outcome,
     load_processor,
-    run_processor,
+    run_job,
     store_outcome,
 )
 from pygeoapi_prefect.execution.heartbeat import beating
@@ -135,14 +136,20 @@ def _worker_main(
                 reporting_to(reporter),
                 job_logging(api_url, request.job_id, request.logs),
             ):
-                outcome = run_processor(
+                outcome = run_job(
                     processor,
                     request.inputs,
                     request.requested_outputs,
                     job_label=f"job {request.job_id} of process {request.process_id}",
+                    store=store,
+                    job_id=functools.partial(str, request.result_key),
+                    references=request.references,
+                    process_conf=request.process_conf,
                 )
             if outcome.ok:
-                store_outcome(store, request.result_key, outcome, request.response)
+                store_outcome(
+                    store, request.result_key, outcome, request.response, request.requested_outputs
+                )
             # The output is in the store; only the summary crosses the pipe.
             outcome.outputs = None
         except Exception as exc:  # noqa: BLE001 - reported to the parent, never lost

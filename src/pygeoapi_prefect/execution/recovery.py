@@ -67,6 +67,7 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         jobs_url=labels.get(jobs.JOBS_URL_LABEL),
         events=engine.events.settings if engine.events else None,
         owner=owner_of(run.get("tags") or []),
+        references=engine.config.references.model_dump(),
     )
 
 

@@ -18,6 +18,7 @@ recorded yet has none, and appears in the job list when Prefect is back).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -34,13 +35,15 @@ from pygeoapi_prefect.errors import (
     PrefectUnavailable,
 )
 from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
-from pygeoapi_prefect.execution.execute import Outcome, run_processor, store_outcome
+from pygeoapi_prefect.execution.execute import Outcome, run_job, store_outcome
 from pygeoapi_prefect.execution.heartbeat import beating
 from pygeoapi_prefect.execution.joblogs import JobLog, capturing, limits_from
 from pygeoapi_prefect.execution.notify import job_event, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Links, document, results_answer, transmission
+from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED
 from pygeoapi_prefect.prefect.states import state
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SyncResult", "run_sync"]
+__all__ = ["SyncResult", "answer_from_store", "run_sync"]
 
 #: The job event of a state a sync job is recorded in.
 _KIND = {"RUNNING": "running", "COMPLETED": "successful", "FAILED": "failed"}
@@ -79,12 +82,14 @@ class _Record:
         subscriber: dict[str, str] | None,
         jobs_url: str | None,
         owner: str | None = None,
+        requested_outputs: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.owner = owner
         self.process_id = process_id
         self.parameters = parameters
         self.response = response
+        self.requested_outputs = requested_outputs
         self.subscriber = subscriber
         self.jobs_url = jobs_url
         self._lock = threading.Lock()
@@ -118,11 +123,18 @@ class _Record:
         return str(run["id"])
 
     def begin(self) -> str:
-        """Create the flow run as Running now, and start its heartbeats; returns the job id."""
+        """Create the flow run as Running now, and start its heartbeats; returns the job id.
+
+        Once only: a second call (the timer's and the process's, which asked
+        for its id to write an output) waits for the first's run.
+        """
         with self._lock:
             if self._finishing:
                 return ""
-            self._begun = True
+            begun, self._begun = self._begun, True
+        if begun:
+            self._created.wait()
+            return self.job_id or ""
         try:
             self.job_id = self._create(
                 state("RUNNING", "Job running"), {jobs.PROGRESS_LABEL: 0}, None
@@ -278,7 +290,11 @@ class _Record:
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
             store_outcome(
-                self.engine.store, ResultStore.key(job_id, self.owner), outcome, self.response
+                self.engine.store,
+                ResultStore.key(job_id, self.owner),
+                outcome,
+                self.response,
+                self.requested_outputs,
             )
         except PrefectManagerError:
             persist(
@@ -345,8 +361,13 @@ def run_sync(
     *,
     jobs_url: str | None,
     owner: str | None = None,
+    resolved: dict[str, Any] | None = None,
 ) -> SyncResult:
-    """Run a sync job in this thread and record it; see the module docstring."""
+    """Run a sync job in this thread and record it; see the module docstring.
+
+    ``resolved``: the inputs with their links read, for the processor (the
+    flow run keeps ``inputs`` as the client sent them).
+    """
     record = _Record(
         engine,
         process_id,
@@ -355,6 +376,7 @@ def run_sync(
         subscriber,
         jobs_url,
         owner,
+        requested_outputs,
     )
     if type(processor).set_job_id is not BaseProcessor.set_job_id:
         # The processor wants its job id while it runs: record it first.
@@ -367,8 +389,14 @@ def run_sync(
         capturing(record.logs, this_thread_only=True),
         metrics.watch(process_id),
     ):
-        outcome = run_processor(
-            processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
+        outcome = run_job(
+            processor,
+            inputs if resolved is None else resolved,
+            requested_outputs,
+            job_label=f"sync job of process {process_id}",
+            store=engine.store,
+            # A process writing an output itself needs its job: recorded then.
+            job_id=lambda: _key(record.job_id or record.begin(), owner),
         )
     with metrics.finishing(process_id, outcome.ok):
         job_id = record.finish(outcome)
@@ -376,10 +404,59 @@ def run_sync(
         if job_id:
             notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)
         return SyncResult(job_id, outcome, "application/json", None)
-    document = results_document(outcome.outputs, outcome.mimetype, outcome.output_ids)
+    _, references = transmission(requested_outputs)
+    if job_id and (references or outcome.streamed):
+        # Links, or outputs only the store holds: answered from the store.
+        key = ResultStore.key(job_id, owner)
+        return _stored_answer(engine, job_id, key, outcome, jobs_url, subscriber)
+    document = results_document(
+        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types
+    )
     engine.callbacks.send(
         subscriber, "successUri", document, job=job_id or f"(sync, process {process_id})"
     )
     if response == RequestedResponse.document.value:
         return SyncResult(job_id, outcome, "application/json", document)
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)
+
+
+def _key(job_id: str, owner: str | None) -> str:
+    return ResultStore.key(job_id, owner) if job_id else ""
+
+
+def _stored_answer(
+    engine: Engine,
+    job_id: str,
+    key: str,
+    outcome: Outcome,
+    jobs_url: str | None,
+    subscriber: dict[str, str] | None,
+) -> SyncResult:
+    mimetype, outputs, document = answer_from_store(engine, job_id, key, jobs_url)
+    engine.callbacks.send(subscriber, "successUri", document, job=job_id)
+    return SyncResult(job_id, outcome, mimetype, outputs)
+
+
+def answer_from_store(
+    engine: Engine, job_id: str, key: str, jobs_url: str | None
+) -> tuple[str, Any, dict[str, Any]]:
+    """(media type, outputs, results document) of a finished sync job, read from the store.
+
+    What pygeoapi's execute answer carries; the ``Link`` headers (and 204)
+    of outputs by reference go to the request's exchange.
+    """
+    store = engine.store
+    manifest = store.read_manifest(key)
+    links = Links(store, key, job_id, jobs_url, engine.config.results.presign_seconds)
+    results = document(store, key, manifest, links)
+    answer = results_answer(store, key, manifest, links)
+    if answer is None:
+        _, outputs = store.read(key)
+        return manifest.mimetype, outputs, results
+    exchange = current_exchange()
+    exchange.links = answer.links
+    exchange.no_content = answer.status == 204
+    if answer.mimetype == "application/json" and isinstance(answer.body, bytes):
+        return "application/json", json.loads(answer.body), results
+    body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
+    return answer.mimetype or "application/json", body, results

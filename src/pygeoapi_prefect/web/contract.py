@@ -66,6 +66,8 @@ __all__ = ["DISCARD_BYTES", "Contract", "WebRequest", "WebResponse", "discard"]
 DISCARD_BYTES = 16 * 1024 * 1024
 
 _ROOTS = ("processes", "jobs")
+#: Headers that describe a body: gone from an answer without one (204).
+_BODY_HEADERS = ("content-type", "content-length", "content-encoding")
 #: Methods of each route shape (segments after the root, ``*`` any id).
 _ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("conformance",): ("GET",),
@@ -76,6 +78,7 @@ _ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("jobs", "*"): ("GET", "DELETE"),
     ("jobs", "*", "results"): ("GET",),
     ("jobs", "*", "logs"): ("GET",),
+    ("jobs", "*", "results", "*"): ("GET",),
 }
 
 
@@ -228,6 +231,8 @@ class Contract:
         if parts == self._metrics_parts():
             return self._metrics(request)
         shape = tuple(parts[:1]) + (("*",) if len(parts) > 1 else ()) + tuple(parts[2:])
+        if shape[:3] == ("jobs", "*", "results") and len(shape) == 4:
+            shape = ("jobs", "*", "results", "*")  # one output: /jobs/{jobId}/results/{outputId}
         methods = _ROUTES.get(shape)
         if methods is None or "" in parts or "%2f" in request.raw_path.partition("?")[0].lower():
             # A job or process id with a path separator names nothing
@@ -296,6 +301,8 @@ class Contract:
         job_id = parts[1] if len(parts) > 1 else None
         if shape[-1] == "results":
             return self._results(request, api_request, parts)
+        if shape[2:] == ("results", "*"):
+            return self._output(api_request, parts)
         if method == "DELETE":
             answer = processes_api.delete_job(self.api, api_request, job_id)
             return self._answer(answer, parts, dismiss=True)
@@ -433,6 +440,8 @@ class Contract:
             return document
         if parts == ["conformance"]:
             return documents.add_conformance(document)
+        if parts[0] == "processes" and len(parts) <= 2 and self._by_reference():
+            documents.offer_reference(document)
         if parts[0] == "processes" and len(parts) == 2:
             return process_job_links(document, self.api.base_url)
         if dismiss:
@@ -441,12 +450,24 @@ class Contract:
             return self._fix(document) or document
         return document
 
+    def _by_reference(self) -> bool:
+        # Our manager stores every output and can link to it.
+        return hasattr(self.api.manager, "output_answer")
+
     def _executed(self, response: WebResponse, exchange: RequestExchange) -> WebResponse:
         if exchange.unrecorded:
             # A sync job whose record waits for Prefect: no job to point at yet.
             response.headers = [(k, v) for k, v in response.headers if k.lower() != "location"]
+        if response.status == 200 and exchange.no_content:
+            # Raw, every output by reference: no body, a Link header each.
+            response.status, response.body = 204, b""
+            response.headers = [
+                (k, v) for k, v in response.headers if k.lower() not in _BODY_HEADERS
+            ]
+        if response.status == 200 or response.status == 204:
+            response.headers.extend(("Link", link) for link in exchange.links)
         location = response.header("Location")
-        if location and response.status in (200, 201):
+        if location and response.status in (200, 201, 204):
             response.headers.extend(documents.monitor_links(location))
         elif response.status >= 400 and exchange.failed_job_id:
             # The failed sync job is recorded: say where (its status and message).
@@ -460,17 +481,13 @@ class Contract:
     ) -> WebResponse:
         job_id = parts[1]
         if api_request.format != F_HTML:
-            stream_result = getattr(self.api.manager, "stream_result", None)
-            found = stream_result(job_id) if stream_result is not None else None
+            results_answer = getattr(self.api.manager, "results_answer", None)
+            found = results_answer(job_id) if results_answer is not None else None
             if found is not None:
-                # A large raw output (an image, a file) goes out chunk by chunk
-                # from the result store; pygeoapi would load it whole first.
-                manifest, chunks = found
-                headers = api_request.get_response_headers(SYSTEM_LOCALE, **self.api.api_headers)
-                headers.pop("Content-Encoding", None)
-                headers["Content-Type"] = manifest.mimetype
-                headers["Content-Length"] = str(manifest.size)
-                return WebResponse(200, list(headers.items()), chunks)
+                # Outputs by reference (Link headers, hrefs), one at a time, or
+                # large (an image, a file): chunk by chunk from the result
+                # store; pygeoapi would load them whole first.
+                return self._streamed(api_request, found)
             if api_request.format is None:
                 # Accept: */* (or none): the results, not pygeoapi's HTML page.
                 api_request = self._api_request(request, fmt=F_JSON)
@@ -512,6 +529,29 @@ class Contract:
             HTTPStatus.NOT_FOUND, headers, api_request.format, "ResultNotReady", message
         )
         return answer
+
+    def _streamed(self, api_request: APIRequest, answer: Any) -> WebResponse:
+        headers = api_request.get_response_headers(SYSTEM_LOCALE, **self.api.api_headers)
+        headers.pop("Content-Encoding", None)
+        headers.pop("Content-Type", None)
+        if answer.mimetype is not None:
+            headers["Content-Type"] = answer.mimetype
+        if answer.size is not None and answer.status != 204:
+            headers["Content-Length"] = str(answer.size)
+        listed = list(headers.items()) + [("Link", link) for link in answer.links]
+        return WebResponse(answer.status, listed, answer.body)
+
+    def _output(self, api_request: APIRequest, parts: list[str]) -> WebResponse:
+        """``GET /jobs/{jobId}/results/{outputId}``: one output, with its own media type."""
+        output_answer = getattr(self.api.manager, "output_answer", None)
+        if output_answer is None:
+            return self._error(
+                404,
+                documents.error_document(
+                    "NotFound", 404, "Not Found", "The requested URL was not found on the server"
+                ),
+            )
+        return self._streamed(api_request, output_answer(parts[1], parts[3]))
 
 
 def _take_subscriber(request: WebRequest, exchange: RequestExchange) -> None:
