@@ -34,6 +34,7 @@ STANDARD_PROCESSES: dict[str, str | dict[str, Any]] = {
     "spawning": "pygeoapi_test_processes.SpawningProcessor",
     "progress": "pygeoapi_test_processes.ProgressProcessor",
     "big": "pygeoapi_test_processes.BigProcessor",
+    "chatty": "pygeoapi_test_processes.ChattyProcessor",
     "hi-prefect-world": {
         "name": "pygeoapi_prefect.processes.FlowProcessor",
         "flow": "pygeoapi_prefect.examples.hi_prefect_world:hi_prefect_world",

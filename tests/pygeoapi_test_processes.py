@@ -218,3 +218,46 @@ class GatherProcessor(BaseProcessor):
             time.sleep(0.02)
         note(f"end {os.getpid()}")
         return "application/json", {"id": "result", "value": os.getpid()}
+
+
+class BadChattyInput(ProcessorExecuteError):
+    """A process's own 400: the input cannot be used."""
+
+    ogc_exception_code = "InvalidParameterValue"
+    http_status_code = 400
+
+
+class ChattyProcessor(BaseProcessor):
+    """Logs ``lines`` INFO records and a WARNING, prints to stdout and stderr, with ``marker``.
+
+    ``fail``: "500" raises a plain process error, "400" one with the process's own
+    400 InvalidParameterValue; ``seconds``: sleeps that long after logging.
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        inputs = {
+            "marker": {"schema": {"type": "string"}, "minOccurs": 0},
+            "lines": {"schema": {"type": "integer", "minimum": 0}, "minOccurs": 0},
+            "fail": {"schema": {"type": "string"}, "minOccurs": 0},
+            "seconds": {"schema": {"type": "number", "minimum": 0}, "minOccurs": 0},
+        }
+        super().__init__(processor_def, _metadata("chatty", inputs=inputs))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import logging
+        import sys
+
+        marker = data.get("marker", "chatty")
+        log = logging.getLogger("chatty.process")
+        log.debug("%s debug line (below the kept level)", marker)
+        for number in range(int(data.get("lines", 3))):
+            log.info("%s line %d", marker, number)
+        log.warning("%s warning", marker)
+        print(f"{marker} printed to stdout")
+        print(f"{marker} printed to stderr", file=sys.stderr)
+        time.sleep(float(data.get("seconds", 0)))
+        if data.get("fail") == "400":
+            raise BadChattyInput(f"{marker}: this input cannot be used")
+        if data.get("fail"):
+            raise ProcessorExecuteError(f"{marker}: chatty failed on purpose")
+        return "application/json", {"id": "result", "value": {"marker": marker}}

@@ -115,11 +115,13 @@ def start_server(
     timeout: float = 90,
     port: int | None = None,
     extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Served:
     """Write a config into ``tmp`` and serve it with ``kind`` (one of :data:`KINDS`).
 
-    ``port`` (a restart on the same address) and ``extra`` (more options of the
-    server's command line, e.g. ``--max-requests``) are optional.
+    ``port`` (a restart on the same address), ``extra`` (more options of the
+    server's command line, e.g. ``--max-requests``) and ``env`` (more
+    environment variables) are optional.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -131,7 +133,9 @@ def start_server(
     config_path.write_text(yaml.safe_dump(config))
     openapi_path = tmp / "pygeoapi-openapi.yml"
     write_openapi(config_path, openapi_path)
+    more_env = env or {}
     env = server_env(prefect_api_url, tmp / "prefect-home")
+    env.update(more_env)
     env["PYGEOAPI_CONFIG"] = str(config_path)
     env["PYGEOAPI_OPENAPI"] = str(openapi_path)
     if kind == "django":

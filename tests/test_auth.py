@@ -286,13 +286,14 @@ def test_users_see_only_their_own_jobs_and_admins_see_all(
     assert len(page) == 1 and matched == 2
 
     # Another user's job is not found (404, not 403), whatever the route.
-    for path in (f"/jobs/{sync_id}", f"/jobs/{sync_id}/results"):
+    for path in (f"/jobs/{sync_id}", f"/jobs/{sync_id}/results", f"/jobs/{sync_id}/logs"):
         response = client.get(path, params={"f": "json"}, headers=_as(bob))
         assert response.status_code == 404, (path, response.text)
         validate(response.json(), "exception")
     refused = client.delete(f"/jobs/{async_id}", headers=_as(bob))
     assert refused.status_code == 404, refused.text
     assert client.get(f"/jobs/{async_id}/results", headers=_as(alice)).status_code == 200
+    assert client.get(f"/jobs/{async_id}/logs", headers=_as(alice)).status_code == 200
     assert client.get(f"/jobs/{async_id}", headers=_as(alice)).json()["status"] == "successful"
 
     # HTML pages show nothing of another user's jobs.

@@ -85,7 +85,10 @@ def test_exceptions(pygeoapi):
 
     failed = pygeoapi.execute("fail", {}, asynchronous=True).json()["jobID"]
     pygeoapi.wait_for(failed, "failed")
-    assert_exception(get(pygeoapi, f"/jobs/{failed}/results"), 400)
+    # The job's own failure: a plain process error is the server's (500), with its message.
+    document = assert_exception(get(pygeoapi, f"/jobs/{failed}/results"), 500)
+    assert document["type"] == "NoApplicableCode"
+    assert document["description"] == pygeoapi.job(failed).json()["message"]
 
     assert_exception(pygeoapi.execute("echo", {"echoInput": 1}), 400)
     assert_exception(get(pygeoapi, "/jobs", status="nope"), 400)

@@ -514,6 +514,29 @@ def test_module_names_are_distinct_per_process():
     assert all(name.isidentifier() for name in names)
 
 
+def test_metrics_count_what_pygeoapi_sees_of_deployed_jobs(deployed):
+    from test_metrics import scrape, total
+
+    from pygeoapi_prefect.metrics import PREFIX
+
+    submitted, finished = PREFIX + "jobs_submitted_total", PREFIX + "jobs_finished_total"
+    before, _ = scrape(deployed.base_url)
+    job_id = deployed.execute("hello-world", {"name": "m"}, asynchronous=True).json()["jobID"]
+    deployed.wait_for(job_id, "successful", timeout=90)
+    assert deployed.execute("hello-world", {"name": "m"}).status_code == 200
+    after, _ = scrape(deployed.base_url)
+
+    def grew(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew(submitted, process="hello-world", mode="async") == 1
+    assert grew(submitted, process="hello-world", mode="sync") == 1
+    # Only the sync job's end is seen here; the worker records the async one's.
+    assert grew(finished, process="hello-world", outcome="successful") == 1
+    assert grew(PREFIX + "job_run_seconds_count") == 0
+    assert grew(PREFIX + "jobs_running") == 0
+
+
 def test_deployed_jobs_belong_to_their_owner(deployed, prefect_server, prefect_api, tmp_path):
     # The same deployments behind a pygeoapi with identities (a trusted proxy's
     # header): the worker's flow stores the results under the owner's space.

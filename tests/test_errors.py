@@ -41,8 +41,9 @@ def test_async_failure_says_why(pygeoapi):
     validate(document, "statusInfo")
     assert "cannot handle async input" in document["message"]
     results = pygeoapi.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
-    assert results.status_code == 400
+    assert results.status_code == 500
     validate(results.json(), "exception")
+    assert "cannot handle async input" in results.json()["description"]
 
 
 def test_unknown_process_is_404(pygeoapi):

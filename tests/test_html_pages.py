@@ -21,6 +21,7 @@ from pygeoapi_prefect.jobs.runs import job_tags
 from pygeoapi_prefect.prefect.api import PrefectAPI
 
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
+LOGS_REL = "http://www.opengis.net/def/rel/ogc/1.0/job-log"
 #: How pygeoapi's templates show a date-time (pygeoapi.util.DATETIME_FORMAT).
 SHOWN = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -149,7 +150,7 @@ def test_job_list_links_lead_to_the_job_and_its_process(page, pygeoapi, jobs):
     assert page.url == f"{pygeoapi.base_url}/jobs/{jobs.failed}"
     # HTML by content negotiation, rendered from the fixed document (with its links).
     assert page.locator("#job-status-header").inner_text().startswith("Status: failed")
-    assert set(_links(page)) == {"self", "related"}
+    assert set(_links(page)) == {"self", "related", LOGS_REL}
     page.go_back()
     row.get_by_role("link", name="fail", exact=True).click()
     assert page.url == f"{pygeoapi.base_url}/processes/fail"
@@ -172,7 +173,7 @@ def test_running_job_page_shows_its_progress(page, pygeoapi, jobs):
     assert timedelta(0) < shown <= datetime.now(UTC) - started
     links = _links(page)
     assert RESULTS_REL not in links  # no results yet: no link to a 404
-    assert set(links) == {"self", "related"}
+    assert set(links) == {"self", "related", LOGS_REL}
 
 
 def test_failed_job_page_shows_its_message_times_and_links(page, pygeoapi, jobs):
@@ -186,7 +187,7 @@ def test_failed_job_page_shows_its_message_times_and_links(page, pygeoapi, jobs)
     assert page.locator("#endtime").inner_text() == _shown(document["finished"])
     assert page.locator("#runtime").inner_text() == _duration(document)
     links = _links(page)
-    assert set(links) == {"self", "related"}
+    assert set(links) == {"self", "related", LOGS_REL}
     href = links["self"].get_attribute("href")
     assert href == f"{pygeoapi.base_url}/jobs/{jobs.failed}?f=json"
     assert page.request.get(href).json()["jobID"] == jobs.failed
@@ -254,8 +255,8 @@ def test_json_documents_carry_the_same_links(pygeoapi, jobs):
         job_id: {link["rel"] for link in pygeoapi.job(job_id).json()["links"]}
         for job_id in (jobs.running, jobs.failed, jobs.done)
     }
-    assert rels[jobs.running] == rels[jobs.failed] == {"self", "related"}
-    assert rels[jobs.done] == {"self", "related", RESULTS_REL}
+    assert rels[jobs.running] == rels[jobs.failed] == {"self", "related", LOGS_REL}
+    assert rels[jobs.done] == {"self", "related", RESULTS_REL, LOGS_REL}
     description = pygeoapi.client.get("/processes/progress", params={"f": "json"}).json()
     own = [
         link["href"]

@@ -11,12 +11,13 @@ import graphlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pygeoapi_prefect"
-BASE = {"errors", "urls", "config", "credentials", "destinations"}
+BASE = {"errors", "urls", "config", "credentials", "destinations", "metrics"}
 #: Each part of the package, and the parts it may import (itself always).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "urls": set(),
     "config": {"errors", "urls"},
+    "metrics": {"errors"},
     "credentials": set(),
     "destinations": {"errors", "urls", "config"},
     "processes": set(),
@@ -26,7 +27,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "jobs": BASE | {"prefect", "processes"},
     "events": BASE | {"prefect", "jobs"},
     "progress": BASE | {"prefect", "jobs", "events"},
-    "execution": BASE | {"prefect", "jobs", "processes", "progress", "events"},
+    "outputs": BASE | {"jobs"},
+    "execution": BASE | {"prefect", "jobs", "processes", "progress", "events", "outputs"},
     "manager": BASE | {"prefect", "jobs", "execution"},
     "deployed": {"execution"},
     "web": BASE | {"prefect", "jobs", "execution", "manager", "processes"},

@@ -71,6 +71,12 @@ def test_the_document_declares_the_job_api_and_stays_valid(tmp_path):
         "/exception.yaml"
     )
 
+    logs = document["paths"]["/jobs/{jobId}/logs"]["get"]
+    assert set(_parameters(document, "/jobs/{jobId}/logs")) == {"jobId", "f", "limit", "offset"}
+    assert set(logs["responses"]["200"]["content"]) == {"application/json", "text/plain"}
+    failed = document["paths"]["/jobs/{jobId}/results"]["get"]["responses"]["500"]
+    assert failed["content"]["application/json"]["schema"]["$ref"].endswith("/exception.yaml")
+
     # With pygeoapi's default (throttle), more than max_items is cut, not refused.
     write_openapi(ROOT / "example-config.yml", tmp_path / "example.yml")
     example = yaml.safe_load((tmp_path / "example.yml").read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,9 +35,13 @@ __all__ = [
     "HeartbeatConfig",
     "LimitsConfig",
     "LocalExecutionConfig",
+    "LogsConfig",
     "ManagerConfig",
+    "MetricsConfig",
+    "PrefectUIConfig",
     "PublishConfig",
     "RecoveryConfig",
+    "ReferencesConfig",
     "ResultStoreConfig",
     "RetentionConfig",
     "load_config",
@@ -45,6 +50,19 @@ __all__ = [
 
 YAML_PREFIX = "server.manager"
 DEFAULT_RESULTS_DIR = "pygeoapi-results"
+
+
+def _allow_list(value: list[str]) -> list[str]:
+    # Networks (10.0.0.0/8) or host names: what callbacks.allow and references.allow take.
+    for entry in value:
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not a network (like 10.0.0.0/8)") from exc
+        elif not entry.strip():
+            raise ValueError("an empty entry")
+    return value
 
 
 class _Strict(BaseModel):
@@ -77,6 +95,16 @@ class ResultStoreConfig(_Strict):
             "A Prefect filesystem block (`TYPE/NAME`, e.g. `remote-file-system/results`) "
             "whose basepath and settings (credentials included) define the store, "
             "instead of `url` and `storage_options`; loaded on first use."
+        ),
+    )
+    presign_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "Lifetime, in seconds, of the presigned URLs given for outputs asked for by "
+            "reference (`transmissionMode: reference`) when the store can sign them (S3, "
+            "GCS); other stores link to `/jobs/{jobId}/results/{outputId}` instead."
         ),
     )
 
@@ -385,14 +413,58 @@ class CallbacksConfig(_Strict):
     @field_validator("allow")
     @classmethod
     def _parseable(cls, value: list[str]) -> list[str]:
+        return _allow_list(value)
+
+
+class ReferencesConfig(_Strict):
+    """Inputs given by reference, ``{"href": ..., "type": ...}`` (``server.manager.references``)."""
+
+    allow: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Internal destinations that `http(s)://` input references may reach anyway: "
+            "networks (`10.0.0.0/8`, `127.0.0.1`) or host names, as in `callbacks.allow`. "
+            "Loopback, private, link-local, shared and metadata addresses are refused "
+            "otherwise."
+        ),
+    )
+    max_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1,
+        le=2**40,
+        description=(
+            "Largest resolved input, in bytes (100 MiB by default); a larger body, with "
+            "or without a Content-Length, is refused naming the input."
+        ),
+    )
+    timeout: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds the whole download of one input reference may take (connect and "
+            "body together: a server sending one byte a second is cut off)."
+        ),
+    )
+    file_roots: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Folders that `file://` input references may read below (none by default: "
+            "`file://` is refused). Symbolic links and `..` are resolved before the check."
+        ),
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _parseable(cls, value: list[str]) -> list[str]:
+        return _allow_list(value)
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
         for entry in value:
-            if "/" in entry:
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"{entry!r} is not a network (like 10.0.0.0/8)") from exc
-            elif not entry.strip():
-                raise ValueError("an empty entry")
+            if not Path(entry).is_absolute():
+                raise ValueError(f"{entry!r} is not an absolute folder")
         return value
 
 
@@ -454,6 +526,74 @@ class LimitsConfig(_Strict):
             "Deepest nesting of arrays and objects in an execute request; deeper answers "
             "400 (GeoJSON needs about 6 levels, and deep nesting would exhaust the "
             "recursion of the JSON and schema code that handles the request)."
+        ),
+    )
+
+
+class LogsConfig(_Strict):
+    """Job logs, kept as the flow run's logs in Prefect (``server.manager.logs``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Capture each job's `logging` records and its stdout/stderr, send them to "
+            "Prefect as the flow run's logs, and serve them at `GET /jobs/{jobId}/logs`."
+        ),
+    )
+    level: str = Field(
+        default="INFO",
+        description=(
+            "Lowest level of the `logging` records kept (DEBUG, INFO, WARNING, ERROR). In "
+            "worker processes (async jobs, Prefect workers) the job's loggers are let down "
+            "to it; a sync job's records exist only as far as the server's own logging "
+            "configuration (pygeoapi's `logging.level`) lets them."
+        ),
+    )
+    max_lines: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Log lines kept per job; past it (or past `max_bytes`) lines are counted, not "
+            "sent, and one last line says how many were dropped."
+        ),
+    )
+    max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description=(
+            "Bytes of log messages kept per job (UTF-8); a single longer line is cut to "
+            "what is left."
+        ),
+    )
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+        return level
+
+
+class PrefectUIConfig(_Strict):
+    """How jobs read in the Prefect UI (``server.manager.prefect_ui``)."""
+
+    run_names: bool = Field(
+        default=True,
+        description=(
+            "Name each job's flow run `<process id>-<first 8 characters of the job id>` "
+            "(one write per job, off the request path: Prefect makes the id only when it "
+            "creates the run). Off: Prefect's random names."
+        ),
+    )
+    summary_artifact: bool = Field(
+        default=True,
+        description=(
+            "Write one markdown artifact per job when it ends (its inputs, status, "
+            "progress, message and links to its status, results and logs in pygeoapi), "
+            "shown on the run's Artifacts tab. One write per job, off the request path."
         ),
     )
 
@@ -630,6 +770,36 @@ class AuthConfig(_Strict):
         return self.mode != "none"
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics at ``/metrics`` (``server.manager.metrics``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Serve Prometheus metrics (jobs, run and queue times, the local pool, Prefect "
+            "API calls, callbacks) at `path`; off, that path answers 404. With several "
+            "server processes (gunicorn or uvicorn workers) set `PROMETHEUS_MULTIPROC_DIR` "
+            "(`pygeoapi-prefect serve` does): see the Operating page, Metrics."
+        ),
+    )
+    path: str = Field(
+        default="/metrics",
+        description=(
+            "Where the metrics are served, below pygeoapi's `server.api_rules.url_prefix` "
+            "like every other route."
+        ),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError(f"must be a path like /metrics, got {value!r}")
+        if value.split("/")[1] in ("processes", "jobs", "conformance"):
+            raise ValueError(f"{value!r} is a route of OGC API - Processes")
+        return value
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -711,6 +881,10 @@ class ManagerConfig(_Strict):
         default_factory=CallbacksConfig,
         description="Delivery of the OGC `subscriber` callbacks of execute requests.",
     )
+    references: ReferencesConfig = Field(
+        default_factory=ReferencesConfig,
+        description="Resolving inputs given by reference (links) before the process runs.",
+    )
     recovery: RecoveryConfig = Field(
         default_factory=RecoveryConfig,
         description="Leases on queued jobs, and their takeover when the holding process dies.",
@@ -731,6 +905,18 @@ class ManagerConfig(_Strict):
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
         description="Bounds on the size and nesting of what clients send.",
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="Prometheus metrics of jobs, the local pool, Prefect API calls and callbacks.",
+    )
+    logs: LogsConfig = Field(
+        default_factory=LogsConfig,
+        description="Job logs: capture, the per-job volume limit, `GET /jobs/{jobId}/logs`.",
+    )
+    prefect_ui: PrefectUIConfig = Field(
+        default_factory=PrefectUIConfig,
+        description="Flow run names and the job summary artifact in the Prefect UI.",
     )
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,

@@ -11,6 +11,8 @@ The tree::
      ├── IdentityProviderUnavailable the identity provider's keys cannot be read: 503
      ├── JobNotFound                 also a pygeoapi JobNotFoundError: 404
      ├── ResultNotFound              no results stored for the job: 404
+     ├── NoSuchOutput                the job has no output of that id: 404
+     ├── ResultNotReady              the job has not finished yet: 404
      └── ExecuteError                also a pygeoapi ProcessorExecuteError
           ├── InvalidInputs          the execute request does not match the process: 400
           ├── ProcessFailed          the process raised during sync execution: 500 (or its own)
@@ -48,6 +50,7 @@ __all__ = [
     "InvalidRequestBody",
     "IdentityProviderUnavailable",
     "JobNotFound",
+    "NoSuchOutput",
     "NotAuthenticated",
     "PrefectAuthFailed",
     "PrefectManagerError",
@@ -56,6 +59,7 @@ __all__ = [
     "ProcessFailed",
     "RequestTooLarge",
     "ResultNotFound",
+    "ResultNotReady",
     "ResultStoreError",
 ]
 
@@ -66,6 +70,7 @@ EXCEPTION_TYPES = {
     "NoSuchProcess": _EXCEPTIONS + "no-such-process",
     "NoSuchJob": _EXCEPTIONS + "no-such-job",
     "ResultNotReady": _EXCEPTIONS + "result-not-ready",
+    "NoSuchOutput": _EXCEPTIONS + "no-such-output",
 }
 
 
@@ -139,6 +144,20 @@ class ResultNotFound(PrefectManagerError):
     """
 
     ogc_exception_code = "NoSuchJob"
+    http_status_code = HTTPStatus.NOT_FOUND
+
+
+class NoSuchOutput(PrefectManagerError):
+    """``GET /jobs/{id}/results/{outputId}`` names an output the job does not have."""
+
+    ogc_exception_code = "NoSuchOutput"
+    http_status_code = HTTPStatus.NOT_FOUND
+
+
+class ResultNotReady(PrefectManagerError):
+    """The job's results were asked for before it finished."""
+
+    ogc_exception_code = "ResultNotReady"
     http_status_code = HTTPStatus.NOT_FOUND
 
 

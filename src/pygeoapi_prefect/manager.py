@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pygeoapi.process.manager.base import BaseManager
@@ -22,11 +22,13 @@ from pygeoapi_prefect.config import ManagerConfig, load_config
 from pygeoapi_prefect.execution import dispatch
 from pygeoapi_prefect.execution.dismiss import dismiss
 from pygeoapi_prefect.execution.engine import Engine, engine_for, engine_key
+from pygeoapi_prefect.execution.joblogs import read_job_logs
 from pygeoapi_prefect.jobs import listing
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Answer
 from pygeoapi_prefect.jobs.exchange import current_exchange, request_caller
 from pygeoapi_prefect.jobs.query import JobQuery
-from pygeoapi_prefect.jobs.results import Manifest, ResultStore
+from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.api import PrefectAPI
 from pygeoapi_prefect.prefect.states import state
 
@@ -161,10 +163,23 @@ class PrefectManager(BaseManager):
         request_caller(self.config.auth.enabled)
         return listing.get_job_result(self.engine, self.processes, job_id)
 
-    def stream_result(self, job_id: str) -> tuple[Manifest, Iterator[bytes]] | None:
-        """The raw output of a finished job as chunks, when it can be streamed."""
+    def get_job_logs(self, job_id: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` log lines of a job from ``offset``, oldest first.
+
+        The caller has looked the job up (:meth:`get_job`); ``job_id`` is its identifier.
+        """
+        return read_job_logs(self.api, job_id, limit=limit, offset=offset)
+
+    def results_answer(self, job_id: str) -> Answer | None:
+        """A finished job's results as asked for (by value or reference, raw or a document)."""
         request_caller(self.config.auth.enabled)
-        return listing.stream_result(self.engine, self.processes, job_id)
+        presign = self.config.results.presign_seconds
+        return listing.results_answer(self.engine, self.processes, job_id, self.jobs_url, presign)
+
+    def output_answer(self, job_id: str, output_id: str) -> Answer:
+        """One output of a finished job (``GET /jobs/{jobId}/results/{outputId}``)."""
+        request_caller(self.config.auth.enabled)
+        return listing.output_answer(self.engine, self.processes, job_id, output_id)
 
     # -- writing jobs ---------------------------------------------------------
 
@@ -185,12 +200,7 @@ class PrefectManager(BaseManager):
     def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
         """Apply pygeoapi-style updates (status, message, progress) to a job.
 
-        A dismissed job is left as it is (False): neither its state nor its
-        progress can be brought back by an update.
-
-        Raises:
-            JobNotFound: no such job (dismissed through the API included).
-
+        A dismissed job is left as it is (False). Raises JobNotFound for no such job.
         """
         run = listing.read_job_run(self.api, self.processes, job_id)
         if jobs.job_from_flow_run(run)["status"] == JobStatus.dismissed.value:
@@ -205,14 +215,7 @@ class PrefectManager(BaseManager):
         return True
 
     def delete_job(self, job_id: str) -> bool:
-        """Dismiss a job: stop it, delete its results, and forget it.
-
-        The run is moved to Cancelling, which Prefect will not let become
-        Running or Completed any more, whichever pygeoapi process (or
-        worker) holds it; the holder kills it and finishes it as Cancelled.
-        The flow run stays in Prefect as history (tagged
-        ``pygeoapi.dismissed``); for pygeoapi the job is gone (404).
-        """
+        """Dismiss a job: stop it, delete its results, and forget it (see :func:`dismiss`)."""
         request_caller(self.config.auth.enabled)
         dismiss(self.engine, self.processes, job_id)
         return True

@@ -24,6 +24,7 @@ from typing import Any, cast
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.credentials import credential_keys
 from pygeoapi_prefect.events import safe_settings
+from pygeoapi_prefect.execution.references import passed_as_links
 from pygeoapi_prefect.jobs.runs import job_tags
 from pygeoapi_prefect.prefect.api import credentials_hint, prefect_settings_api_url
 from pygeoapi_prefect.urls import without_credentials
@@ -123,6 +124,11 @@ def module_source(process_id: str, resource: dict[str, Any], results: dict[str, 
         )
     if results.get("callbacks"):
         store += f", callbacks={_literal(results['callbacks'])}"
+    for key in ("logs", "prefect_ui"):
+        if results.get(key):
+            store += f", {key}={_literal(results[key])}"
+    if results.get("references"):
+        store += f", references={_literal(results['references'])}"
     if results.get("events"):
         # Without credentials: the workers' environment has them (docs/operating.md).
         store += f", events={_literal(results['events'])}"
@@ -203,6 +209,13 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         "storage_options": manager.results.storage_options,
         "block": manager.results.block,
         "callbacks": manager.callbacks.model_dump(),
+        "logs": manager.logs.model_dump(),
+        "prefect_ui": manager.prefect_ui.model_dump(),
+        # The inputs this process reads itself (pass_reference), for the worker.
+        "references": {
+            **manager.references.model_dump(),
+            "pass_reference": sorted(passed_as_links(resource)),
+        },
         "events": safe_settings(config["pubsub"]) if config.get("pubsub") else None,
     }
     if request.storage_block and results_url.startswith("file://"):

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pygeoapi_prefect.metrics as metrics
+
 __all__ = ["WORKER_TIMEOUT", "bind_address", "run_gunicorn"]
 
 #: Seconds a gunicorn worker may go without telling the master it lives. A
@@ -85,6 +87,8 @@ def run_gunicorn(
         "timeout": WORKER_TIMEOUT,
         "graceful_timeout": graceful_timeout,
         "post_fork": _die_with_the_master,
+        # A dead worker's live gauges (jobs running, pool) leave the sums.
+        "child_exit": metrics.child_exit,
         "when_ready": lambda server: when_ready(),
         "proc_name": "pygeoapi-prefect",
     }

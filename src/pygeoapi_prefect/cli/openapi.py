@@ -190,9 +190,11 @@ def complete_document(document: dict[str, Any], settings: dict[str, Any]) -> dic
 
     Returns:
         A copy with ``limit`` on ``GET /processes`` and ``GET /jobs``; ``offset``,
-        ``f`` and the job-list filters on ``GET /jobs``; and the 200 (statusInfo)
-        and 404 (exception) answers of ``DELETE /jobs/{jobId}``. Parameters the
-        document already declares are left as they are.
+        ``f`` and the job-list filters on ``GET /jobs``; the 200 (statusInfo)
+        and 404 (exception) answers of ``DELETE /jobs/{jobId}``; the 500 answer of a
+        failed job's results; ``GET /jobs/{jobId}/logs``; and
+        ``GET /jobs/{jobId}/results/{outputId}``. Parameters the document
+        already declares are left as they are.
 
     """
     document = copy.deepcopy(document)
@@ -216,4 +218,117 @@ def complete_document(document: dict[str, Any], settings: dict[str, Any]) -> dic
             "description": "No such job, or it was dismissed already.",
             "content": _json("exception.yaml"),
         }
+    results = paths.get("/jobs/{jobId}/results", {}).get("get")
+    if results is not None:
+        answers = results.setdefault("responses", {})
+        answers["500"] = {
+            "description": "The job failed (/req/core/job-results-failed): its own message, "
+            "and its own status and code if the process raised a pygeoapi error with them "
+            "(400 InvalidParameterValue, say).",
+            "content": _json("exception.yaml"),
+        }
+    if "/jobs/{jobId}" in paths and "/jobs/{jobId}/logs" not in paths:
+        paths["/jobs/{jobId}/logs"] = _logs_path(paths["/jobs/{jobId}"])
+    if "/jobs/{jobId}/results" in paths and _OUTPUT not in paths:
+        paths[_OUTPUT] = _one_output()
     return document
+
+
+def _logs_path(job_path: dict[str, Any]) -> dict[str, Any]:
+    # The job id parameter as the status operation declares it.
+    job_id = [
+        p
+        for p in (job_path.get("get") or {}).get("parameters", [])
+        if "$ref" in p or p.get("name") == "jobId"
+    ][:1] or [{"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}]
+    line = {
+        "type": "object",
+        "properties": {
+            "timestamp": {"type": "string", "format": "date-time"},
+            "level": {"type": "string"},
+            "logger": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    }
+    page = {
+        "type": "object",
+        "required": ["jobID", "logs", "links"],
+        "properties": {
+            "jobID": {"type": "string"},
+            "processID": {"type": "string"},
+            "status": {"type": "string", "enum": _STATUSES},
+            "logs": _array(line),
+            "numberReturned": {"type": "integer", "minimum": 0},
+            "links": _array({"$ref": _SCHEMAS + "link.yaml"}),
+        },
+    }
+    return {
+        "get": {
+            "summary": "The log of a job",
+            "description": "The job's log lines (what its process logged and printed, and "
+            "Prefect's lines about its flow run), oldest first; see the Operating page of "
+            "pygeoapi-prefect's documentation.",
+            "operationId": "getJobLogs",
+            "tags": (job_path.get("get") or {}).get("tags", ["server"]),
+            "parameters": [
+                *job_id,
+                _format(["json", "txt"]),
+                _query(
+                    "limit",
+                    "Lines in the answer, 100 when left out.",
+                    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    explode=False,
+                ),
+                _query(
+                    "offset",
+                    "How many lines to skip, oldest first (for paging with `limit`).",
+                    {"type": "integer", "minimum": 0, "default": 0},
+                    explode=False,
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "One page of the job's log lines.",
+                    "content": {
+                        "application/json": {"schema": page},
+                        "text/plain": {"schema": {"type": "string"}},
+                    },
+                },
+                "400": {
+                    "description": "A bad `limit`, `offset` or `f`.",
+                    "content": _json("exception.yaml"),
+                },
+                "404": {"description": "No such job.", "content": _json("exception.yaml")},
+            },
+        }
+    }
+
+
+_OUTPUT = "/jobs/{jobId}/results/{outputId}"
+
+
+def _one_output() -> dict[str, Any]:
+    # GET /jobs/{jobId}/results/{outputId} (OGC Core 2.0 draft; docs/references.md).
+    path_parameter = {"in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "get": {
+            "summary": "One output of a job",
+            "description": "The output, streamed with its own media type.",
+            "tags": ["jobs"],
+            "operationId": "getJobOutput",
+            "parameters": [
+                {**path_parameter, "name": "jobId", "description": "The job's id."},
+                {**path_parameter, "name": "outputId", "description": "The output's id."},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The output.",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": {
+                    "description": "No such job or output, or the job has not finished.",
+                    "content": _json("exception.yaml"),
+                },
+            },
+        }
+    }

@@ -12,8 +12,10 @@ fork, so that no thread or connection of one process is shared with another.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.cli.common import (
     Stop,
     config_errors,
@@ -287,6 +290,7 @@ def serve(
     # Also when started in the background of a shell, which ignores SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     started: list[Any] = []  # the Prefect server started here, once it starts
+    made_metrics_dir = _metrics_dir(workers)
     try:
         ui_url = _prefect(plan, prefect_port, prefect_home, started)
         os.environ["PYGEOAPI_CONFIG"] = str(plan.config)
@@ -316,6 +320,27 @@ def serve(
         if started and os.getpid() == master:
             click.echo("stopping the Prefect server", err=True)
             started[0].stop()
+        if made_metrics_dir and os.getpid() == master:
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(workers: int) -> str | None:
+    """Set up metrics for several workers; returns the folder made here (to remove at exit).
+
+    Several workers add up their metrics in prometheus_client's multiprocess
+    folder: the operator's ``PROMETHEUS_MULTIPROC_DIR`` (emptied of an earlier
+    run's files), else a new temporary one. One worker needs none.
+    """
+    folder = metrics.multiprocess_dir()
+    if folder is not None:
+        metrics.prepare_multiprocess_dir(folder)
+        return None
+    if workers < 2:
+        return None
+    made = tempfile.mkdtemp(prefix="pygeoapi-prefect-metrics-")
+    os.environ[metrics.MULTIPROC_ENV] = made
+    click.echo(f"metrics of the {workers} workers add up in {made} (removed at exit)", err=True)
+    return made
 
 
 def _prefect(plan: Plan, prefect_port: int, prefect_home: Path, started: list[Any]) -> str:

@@ -14,7 +14,10 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import pygeoapi_prefect.metrics as metrics
+from pygeoapi_prefect.execution import run_page
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
+from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
 from pygeoapi_prefect.execution.notify import EVENT_WAIT, job_event, notify_results, notify_status
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_PARAMETERS_BYTES", "job_parameters", "local_hooks", "submit"]
+__all__ = ["MAX_PARAMETERS_BYTES", "job_parameters", "local_hooks", "submit", "summarise"]
 
 #: Execute requests larger than this are not copied into the flow run's
 #: parameters (they still run); Prefect caps parameters at 512 KB by default.
@@ -88,6 +91,7 @@ def submit(
         parameters=job_parameters(inputs, requested_outputs, response, subscriber),
     )
     job_id = str(run["id"])
+    metrics.job_submitted(process_id, "async")
     job_event(engine, "accepted", job_id, run=run)
     runner.submit(
         JobRequest(
@@ -98,10 +102,17 @@ def submit(
             requested_outputs=requested_outputs,
             response=response,
             subscriber=subscriber,
+            logs=limits_from(engine.config),
+            jobs_url=jobs_url,
             events=engine.events.settings if engine.events else None,
             owner=owner,
+            references=engine.config.references.model_dump(),
         )
     )
+    if engine.config.prefect_ui.run_names:
+        run_page.in_background(
+            engine.background().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
+        )
     logger.debug("job %s of process %s accepted", job_id, process_id)
     return job_id
 
@@ -112,7 +123,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         started=lambda request: _started(engine, request),
         finished=lambda request, outcome: _finished(engine, request, outcome),
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
-        killed=lambda request: finish_cancelled(engine, request.job_id, request.result_key),
+        killed=lambda request: _killed(engine, request),
         cancelled_among=lambda requests: _cancelled_among(engine, requests),
     )
 
@@ -124,13 +135,14 @@ def _started(engine: Engine, request: JobRequest) -> bool:
         return False
     won = persist(claim, engine.api, job_id, engine.holder, name=engine.name)
     if not won.won:
-        _lost_claim(engine, job_id, won.holder)
+        _lost_claim(engine, request.process_id, job_id, won.holder)
         return False
     result = persist(engine.api.set_state, job_id, running(job_id))
     if result.get("status") in (REJECTED, "ABORT"):
         current = (result.get("state") or {}).get("type")
         if current in ("CANCELLING", "CANCELLED"):
             logger.info("job %s was dismissed before it started", job_id)
+            metrics.job_finished(request.process_id, "dismissed")
             finish_cancelled(engine, job_id, request.result_key)
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
@@ -143,7 +155,7 @@ def _started(engine: Engine, request: JobRequest) -> bool:
     return True
 
 
-def _lost_claim(engine: Engine, job_id: str, holder: str | None) -> None:
+def _lost_claim(engine: Engine, process_id: str, job_id: str, holder: str | None) -> None:
     # Another process started (or is starting) the job. If that process is
     # gone and the job never left Pending, nobody will run it: fail it.
     run = engine.api.read_flow_run(job_id)
@@ -159,6 +171,7 @@ def _lost_claim(engine: Engine, job_id: str, holder: str | None) -> None:
     )
     logger.warning("job %s: %s", job_id, message)
     engine.api.set_state(job_id, state("FAILED", message))
+    metrics.job_finished(process_id, "failed")
     job_event(engine, "failed", job_id, message=message)
 
 
@@ -171,16 +184,49 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
             persist(engine.api.update_labels, job_id, {jobs.MIMETYPE_LABEL: outcome.mimetype})
         final = state("COMPLETED", "Job complete")
     else:
+        error = jobs.error_label(outcome.http_status, outcome.ogc_code)
+        if error:
+            # What GET /jobs/{id}/results answers; only a status of the process's own costs a write.
+            persist(engine.api.update_labels, job_id, error)
         final = state("FAILED", outcome.message)
     if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
+        metrics.job_finished(request.process_id, "dismissed")
         finish_cancelled(engine, job_id, request.result_key)
-    elif outcome.ok:
+        return
+    if outcome.ok:
+        metrics.job_finished(request.process_id, "successful")
         job_event(engine, "successful", job_id)
         notify_results(engine, request.result_key, request.subscriber)
     else:
+        metrics.job_finished(request.process_id, "failed")
         job_event(engine, "failed", job_id, message=outcome.message)
         notify_status(engine, engine.processes(), job_id, "failedUri", request.subscriber)
+    summarise(engine, request, outcome)
+
+
+def summarise(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
+    """Write the job's summary artifact in the background (``prefect_ui.summary_artifact``)."""
+    if not engine.config.prefect_ui.summary_artifact:
+        return
+    markdown = run_page.job_summary(
+        job_id=request.job_id,
+        process_id=request.process_id,
+        status="successful" if outcome.ok else "failed",
+        message="Job complete" if outcome.ok else outcome.message,
+        progress=100 if outcome.ok else None,
+        inputs=request.inputs,
+        jobs_url=request.jobs_url,
+    )
+    run_page.in_background(
+        engine.background().submit,
+        lambda: run_page.write_summary(engine.api, request.job_id, markdown),
+    )
+
+
+def _killed(engine: Engine, request: JobRequest) -> None:
+    metrics.job_finished(request.process_id, "dismissed")
+    finish_cancelled(engine, request.job_id, request.result_key)
 
 
 def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:

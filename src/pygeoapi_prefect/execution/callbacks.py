@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.destinations import DestinationRefused, Destinations
 from pygeoapi_prefect.errors import InvalidInputs
 from pygeoapi_prefect.urls import origin
@@ -76,6 +77,7 @@ class Delivery:
     def finish(self, outcome: str) -> None:
         """Record how the delivery ended."""
         self.outcome = outcome
+        metrics.callback_delivered(outcome)
         self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -10,8 +10,12 @@ flow run id, which is the job id, before the run completes.
   deployment keeps the flow's own parameters, so ``prefect deployment run
   hi-prefect-world/test --param name=johnny`` works, plus two optional ones
   (``pygeoapi_job_id``, accepted for the Prefect-2-era CLI examples,
-  ``pygeoapi_response``, ``raw`` or ``document``, and ``pygeoapi_subscriber``,
-  the OGC callbacks, which the worker sends itself).
+  ``pygeoapi_response``, ``raw`` or ``document``, ``pygeoapi_subscriber``,
+  the OGC callbacks, which the worker sends itself, and ``pygeoapi_outputs``,
+  the request's ``outputs``: which are wanted by reference).
+
+Both let the process write outputs straight to the store
+(:func:`pygeoapi_prefect.outputs.open`) under the flow run id.
 - :func:`process_flow` runs a standard pygeoapi processor; its parameters are
   ``inputs`` (and ``outputs``) as in an OGC execute request.
 """
@@ -28,11 +32,14 @@ from typing import Any
 from prefect import Flow, flow
 
 from pygeoapi_prefect.config import CallbacksConfig
+from pygeoapi_prefect.errors import PrefectManagerError
 from pygeoapi_prefect.events import EventPublisher, publisher_for, worker_settings
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy, Delivery
-from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_processor, store_outcome
+from pygeoapi_prefect.execution.execute import Outcome, load_processor, run_job, store_outcome
+from pygeoapi_prefect.execution.run_page import deployed_run_name
 from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
+from pygeoapi_prefect.outputs import JobOutputs, writing_to
 
 __all__ = ["job_flow", "process_flow"]
 
@@ -40,6 +47,7 @@ _EXTRA = (
     inspect.Parameter("pygeoapi_job_id", inspect.Parameter.KEYWORD_ONLY, default=None),
     inspect.Parameter("pygeoapi_response", inspect.Parameter.KEYWORD_ONLY, default="raw"),
     inspect.Parameter("pygeoapi_subscriber", inspect.Parameter.KEYWORD_ONLY, default=None),
+    inspect.Parameter("pygeoapi_outputs", inspect.Parameter.KEYWORD_ONLY, default=None),
 )
 #: Seconds a finished run waits for its callbacks to be delivered.
 _CALLBACK_WAIT = 60.0
@@ -97,6 +105,24 @@ def _result_key() -> str:
     from prefect.runtime import flow_run
 
     return ResultStore.key(_current_run_id(), owner_of(list(flow_run.tags or [])))
+
+
+def _record_error(job_id: str, outcome: Outcome) -> None:
+    # A process's own status and code (a pygeoapi error it raised) for /results.
+    from pygeoapi_prefect.errors import PrefectManagerError
+    from pygeoapi_prefect.jobs.runs import error_label
+    from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
+
+    labels = error_label(outcome.http_status, outcome.ogc_code)
+    api_url = prefect_settings_api_url()
+    if labels and api_url:
+        api = PrefectAPI(api_url)
+        try:
+            api.update_labels(job_id, labels)
+        except PrefectManagerError:
+            pass  # the job fails all the same, answered as 500
+        finally:
+            api.close()
 
 
 #: Seconds a finished run waits at most for its last job event to be sent.
@@ -170,6 +196,64 @@ def _beating() -> contextlib.AbstractContextManager[None]:
     return beating(prefect_settings_api_url(), _current_run_id(), interval)
 
 
+def _job_logging(logs: dict[str, Any] | None) -> contextlib.AbstractContextManager[Any]:
+    # The run's process is the job's: what it logs and prints goes to its flow run.
+    from pygeoapi_prefect.execution.joblogs import job_logging, limits_from_dict
+    from pygeoapi_prefect.prefect.api import prefect_settings_api_url
+
+    return job_logging(prefect_settings_api_url(), _current_run_id(), limits_from_dict(logs))
+
+
+def _summarise(process_id: str, inputs: Any, outcome: Outcome) -> None:
+    # One markdown artifact on the run: what the Prefect UI shows of the job.
+    from prefect.context import FlowRunContext
+
+    from pygeoapi_prefect.execution.run_page import job_summary, write_summary
+    from pygeoapi_prefect.jobs.runs import JOBS_URL_LABEL
+    from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
+
+    api_url = prefect_settings_api_url()
+    context = FlowRunContext.get()
+    if not api_url or context is None or context.flow_run is None:
+        return
+    labels = dict(getattr(context.flow_run, "labels", None) or {})
+    api = PrefectAPI(api_url)
+    try:
+        write_summary(
+            api,
+            _current_run_id(),
+            job_summary(
+                job_id=_current_run_id(),
+                process_id=process_id,
+                status="successful" if outcome.ok else "failed",
+                message="Job complete" if outcome.ok else outcome.message,
+                progress=100 if outcome.ok else None,
+                inputs=inputs,
+                jobs_url=labels.get(JOBS_URL_LABEL),
+            ),
+        )
+    finally:
+        api.close()
+
+
+class _Link(typing.TypedDict, total=False):
+    """An input given by reference (OGC ``link``), read on the worker before the flow runs."""
+
+    href: typing.Required[str]
+    type: str
+    rel: str
+    title: str
+    hreflang: str
+
+
+def _linkable(annotation: Any, references: dict[str, Any] | None) -> Any:
+    # Each parameter also takes a link, so that Prefect's parameter checks
+    # (at create_flow_run and at call time) let it through to resolved().
+    if references is None or annotation is inspect.Parameter.empty:
+        return annotation
+    return typing.Union[annotation, _Link]  # noqa: UP007 - annotation is a runtime value
+
+
 def job_flow(
     user_flow: Flow[..., Any],
     *,
@@ -178,40 +262,101 @@ def job_flow(
     storage_options: dict[str, Any] | None = None,
     results_block: str | None = None,
     callbacks: dict[str, Any] | None = None,
+    logs: dict[str, Any] | None = None,
+    prefect_ui: dict[str, Any] | None = None,
+    references: dict[str, Any] | None = None,
     events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
-    """The deployable flow for a Prefect-flow process: the flow, storing its output."""
+    """The deployable flow for a Prefect-flow process: the flow, storing its output.
+
+    ``references`` (``server.manager.references``): input links are read
+    here, on the worker, before the flow's function runs.
+    """
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
+    ui = prefect_ui or {}
     steps = _Events(events)
     signature = inspect.signature(user_flow.fn)
 
-    def begin(kwargs: dict[str, Any]) -> tuple[str, _Callbacks]:
+    user_signature = inspect.signature(user_flow.fn)
+    varying = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+    def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        # Prefect passes parameters positionally where it can: read the links
+        # of all of them, by name.
+        if references is None:
+            return args, kwargs
+        bound = user_signature.bind(*args, **kwargs)
+        named = {
+            key: value
+            for key, value in bound.arguments.items()
+            if user_signature.parameters[key].kind not in varying
+        }
+        bound.arguments.update(resolved(named))
+        return bound.args, bound.kwargs
+
+    def resolved(kwargs: dict[str, Any]) -> dict[str, Any]:
+        from pygeoapi_prefect.execution.references import ReferencePolicy, resolve_references
+        from pygeoapi_prefect.processes import describe_flow
+
+        store.fs  # noqa: B018 - a block-defined store's settings, for s3:// references
+        assert references is not None
+        reading = ReferencePolicy.from_settings(references, store.url, store.storage_options)
+        skip = frozenset(references.get("pass_reference") or ())
+        try:
+            return resolve_references(kwargs, describe_flow(user_flow), reading, skip)
+        except PrefectManagerError as exc:
+            raise ValueError(exc.message) from None  # the job fails, naming the input
+
+    def begin(kwargs: dict[str, Any]) -> tuple[str, _Callbacks, Any]:
         kwargs.pop("pygeoapi_job_id", None)
         response = kwargs.pop("pygeoapi_response", "raw") or "raw"
+        requested = kwargs.pop("pygeoapi_outputs", None)
         notify = _Callbacks(policy, kwargs.pop("pygeoapi_subscriber", None), process_id or "")
         steps.step("running")
         notify.status("inProgressUri", "running", "Job running")
-        return response, notify
+        return response, notify, requested
 
-    def finish(result: Any, response: str, notify: _Callbacks) -> Any:
+    def finish(
+        result: Any,
+        response: str,
+        notify: _Callbacks,
+        requested: Any,
+        written: JobOutputs,
+        inputs: dict[str, Any],
+    ) -> Any:
         from pygeoapi_prefect.processes import package_result
 
         mimetype, outputs = package_result(result)
-        outcome = Outcome(ok=True, mimetype=mimetype, outputs=outputs, output_ids=("result",))
-        store_outcome(store, _result_key(), outcome, response)
+        outcome = Outcome(
+            ok=True,
+            mimetype=mimetype,
+            outputs=outputs,
+            output_ids=("result",),
+            streamed=written.parts(),
+        )
+        store_outcome(store, _result_key(), outcome, response, requested)
         notify.results(outcome)
+        if ui.get("summary_artifact", True):
+            _summarise(process_id or user_flow.name, inputs, outcome)
         return result
 
     if inspect.iscoroutinefunction(user_flow.fn):
 
         @functools.wraps(user_flow.fn)
         async def run(*args: Any, **kwargs: Any) -> Any:
-            response, notify = begin(kwargs)
+            response, notify, requested = begin(kwargs)
             try:
-                with _beating(), steps.reporting():
+                inputs = dict(kwargs)  # as given: links stay links on the run's page
+                with (
+                    _beating(),
+                    steps.reporting(),
+                    _job_logging(logs),
+                    writing_to(store, _result_key) as written,
+                ):
+                    args, kwargs = arguments(args, kwargs)
                     result = await user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify)
+                return finish(result, response, notify, requested, written, inputs)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -222,11 +367,18 @@ def job_flow(
 
         @functools.wraps(user_flow.fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            response, notify = begin(kwargs)
+            response, notify, requested = begin(kwargs)
             try:
-                with _beating(), steps.reporting():
+                inputs = dict(kwargs)  # as given: links stay links on the run's page
+                with (
+                    _beating(),
+                    steps.reporting(),
+                    _job_logging(logs),
+                    writing_to(store, _result_key) as written,
+                ):
+                    args, kwargs = arguments(args, kwargs)
                     result = user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify)
+                return finish(result, response, notify, requested, written, inputs)
             except Exception as exc:
                 notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
                 raise
@@ -237,7 +389,8 @@ def job_flow(
     # flow's module) there, not in this module, where its types do not exist.
     hints = typing.get_type_hints(user_flow.fn)
     parameters = [
-        p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+        p.replace(annotation=_linkable(hints.get(p.name, p.annotation), references))
+        for p in signature.parameters.values()
     ]
     signature = signature.replace(
         return_annotation=hints.get("return", signature.return_annotation)
@@ -256,6 +409,8 @@ def job_flow(
         retry_delay_seconds=user_flow.retry_delay_seconds,
         timeout_seconds=user_flow.timeout_seconds,
         log_prints=user_flow.log_prints,
+        flow_run_name=user_flow.flow_run_name
+        or (deployed_run_name if ui.get("run_names", True) else None),
         # The output goes to the result store as JSON, text or bytes; Prefect's
         # own result persistence would pickle it where a reader might load it.
         persist_result=False,
@@ -273,11 +428,15 @@ def process_flow(
     storage_options: dict[str, Any] | None = None,
     results_block: str | None = None,
     callbacks: dict[str, Any] | None = None,
+    logs: dict[str, Any] | None = None,
+    prefect_ui: dict[str, Any] | None = None,
+    references: dict[str, Any] | None = None,
     events: dict[str, Any] | None = None,
 ) -> Flow[..., Any]:
-    """The deployable flow for a standard pygeoapi process."""
+    """The deployable flow for a standard pygeoapi process (``references`` as for job_flow)."""
     store = ResultStore(results_url, storage_options, block=results_block)
     policy = _policy(callbacks)
+    ui = prefect_ui or {}
     steps = _Events(events)
 
     def run(
@@ -295,13 +454,23 @@ def process_flow(
         try:
             processor = load_processor(process_conf)
             processor.set_job_id(job_id)
-            with _beating(), steps.reporting():
-                outcome = run_processor(
-                    processor, inputs, outputs, job_label=f"job {job_id} of process {process_id}"
+            with _beating(), steps.reporting(), _job_logging(logs):
+                outcome = run_job(
+                    processor,
+                    inputs,
+                    outputs,
+                    job_label=f"job {job_id} of process {process_id}",
+                    store=store,
+                    job_id=_result_key,
+                    references=references,
+                    process_conf=process_conf,
                 )
+            if ui.get("summary_artifact", True):
+                _summarise(process_id, inputs, outcome)
             if not outcome.ok:
+                _record_error(job_id, outcome)
                 raise RuntimeError(outcome.message)
-            store_outcome(store, _result_key(), outcome, pygeoapi_response or "raw")
+            store_outcome(store, _result_key(), outcome, pygeoapi_response or "raw", outputs)
             notify.results(outcome)
             return outcome.outputs
         except Exception as exc:
@@ -314,6 +483,7 @@ def process_flow(
     return flow(
         name=process_id,
         description=f"The pygeoapi process {process_id!r}",
+        flow_run_name=deployed_run_name if ui.get("run_names", True) else None,
         persist_result=False,  # as in job_flow: nothing pickled
         on_completion=steps.ended("successful"),
         on_failure=steps.ended("failed"),

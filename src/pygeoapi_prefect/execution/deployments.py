@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi.process.base import BaseProcessor
 from pygeoapi.util import JobStatus
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import (
     DeploymentMissing,
     InvalidInputs,
@@ -21,9 +22,10 @@ from pygeoapi_prefect.errors import (
     ProcessFailed,
 )
 from pygeoapi_prefect.execution.notify import job_event
+from pygeoapi_prefect.execution.sync import answer_from_store
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
-from pygeoapi_prefect.jobs.listing import get_job, get_job_result
+from pygeoapi_prefect.jobs.listing import get_job, get_job_result, stored_manifest
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor
 
 if TYPE_CHECKING:
@@ -66,6 +68,8 @@ def _parameters(
             )
         return dict(inputs)  # only the flow's own parameters
     if isinstance(processor, FlowProcessor | DeploymentProcessor):
+        if requested_outputs:
+            ours["pygeoapi_outputs"] = requested_outputs
         return {**inputs, **ours}
     return {"inputs": inputs, "outputs": requested_outputs, **ours}
 
@@ -110,6 +114,7 @@ def run_on_deployment(
             f"run `pygeoapi-prefect deploy-process-as-flow {process_id}`"
         ) from exc
     job_id = str(run["id"])
+    metrics.job_submitted(process_id, "sync" if wait else "async")
     job_event(engine, "accepted", job_id, run=run)
     if not wait:
         return job_id, "application/json", None, JobStatus.accepted
@@ -126,8 +131,14 @@ def run_on_deployment(
                 f"it goes on: follow it at /jobs/{job_id}"
             )
         time.sleep(config.poll_seconds)
+    metrics.job_finished(process_id, job["status"])  # the end of a sync job is seen here
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)
-    mimetype, outputs = get_job_result(engine, processes, job_id)
+    manifest, key = stored_manifest(engine, processes, job_id)
+    if manifest.references or not manifest.whole:
+        # Links, or outputs only the store holds: as a local sync job answers.
+        mimetype, outputs, _ = answer_from_store(engine, job_id, key, jobs_url)
+    else:
+        mimetype, outputs = get_job_result(engine, processes, job_id)
     return job_id, mimetype, outputs, JobStatus.successful

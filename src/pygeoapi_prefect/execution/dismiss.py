@@ -26,7 +26,13 @@ _MESSAGE = "Dismissed through the OGC API"
 
 
 def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
-    """Dismiss a job (see :meth:`pygeoapi_prefect.manager.PrefectManager.delete_job`).
+    """Dismiss a job: stop it, delete its results, and forget it.
+
+    The run is moved to Cancelling, which Prefect will not let become
+    Running or Completed any more, whichever pygeoapi process (or worker)
+    holds it; the holder kills it and finishes it as Cancelled. The flow run
+    stays in Prefect as history (tagged ``pygeoapi.dismissed``); for pygeoapi
+    the job is gone (404).
 
     Raises:
         JobNotFound: no such job.

@@ -17,8 +17,16 @@ from pygeoapi.util import (
 from pygeoapi_prefect.errors import ProcessFailed
 from pygeoapi_prefect.execution import async_jobs
 from pygeoapi_prefect.execution.deployments import run_on_deployment
+from pygeoapi_prefect.execution.references import (
+    ReferencePolicy,
+    check_references,
+    is_reference,
+    passed_as_links,
+    resolve_references,
+)
 from pygeoapi_prefect.execution.sync import run_sync
 from pygeoapi_prefect.execution.validation import check_execute_request
+from pygeoapi_prefect.jobs.answers import transmission
 from pygeoapi_prefect.jobs.exchange import current_exchange
 
 if TYPE_CHECKING:
@@ -49,6 +57,7 @@ def execute(
     """
     if engine.config.validate_inputs:
         check_execute_request(process_id, processor.metadata, data_dict, requested_outputs)
+    transmission(requested_outputs)  # InvalidInputs: an unknown transmissionMode
     callbacks = _subscriber(subscriber)
     engine.callbacks.check(callbacks)
     response = requested_response or RequestedResponse.raw.value
@@ -56,6 +65,10 @@ def execute(
     owner = caller.owner_tag if caller is not None else None
     run_async, headers = _choose_mode(processor, execution_mode)
     deployment = (processes[process_id].get("processor") or {}).get("deployment")
+    # Input links: checked here; read here for a sync job run here, else where it runs.
+    resolved = _references(
+        engine, processes[process_id], processor, data_dict, read=not (run_async or deployment)
+    )
     if deployment:
         job_id, mimetype, outputs, status = run_on_deployment(
             engine,
@@ -93,6 +106,7 @@ def execute(
         callbacks,
         jobs_url=jobs_url,
         owner=owner,
+        resolved=resolved,
     )
     if not result.outcome.ok:
         current_exchange().failed_job_id = result.job_id or None
@@ -105,6 +119,34 @@ def execute(
     if not result.job_id:
         current_exchange().unrecorded = True
     return result.job_id, result.mimetype, result.outputs, JobStatus.successful, headers
+
+
+def _references(
+    engine: Engine,
+    process_conf: Mapping[str, Any],
+    processor: BaseProcessor,
+    inputs: dict[str, Any],
+    *,
+    read: bool,
+) -> dict[str, Any] | None:
+    # InvalidInputs (400, no job) naming each input whose link may not be read.
+    skip = passed_as_links(process_conf, processor)
+    if not any(
+        is_reference(occurrence)
+        for name, value in inputs.items()
+        if name not in skip
+        for occurrence in (value if isinstance(value, list) else [value])
+    ):
+        return None
+    store = engine.store
+    store.fs  # noqa: B018 - a block-defined store's settings, for s3:// references
+    policy = ReferencePolicy.from_settings(
+        engine.config.references.model_dump(), store.url, store.storage_options
+    )
+    if not read:
+        check_references(inputs, processor.metadata, policy, skip)
+        return None
+    return resolve_references(inputs, processor.metadata, policy, skip)
 
 
 def _choose_mode(

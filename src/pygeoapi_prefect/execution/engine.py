@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.config import ManagerConfig
 from pygeoapi_prefect.errors import PrefectManagerError, PrefectUnavailable
 from pygeoapi_prefect.events import EventPublisher
@@ -66,6 +67,8 @@ class Engine:
     def __init__(self, config: ManagerConfig) -> None:
         self.config = config
         self.pid = os.getpid()
+        if config.metrics.enabled:
+            metrics.enable()  # in the server process only: worker processes build no engine
         #: This process's holder id (a new one in every process and engine).
         self.holder = new_holder_id()
         #: How this process is named in Prefect (claims, logs).

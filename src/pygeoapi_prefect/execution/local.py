@@ -19,6 +19,7 @@ Where a job starts and ends in the pool: :meth:`_Slot._run` (the
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import multiprocessing
@@ -34,14 +35,16 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.execution.execute import (
     JobRequest,
     Outcome,
     load_processor,
-    run_processor,
+    run_job,
     store_outcome,
 )
 from pygeoapi_prefect.execution.heartbeat import beating
+from pygeoapi_prefect.execution.joblogs import job_logging
 from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.api import ClientOptions, client_options, preset
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
@@ -140,15 +143,26 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
         with (
             beating(api_url, request.job_id, preloaded.heartbeat_seconds),
             reporting_to(reporter),
+            job_logging(api_url, request.job_id, request.logs),
         ):
-            outcome = run_processor(
+            outcome = run_job(
                 processor,
                 request.inputs,
                 request.requested_outputs,
                 job_label=f"job {request.job_id} of process {request.process_id}",
+                store=preloaded.store,
+                job_id=functools.partial(str, request.result_key),
+                references=request.references,
+                process_conf=request.process_conf,
             )
         if outcome.ok:
-            store_outcome(preloaded.store, request.result_key, outcome, request.response)
+            store_outcome(
+                preloaded.store,
+                request.result_key,
+                outcome,
+                request.response,
+                request.requested_outputs,
+            )
         # The output is in the store; only the summary crosses the pipe.
         outcome.outputs = None
     except Exception as exc:  # noqa: BLE001 - reported to the pool, never lost
@@ -366,6 +380,8 @@ class _Slot:
         #: The id of the job to kill; checked against the job that runs, so a
         #: late dismiss can never hit the next job.
         self.kill_for: str | None = None
+        #: The metrics of the job in hand.
+        self.watch = metrics.watch("")
         self.thread = threading.Thread(
             target=self._loop, name=f"pygeoapi-prefect-job-{index}", daemon=True
         )
@@ -401,6 +417,8 @@ class _Slot:
                     logger.exception("local runner failed to handle job %s", request.job_id)
                     self._report_failure(request, exc)
             finally:
+                self.watch.end()
+                self.watch.dequeued()
                 if self.pid is not None and not pool.stopping:
                     self.kill()
                 pool.job_done(self, request)
@@ -422,6 +440,7 @@ class _Slot:
         if not hooks.started(request):
             return
         self.started_job = True
+        self.watch.start()
         if self._kill_requested(request):
             self._killed(request)
             return
@@ -518,11 +537,15 @@ class LocalRunner:
         self._idle = 0
         self._running: dict[str, int] = {}
         self._count = 0
+        #: The metrics of the queued jobs (time in the queue).
+        self.watches: dict[str, metrics.JobWatch] = {}
         self.template = _Template(self)
         self._checker = threading.Thread(
             target=self._check_cancellations, name="pygeoapi-prefect-cancel-check", daemon=True
         )
         self._checker.start()
+        # The pool's capacity: max_workers jobs at once (their processes come and go).
+        metrics.pool_size(max_workers)
 
     # -- the queue ---------------------------------------------------------
 
@@ -553,6 +576,9 @@ class LocalRunner:
                     request = self._take()
                     if request is not None:
                         slot.current = request
+                        queued = self.watches.pop(request.job_id, None)
+                        slot.watch = queued or metrics.watch(request.process_id)
+                        metrics.pool_busy(1)
                         self._running[request.process_id] = (
                             self._running.get(request.process_id, 0) + 1
                         )
@@ -575,6 +601,7 @@ class LocalRunner:
             slot.kill_for = None
             slot.started_job = False
             slot.pid = slot.conn = None
+            metrics.pool_busy(-1)
             # A job held back by its process's limit may go now.
             self._work.notify_all()
 
@@ -595,6 +622,7 @@ class LocalRunner:
             if request.job_id in self.held:
                 return False
             self.held.add(request.job_id)
+            self.watches[request.job_id] = metrics.watch(request.process_id, queued=True)
             self._queue.append(request)
             self._grow()
             self._work.notify()
@@ -619,6 +647,10 @@ class LocalRunner:
                 if queued is not None:
                     self._queue.remove(queued)
                     self.held.discard(job_id)
+                    watch = self.watches.pop(job_id, None)
+                    if watch is not None:
+                        watch.dequeued()
+                    metrics.job_finished(queued.process_id, "dismissed")
                 return queued is not None
             target.kill_for = job_id
             pid = target.pid
@@ -696,6 +728,9 @@ class LocalRunner:
             for request in self._queue:
                 self.held.discard(request.job_id)
             self._queue.clear()
+            for watch in self.watches.values():
+                watch.dequeued()  # left for the other processes
+            self.watches.clear()
             self._work.notify_all()
         # Every job taken off the queue gets the grace: one being claimed or
         # forked right now would otherwise be Running with nobody to run it
@@ -715,6 +750,7 @@ class LocalRunner:
         for slot in busy:
             slot.kill()
         self.template.stop()
+        metrics.pool_size(-self.max_workers)
         for request in requests:
             try:
                 self.hooks.finished(request, Outcome(ok=False, message=INTERRUPTED))

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Links, document
 from pygeoapi_prefect.jobs.listing import read_job_run
-from pygeoapi_prefect.jobs.results import results_document
 
 if TYPE_CHECKING:
     from pygeoapi_prefect.execution.engine import Engine
@@ -71,11 +71,17 @@ def notify_results(engine: Engine, job_id: str, subscriber: dict[str, str] | Non
     """
     if not subscriber or not subscriber.get("successUri"):
         return
+    key = job_id
+    job_id = key.rpartition("/")[2]
     try:
-        manifest, outputs = engine.store.read(job_id)
+        run = engine.api.read_flow_run(job_id) or {}
+        jobs_url = (run.get("labels") or {}).get(jobs.JOBS_URL_LABEL)
+        presign = engine.config.results.presign_seconds
+        links = Links(engine.store, key, job_id, jobs_url, presign)
+        manifest = engine.store.read_manifest(key)
+        answer = document(engine.store, key, manifest, links)
     except PrefectManagerError as exc:
         logger.warning("no successUri callback for job %s: %s", job_id, exc)
         return
-    document = results_document(outputs, manifest.mimetype, manifest.output_ids)
     # The job id alone (the key may start with the owner's space).
-    engine.callbacks.send(subscriber, "successUri", document, job=job_id.rpartition("/")[2])
+    engine.callbacks.send(subscriber, "successUri", answer, job=job_id.rpartition("/")[2])

@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.execution.execute import JobRequest
+from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL
+from pygeoapi_prefect.execution.run_page import name_run, run_name
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.prefect.states import state
@@ -61,8 +63,11 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
         requested_outputs=parameters.get("outputs"),
         response=str(parameters.get("response") or labels.get(jobs.RESPONSE_LABEL) or "raw"),
         subscriber=parameters.get("subscriber"),
+        logs=limits_from(engine.config),
+        jobs_url=labels.get(jobs.JOBS_URL_LABEL),
         events=engine.events.settings if engine.events else None,
         owner=owner_of(run.get("tags") or []),
+        references=engine.config.references.model_dump(),
     )
 
 
@@ -117,4 +122,9 @@ def take_over(engine: Engine) -> int:
         engine.api.update_labels(job_id, {HOLDER_LABEL: engine.holder})
         if runner.submit(request):
             taken += 1
+            if engine.config.prefect_ui.run_names and run.get("name") != run_name(
+                request.process_id, job_id
+            ):
+                # Its accepting process died before naming it (or never did).
+                name_run(engine.api, request.process_id, job_id)
     return taken

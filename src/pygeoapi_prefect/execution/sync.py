@@ -18,6 +18,7 @@ recorded yet has none, and appears in the job list when Prefect is back).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi.process.base import BaseProcessor
 from pygeoapi.util import RequestedResponse
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import (
     JobNotFound,
     PrefectAuthFailed,
@@ -33,12 +35,15 @@ from pygeoapi_prefect.errors import (
     PrefectUnavailable,
 )
 from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
-from pygeoapi_prefect.execution.execute import Outcome, run_processor, store_outcome
+from pygeoapi_prefect.execution.execute import Outcome, run_job, store_outcome
 from pygeoapi_prefect.execution.heartbeat import beating
+from pygeoapi_prefect.execution.joblogs import JobLog, capturing, limits_from
 from pygeoapi_prefect.execution.notify import job_event, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Links, document, results_answer, transmission
+from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED
 from pygeoapi_prefect.prefect.states import state
@@ -49,7 +54,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SyncResult", "run_sync"]
+__all__ = ["SyncResult", "answer_from_store", "run_sync"]
 
 #: The job event of a state a sync job is recorded in.
 _KIND = {"RUNNING": "running", "COMPLETED": "successful", "FAILED": "failed"}
@@ -77,12 +82,14 @@ class _Record:
         subscriber: dict[str, str] | None,
         jobs_url: str | None,
         owner: str | None = None,
+        requested_outputs: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.owner = owner
         self.process_id = process_id
         self.parameters = parameters
         self.response = response
+        self.requested_outputs = requested_outputs
         self.subscriber = subscriber
         self.jobs_url = jobs_url
         self._lock = threading.Lock()
@@ -93,6 +100,10 @@ class _Record:
         self._beat = contextlib.ExitStack()
         self._beat_closed = False
         self.job_id: str | None = None
+        #: The job's captured log lines, sent once the job has its id.
+        self.logs = JobLog(limits_from(engine.config))
+        #: The outcome, for the summary in the Prefect UI.
+        self.outcome: Outcome | None = None
         #: The run as created (for its event).
         self.run: dict[str, Any] | None = None
 
@@ -112,11 +123,18 @@ class _Record:
         return str(run["id"])
 
     def begin(self) -> str:
-        """Create the flow run as Running now, and start its heartbeats; returns the job id."""
+        """Create the flow run as Running now, and start its heartbeats; returns the job id.
+
+        Once only: a second call (the timer's and the process's, which asked
+        for its id to write an output) waits for the first's run.
+        """
         with self._lock:
             if self._finishing:
                 return ""
-            self._begun = True
+            begun, self._begun = self._begun, True
+        if begun:
+            self._created.wait()
+            return self.job_id or ""
         try:
             self.job_id = self._create(
                 state("RUNNING", "Job running"), {jobs.PROGRESS_LABEL: 0}, None
@@ -124,6 +142,14 @@ class _Record:
         finally:
             self._created.set()
         job_event(self.engine, "running", self.job_id, run=self.run)
+        if self.engine.config.prefect_ui.run_names:
+            from pygeoapi_prefect.execution.run_page import in_background, name_run
+
+            job_id = self.job_id
+            in_background(
+                self.engine.background().submit,
+                lambda: name_run(self.engine.api, self.process_id, job_id),
+            )
         config = self.engine.config
         with self._lock:
             # At once: a sync job is recorded only once it has run a while, and
@@ -180,10 +206,14 @@ class _Record:
             self._beat.close()
         if outcome.ok:
             final = state("COMPLETED", "Job complete")
-            labels = {jobs.PROGRESS_LABEL: 100, jobs.MIMETYPE_LABEL: outcome.mimetype}
+            labels: dict[str, Any] = {
+                jobs.PROGRESS_LABEL: 100,
+                jobs.MIMETYPE_LABEL: outcome.mimetype,
+            }
         else:
             final = state("FAILED", outcome.message)
-            labels = {}
+            labels = dict(jobs.error_label(outcome.http_status, outcome.ogc_code))
+        self.outcome = outcome
         if not created:
             # Still under way: the record is finished in the background once the
             # create settles (never a second run beside it).
@@ -196,6 +226,7 @@ class _Record:
         try:
             if job_id:
                 self._finish_recorded(job_id, outcome, final, end)
+                self.recorded(job_id, named=True)
                 return job_id
             job_id = self._create(final, labels, max(0.0, end - time.monotonic()))
         except PrefectAuthFailed:
@@ -209,7 +240,30 @@ class _Record:
         if outcome.ok:
             self._store(job_id, outcome)
         job_event(self.engine, _KIND[final["type"]], job_id, run=self.run)
+        self.recorded(job_id, named=False)
         return job_id
+
+    def recorded(self, job_id: str, *, named: bool) -> None:
+        """The job's run exists: its name, summary and log lines, in the background."""
+        from pygeoapi_prefect.execution.async_jobs import summarise
+        from pygeoapi_prefect.execution.execute import JobRequest
+        from pygeoapi_prefect.execution.joblogs import ship_in_background
+        from pygeoapi_prefect.execution.run_page import in_background, name_run
+
+        engine = self.engine
+        submit = engine.background().submit
+        if not named and engine.config.prefect_ui.run_names:
+            in_background(submit, lambda: name_run(engine.api, self.process_id, job_id))
+        ship_in_background(submit, engine.api, self.logs, job_id)
+        if self.outcome is not None:
+            request = JobRequest(
+                job_id,
+                self.process_id,
+                {},
+                self.parameters.get("inputs") or {},
+                jobs_url=self.jobs_url,
+            )
+            summarise(engine, request, self.outcome)
 
     def _finish_recorded(
         self, job_id: str, outcome: Outcome, final: dict[str, Any], end: float
@@ -223,6 +277,10 @@ class _Record:
                     {jobs.MIMETYPE_LABEL: outcome.mimetype},
                     budget=max(0.0, end - time.monotonic()),
                 )
+        else:
+            error = jobs.error_label(outcome.http_status, outcome.ogc_code)
+            if error:
+                api.update_labels(job_id, error, budget=max(0.0, end - time.monotonic()))
         result = api.set_state(job_id, final, budget=max(0.0, end - time.monotonic()))
         if result.get("status") == REJECTED:
             finish_cancelled(self.engine, job_id, ResultStore.key(job_id, self.owner))
@@ -232,7 +290,11 @@ class _Record:
     def _store(self, job_id: str, outcome: Outcome) -> None:
         try:
             store_outcome(
-                self.engine.store, ResultStore.key(job_id, self.owner), outcome, self.response
+                self.engine.store,
+                ResultStore.key(job_id, self.owner),
+                outcome,
+                self.response,
+                self.requested_outputs,
             )
         except PrefectManagerError:
             persist(
@@ -264,6 +326,7 @@ class _Record:
         labels: dict[str, Any],
     ) -> None:
         # In the background recorder: the client has its answer already.
+        named = job_id is not None
         try:
             if job_id is None:
                 job_id = persist(self._create, final, labels, None)
@@ -277,9 +340,12 @@ class _Record:
                         job_id,
                         {jobs.MIMETYPE_LABEL: outcome.mimetype},
                     )
+                if not outcome.ok and labels:
+                    persist(self.engine.api.update_labels, job_id, labels)
                 persist(self.engine.api.set_state, job_id, final)
                 job_event(self.engine, _KIND[final["type"]], job_id, message=final.get("message"))
             logger.info("sync job %s of %s recorded after a delay", job_id, self.process_id)
+            self.recorded(job_id, named=named)
         except PrefectManagerError as exc:
             logger.error("sync job of %s could not be recorded: %s", self.process_id, exc)
 
@@ -295,8 +361,13 @@ def run_sync(
     *,
     jobs_url: str | None,
     owner: str | None = None,
+    resolved: dict[str, Any] | None = None,
 ) -> SyncResult:
-    """Run a sync job in this thread and record it; see the module docstring."""
+    """Run a sync job in this thread and record it; see the module docstring.
+
+    ``resolved``: the inputs with their links read, for the processor (the
+    flow run keeps ``inputs`` as the client sent them).
+    """
     record = _Record(
         engine,
         process_id,
@@ -305,25 +376,87 @@ def run_sync(
         subscriber,
         jobs_url,
         owner,
+        requested_outputs,
     )
     if type(processor).set_job_id is not BaseProcessor.set_job_id:
         # The processor wants its job id while it runs: record it first.
         processor.set_job_id(record.begin())
     else:
         record.begin_after(engine.config.local.sync_visible_after)
-    with reporting_to(record.report):
-        outcome = run_processor(
-            processor, inputs, requested_outputs, job_label=f"sync job of process {process_id}"
+    metrics.job_submitted(process_id, "sync")  # it runs now (a failed begin() made no job)
+    with (
+        reporting_to(record.report),
+        capturing(record.logs, this_thread_only=True),
+        metrics.watch(process_id),
+    ):
+        outcome = run_job(
+            processor,
+            inputs if resolved is None else resolved,
+            requested_outputs,
+            job_label=f"sync job of process {process_id}",
+            store=engine.store,
+            # A process writing an output itself needs its job: recorded then.
+            job_id=lambda: _key(record.job_id or record.begin(), owner),
         )
-    job_id = record.finish(outcome)
+    with metrics.finishing(process_id, outcome.ok):
+        job_id = record.finish(outcome)
     if not outcome.ok:
         if job_id:
             notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)
         return SyncResult(job_id, outcome, "application/json", None)
-    document = results_document(outcome.outputs, outcome.mimetype, outcome.output_ids)
+    _, references = transmission(requested_outputs)
+    if job_id and (references or outcome.streamed):
+        # Links, or outputs only the store holds: answered from the store.
+        key = ResultStore.key(job_id, owner)
+        return _stored_answer(engine, job_id, key, outcome, jobs_url, subscriber)
+    document = results_document(
+        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types
+    )
     engine.callbacks.send(
         subscriber, "successUri", document, job=job_id or f"(sync, process {process_id})"
     )
     if response == RequestedResponse.document.value:
         return SyncResult(job_id, outcome, "application/json", document)
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)
+
+
+def _key(job_id: str, owner: str | None) -> str:
+    return ResultStore.key(job_id, owner) if job_id else ""
+
+
+def _stored_answer(
+    engine: Engine,
+    job_id: str,
+    key: str,
+    outcome: Outcome,
+    jobs_url: str | None,
+    subscriber: dict[str, str] | None,
+) -> SyncResult:
+    mimetype, outputs, document = answer_from_store(engine, job_id, key, jobs_url)
+    engine.callbacks.send(subscriber, "successUri", document, job=job_id)
+    return SyncResult(job_id, outcome, mimetype, outputs)
+
+
+def answer_from_store(
+    engine: Engine, job_id: str, key: str, jobs_url: str | None
+) -> tuple[str, Any, dict[str, Any]]:
+    """(media type, outputs, results document) of a finished sync job, read from the store.
+
+    What pygeoapi's execute answer carries; the ``Link`` headers (and 204)
+    of outputs by reference go to the request's exchange.
+    """
+    store = engine.store
+    manifest = store.read_manifest(key)
+    links = Links(store, key, job_id, jobs_url, engine.config.results.presign_seconds)
+    results = document(store, key, manifest, links)
+    answer = results_answer(store, key, manifest, links)
+    if answer is None:
+        _, outputs = store.read(key)
+        return manifest.mimetype, outputs, results
+    exchange = current_exchange()
+    exchange.links = answer.links
+    exchange.no_content = answer.status == 204
+    if answer.mimetype == "application/json" and isinstance(answer.body, bytes):
+        return "application/json", json.loads(answer.body), results
+    body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
+    return answer.mimetype or "application/json", body, results

@@ -19,7 +19,7 @@ from pygeoapi_prefect.errors import InvalidInputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_execute_request"]
+__all__ = ["check_execute_request", "is_reference", "value_problems"]
 
 #: Keys of a qualified value (OGC qualifiedInputValue) besides ``value``.
 _QUALIFIERS = {"mediaType", "encoding", "schema"}
@@ -51,8 +51,23 @@ def _occurrences(value: Any, description: dict[str, Any], schema: dict[str, Any]
     return [value]
 
 
+_LINK_KEYS = {"href", "type", "rel", "title", "hreflang"}
+
+
+def is_reference(value: Any, schema: dict[str, Any] | None = None) -> bool:
+    """Whether an input value is a link (``{"href": ..., "type"?: ...}``), not an object input."""
+    if not isinstance(value, dict) or not isinstance(value.get("href"), str):
+        return False
+    if not set(value) <= _LINK_KEYS:
+        return False
+    properties = (schema or {}).get("properties") or {}
+    return "href" not in properties  # an object input that has an href of its own
+
+
 def _unwrap(occurrence: Any, schema: dict[str, Any]) -> tuple[bool, Any]:
     """(check it?, the value to check) for one occurrence of an input."""
+    if is_reference(occurrence, schema):
+        return False, None  # a link: what it leads to is checked once read (references.py)
     if isinstance(occurrence, dict) and schema.get("type") != "object":
         if "href" in occurrence:
             return False, None  # a link: its content is fetched by the process
@@ -61,6 +76,18 @@ def _unwrap(occurrence: Any, schema: dict[str, Any]) -> tuple[bool, Any]:
         if "value" in occurrence and set(occurrence) - {"value"} <= _QUALIFIERS:
             return True, occurrence["value"]
     return True, occurrence
+
+
+def value_problems(name: str, value: Any, schema: dict[str, Any]) -> list[str]:
+    """How one value of input ``name`` breaks its JSON schema (a resolved reference's, say)."""
+    validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+    if validator is None:
+        return []
+    found = []
+    for error in validator.iter_errors(value):
+        where = "".join(f"[{part!r}]" for part in error.absolute_path)
+        found.append(f"{where + ': ' if where else ''}{error.message[:300]}")
+    return found
 
 
 def _input_problems(name: str, value: Any, description: dict[str, Any]) -> list[str]:

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pygeoapi_prefect.errors import NotAuthenticated
 from pygeoapi_prefect.jobs.owners import Caller
@@ -36,6 +36,8 @@ class RequestExchange:
         failed_job_id: the recorded job of a sync execution that failed.
         unrecorded: a sync job ran but its record waits for Prefect: the
             answer has no job (no ``Location``).
+        links: ``Link`` header values of outputs a sync job answers by reference.
+        no_content: the sync answer has no body (raw, every output by reference): 204.
         caller: who sent the request, when ``server.manager.auth`` is on (set
             by the web layer once it has authenticated the request).
         subscriber: the execute request's OGC ``subscriber`` (its URIs by
@@ -48,6 +50,8 @@ class RequestExchange:
     number_matched: int | None = None
     failed_job_id: str | None = None
     unrecorded: bool = False
+    links: list[str] = field(default_factory=list)
+    no_content: bool = False
     caller: Caller | None = None
     subscriber: dict[str, str] | None = None
 

@@ -16,8 +16,16 @@ from typing import Any, Protocol
 
 from pygeoapi.util import JobStatus, RequestedResponse
 
-from pygeoapi_prefect.errors import JobNotFound, ResultNotFound
+from pygeoapi_prefect.errors import (
+    InvalidParameter,
+    JobNotFound,
+    PrefectManagerError,
+    ResultNotFound,
+    ResultNotReady,
+)
+from pygeoapi_prefect.jobs import answers
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import Answer, Links
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.owners import Caller, owner_of, owner_tag
@@ -34,8 +42,10 @@ __all__ = [
     "get_job",
     "get_job_result",
     "get_jobs",
+    "output_answer",
     "read_job_run",
-    "stream_result",
+    "results_answer",
+    "stored_manifest",
 ]
 
 #: Prefect refuses pages larger than this.
@@ -284,23 +294,57 @@ def get_job_result(backend: Backend, processes: Mapping[str, Any], job_id: str) 
     return manifest.mimetype, outputs
 
 
-def stream_result(
-    backend: Backend, processes: Mapping[str, Any], job_id: str
-) -> tuple[Manifest, Iterator[bytes]] | None:
-    """The raw output of a finished job as chunks, when it can be streamed.
+def _finished_job(backend: Backend, processes: Mapping[str, Any], job_id: str) -> tuple[str, str]:
+    # (job id, store key) of a succeeded job the caller may see.
+    run = read_job_run(backend.api, processes, job_id)  # JobNotFound: a 404
+    job = jobs.job_from_flow_run(run)
+    status = job["status"]
+    if status in (JobStatus.accepted.value, JobStatus.running.value):
+        raise ResultNotReady(f"Job {job_id} is {status}: its results are not ready")
+    if status != JobStatus.successful.value:
+        raise InvalidParameter(f"Job {job_id} is {status}, it has no results: {job['message']}")
+    identifier = str(job["identifier"])
+    return identifier, ResultStore.key(identifier, owner_of(run.get("tags") or []))
 
-    ``None`` when the answer is not a stream (a results document, a JSON
-    output, a job that has not succeeded): pygeoapi answers those itself.
+
+def results_answer(
+    backend: Backend,
+    processes: Mapping[str, Any],
+    job_id: str,
+    jobs_url: str | None,
+    presign_seconds: int,
+) -> Answer | None:
+    """A finished job's results as it asked for them (:mod:`~pygeoapi_prefect.jobs.answers`).
+
+    ``None`` when pygeoapi answers itself: a job that has not succeeded (its
+    own error documents), or a raw JSON output.
     """
     try:
-        run = read_job_run(backend.api, processes, job_id)
-    except JobNotFound:
+        job_id, key = _finished_job(backend, processes, job_id)
+    except PrefectManagerError:
         return None
-    job = jobs.job_from_flow_run(run)
-    if job["status"] != JobStatus.successful.value:
-        return None
-    key = ResultStore.key(job["identifier"], owner_of(run.get("tags") or []))
     manifest = backend.store.read_manifest(key)
-    if manifest.response != RequestedResponse.raw.value or manifest.encoding == "json":
-        return None
-    return manifest, backend.store.iter_output(key)
+    links = Links(backend.store, key, job_id, jobs_url, presign_seconds)
+    return answers.results_answer(backend.store, key, manifest, links)
+
+
+def stored_manifest(
+    backend: Backend, processes: Mapping[str, Any], job_id: str
+) -> tuple[Manifest, str]:
+    """(manifest, store key) of a finished job's outputs (the key has its owner's space)."""
+    _, key = _finished_job(backend, processes, job_id)
+    return backend.store.read_manifest(key), key
+
+
+def output_answer(
+    backend: Backend, processes: Mapping[str, Any], job_id: str, output_id: str
+) -> Answer:
+    """One output of a finished job, streamed with its media type.
+
+    Raises:
+        JobNotFound: no such job. ResultNotReady: not finished.
+        NoSuchOutput: the job has no such output. InvalidParameter: it failed.
+    """
+    _, key = _finished_job(backend, processes, job_id)
+    manifest = backend.store.read_manifest(key)
+    return answers.output_answer(backend.store, key, manifest, output_id)

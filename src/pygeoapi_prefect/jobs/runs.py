@@ -14,9 +14,13 @@ from typing import Any
 from pygeoapi.util import JobStatus
 
 __all__ = [
+    "ERROR_LABEL",
     "JOB_TAG",
+    "LOGS_REL",
     "STATUS_BY_STATE",
     "default_message",
+    "error_label",
+    "job_failure",
     "job_from_flow_run",
     "job_tags",
     "normalise_job_id",
@@ -39,6 +43,14 @@ RESPONSE_LABEL = "pygeoapi.response"
 #: The job list URL of the pygeoapi that made the job: the job is at
 #: ``<label value>/<flow run id>`` (see PrefectManager.jobs_url).
 JOBS_URL_LABEL = "pygeoapi.jobs_url"
+
+#: A failed job's HTTP status and OGC exception code, ``"<status> <code>"``
+#: (set only when the process raised a pygeoapi error with its own; else 500
+#: ``NoApplicableCode``): what ``GET /jobs/{id}/results`` answers.
+ERROR_LABEL = "pygeoapi.error"
+#: The OGC link relation of a job's log (``GET /jobs/{id}/logs``); OGC API -
+#: Processes registers none (see docs/operating.md, "Logs").
+LOGS_REL = "http://www.opengis.net/def/rel/ogc/1.0/job-log"
 
 #: The pygeoapi instance that accepted an async job (``local.instance``).
 INSTANCE_LABEL = "pygeoapi.instance"
@@ -76,6 +88,21 @@ _DEFAULT_MESSAGES = {
 def default_message(status: str) -> str:
     """The message of a job in ``status`` that has none of its own."""
     return _DEFAULT_MESSAGES[JobStatus(status)]
+
+
+def error_label(status: int, code: str) -> dict[str, str]:
+    """The labels recording a failed job's own status and code; none for the default."""
+    if (int(status), code) == (500, "NoApplicableCode"):
+        return {}
+    return {ERROR_LABEL: f"{int(status)} {code}"}
+
+
+def job_failure(labels: dict[str, Any]) -> tuple[int, str]:
+    """A failed job's HTTP status and OGC exception code (500 NoApplicableCode unless recorded)."""
+    status, _, code = str(labels.get(ERROR_LABEL) or "").partition(" ")
+    if status.isdigit() and 400 <= int(status) <= 599 and code:
+        return int(status), code
+    return 500, "NoApplicableCode"
 
 
 def job_tags(process_id: str, owner: str | None = None) -> list[str]:
@@ -176,6 +203,7 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
         "location": None,
         "response": labels.get(RESPONSE_LABEL) or "raw",
         "flow_run_name": run.get("name"),
+        "failure": job_failure(labels) if status is JobStatus.failed else None,
         "deployment_id": run.get("deployment_id"),
     }
 
@@ -210,6 +238,14 @@ def status_links(
                 "title": f"Results of job {job_id}",
             }
         )
+    links.append(
+        {
+            "href": f"{job_url}/logs?f=json",
+            "rel": LOGS_REL,
+            "type": "application/json",
+            "title": f"Log of job {job_id}",
+        }
+    )
     if ui_url:
         links.append(
             {

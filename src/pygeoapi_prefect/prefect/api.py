@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectRequestFailed, PrefectUnavailable
 from pygeoapi_prefect.urls import without_credentials
 
@@ -347,6 +348,22 @@ class PrefectAPI:
         allow_404: bool = False,
         budget: float | None = None,
     ) -> httpx.Response:
+        """Send one request, timed and counted (:mod:`pygeoapi_prefect.metrics`).
+
+        See :meth:`_request`.
+        """
+        with metrics.prefect_call(method, path):
+            return self._request(method, path, json=json, allow_404=allow_404, budget=budget)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        allow_404: bool = False,
+        budget: float | None = None,
+    ) -> httpx.Response:
         """Send one request; map transport errors and error answers onto ours.
 
         A 503 is retried, with growing pauses, until ``timeout`` has passed:
@@ -564,3 +581,31 @@ class PrefectAPI:
     def count_flow_runs(self, flow_runs: dict[str, Any]) -> int:
         """How many flow runs match a ``FlowRunFilter`` body."""
         return int(self._json("POST", "/flow_runs/count", {"flow_runs": flow_runs}))
+
+    def rename_flow_run(self, flow_run_id: str, name: str) -> None:
+        """Give the flow run a new name (what the Prefect UI shows)."""
+        self.request("PATCH", f"/flow_runs/{flow_run_id}", json={"name": name})
+
+    # -- logs and artifacts ------------------------------------------------
+
+    def create_logs(self, logs: list[dict[str, Any]], *, budget: float | None = None) -> None:
+        """Add log lines (Prefect ``LogCreate`` bodies: name, level, message, timestamp...)."""
+        self.request("POST", "/logs/", json=logs, budget=budget)
+
+    def read_logs(self, flow_run_id: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        """One page of a flow run's log lines, oldest first (at most 200 a call)."""
+        logs: list[dict[str, Any]] = self._json(
+            "POST",
+            "/logs/filter",
+            {
+                "logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                "sort": "TIMESTAMP_ASC",
+                "limit": limit,
+                "offset": offset,
+            },
+        )
+        return logs
+
+    def create_artifact(self, artifact: dict[str, Any], *, budget: float | None = None) -> None:
+        """Create an artifact (Prefect ``ArtifactCreate``: key, type, data, flow_run_id...)."""
+        self.request("POST", "/artifacts/", json=artifact, budget=budget)

@@ -6,7 +6,8 @@ app answers ``DELETE /jobs/{id}`` with a 500 and a manager error with a
 traceback, the Django app builds a new ``API`` (and process manager) for
 every request, and none of them passes the job-list filters on. So the
 routes of OGC API - Processes (``/processes...``, ``/jobs...``,
-``/conformance``) are answered here, on a small framework-neutral
+``/conformance``), and the Prometheus metrics (``/metrics``,
+:mod:`pygeoapi_prefect.metrics`), are answered here, on a small framework-neutral
 request/response pair, by calling pygeoapi's own API functions and fixing
 what they return (:mod:`~pygeoapi_prefect.web.documents`); each app's glue
 (:mod:`~pygeoapi_prefect.web.flask`, :mod:`~pygeoapi_prefect.web.starlette`,
@@ -40,15 +41,17 @@ from pygeoapi.formats import F_HTML, F_JSON
 from pygeoapi.util import get_api_rules
 from werkzeug.datastructures import ImmutableMultiDict
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import (
     InvalidParameter,
     NotAuthenticated,
     PrefectManagerError,
     RequestTooLarge,
+    ResultNotFound,
 )
 from pygeoapi_prefect.jobs.exchange import RequestExchange, begin_request
 from pygeoapi_prefect.jobs.query import parse_job_query
-from pygeoapi_prefect.web import documents, guard
+from pygeoapi_prefect.web import documents, guard, job_logs
 from pygeoapi_prefect.web.auth import Authenticator
 from pygeoapi_prefect.web.html_pages import Answer, process_job_links, render_html
 
@@ -63,6 +66,8 @@ __all__ = ["DISCARD_BYTES", "Contract", "WebRequest", "WebResponse", "discard"]
 DISCARD_BYTES = 16 * 1024 * 1024
 
 _ROOTS = ("processes", "jobs")
+#: Headers that describe a body: gone from an answer without one (204).
+_BODY_HEADERS = ("content-type", "content-length", "content-encoding")
 #: Methods of each route shape (segments after the root, ``*`` any id).
 _ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("conformance",): ("GET",),
@@ -72,6 +77,8 @@ _ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("jobs",): ("GET",),
     ("jobs", "*"): ("GET", "DELETE"),
     ("jobs", "*", "results"): ("GET",),
+    ("jobs", "*", "logs"): ("GET",),
+    ("jobs", "*", "results", "*"): ("GET",),
 }
 
 
@@ -184,7 +191,11 @@ class Contract:
         parts = self._parts(path)
         if not parts:
             return False
-        return parts[0] in _ROOTS or parts == ["conformance"]
+        return parts[0] in _ROOTS or parts == ["conformance"] or parts == self._metrics_parts()
+
+    def _metrics_parts(self) -> list[str]:
+        config = getattr(getattr(self.api.manager, "config", None), "metrics", None)
+        return (config.path if config is not None else "/metrics").split("/")[1:]
 
     def body_limit(self) -> int | None:
         """The largest request body accepted (``server.manager.limits``); ``None``: no limit."""
@@ -217,7 +228,11 @@ class Contract:
 
     def _handle(self, request: WebRequest, exchange: RequestExchange) -> WebResponse:
         parts = self._parts(request.path) or []
+        if parts == self._metrics_parts():
+            return self._metrics(request)
         shape = tuple(parts[:1]) + (("*",) if len(parts) > 1 else ()) + tuple(parts[2:])
+        if shape[:3] == ("jobs", "*", "results") and len(shape) == 4:
+            shape = ("jobs", "*", "results", "*")  # one output: /jobs/{jobId}/results/{outputId}
         methods = _ROUTES.get(shape)
         if methods is None or "" in parts or "%2f" in request.raw_path.partition("?")[0].lower():
             # A job or process id with a path separator names nothing
@@ -247,6 +262,9 @@ class Contract:
         self._check_body(request, execute=shape[-1] == "execution")
         if shape[-1] == "execution":
             _take_subscriber(request, exchange)
+        if shape == ("jobs", "*", "logs"):
+            # Its formats (json, txt) are not pygeoapi's: answered before its checks.
+            return job_logs.answer(self, request, parts[1])
         api_request = self._api_request(request)
         if not api_request.is_valid():
             return self._answer(self.api.get_format_exception(api_request), parts)
@@ -283,10 +301,52 @@ class Contract:
         job_id = parts[1] if len(parts) > 1 else None
         if shape[-1] == "results":
             return self._results(request, api_request, parts)
+        if shape[2:] == ("results", "*"):
+            return self._output(api_request, parts)
         if method == "DELETE":
             answer = processes_api.delete_job(self.api, api_request, job_id)
             return self._answer(answer, parts, dismiss=True)
         return self._answer(processes_api.get_jobs(self.api, api_request, job_id), parts)
+
+    def _metrics(self, request: WebRequest) -> WebResponse:
+        config = getattr(getattr(self.api.manager, "config", None), "metrics", None)
+        if config is None or not config.enabled:
+            return self._error(
+                404,
+                documents.error_document(
+                    "NotFound",
+                    404,
+                    "Not Found",
+                    "Metrics are off on this server (server.manager.metrics.enabled)",
+                ),
+            )
+        if request.method not in ("GET", "HEAD"):
+            response = self._error(
+                405,
+                documents.error_document(
+                    "MethodNotAllowed",
+                    405,
+                    "Method Not Allowed",
+                    f"{request.method} is not allowed here; use GET",
+                ),
+            )
+            response.headers.append(("Allow", "GET"))
+            return response
+        scraped = metrics.scrape(request.headers.get("accept"))
+        if scraped is None:
+            return self._error(
+                503,
+                documents.error_document(
+                    "NoApplicableCode",
+                    503,
+                    "Service Unavailable",
+                    f"Metrics cannot be recorded in this server process ({metrics.failure()})",
+                ),
+            )
+        content_type, body = scraped
+        return WebResponse(
+            200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body
+        )
 
     # -- requests -----------------------------------------------------------------
 
@@ -380,6 +440,8 @@ class Contract:
             return document
         if parts == ["conformance"]:
             return documents.add_conformance(document)
+        if parts[0] == "processes" and len(parts) <= 2 and self._by_reference():
+            documents.offer_reference(document)
         if parts[0] == "processes" and len(parts) == 2:
             return process_job_links(document, self.api.base_url)
         if dismiss:
@@ -388,12 +450,24 @@ class Contract:
             return self._fix(document) or document
         return document
 
+    def _by_reference(self) -> bool:
+        # Our manager stores every output and can link to it.
+        return hasattr(self.api.manager, "output_answer")
+
     def _executed(self, response: WebResponse, exchange: RequestExchange) -> WebResponse:
         if exchange.unrecorded:
             # A sync job whose record waits for Prefect: no job to point at yet.
             response.headers = [(k, v) for k, v in response.headers if k.lower() != "location"]
+        if response.status == 200 and exchange.no_content:
+            # Raw, every output by reference: no body, a Link header each.
+            response.status, response.body = 204, b""
+            response.headers = [
+                (k, v) for k, v in response.headers if k.lower() not in _BODY_HEADERS
+            ]
+        if response.status == 200 or response.status == 204:
+            response.headers.extend(("Link", link) for link in exchange.links)
         location = response.header("Location")
-        if location and response.status in (200, 201):
+        if location and response.status in (200, 201, 204):
             response.headers.extend(documents.monitor_links(location))
         elif response.status >= 400 and exchange.failed_job_id:
             # The failed sync job is recorded: say where (its status and message).
@@ -407,21 +481,77 @@ class Contract:
     ) -> WebResponse:
         job_id = parts[1]
         if api_request.format != F_HTML:
-            stream_result = getattr(self.api.manager, "stream_result", None)
-            found = stream_result(job_id) if stream_result is not None else None
+            results_answer = getattr(self.api.manager, "results_answer", None)
+            found = results_answer(job_id) if results_answer is not None else None
             if found is not None:
-                # A large raw output (an image, a file) goes out chunk by chunk
-                # from the result store; pygeoapi would load it whole first.
-                manifest, chunks = found
-                headers = api_request.get_response_headers(SYSTEM_LOCALE, **self.api.api_headers)
-                headers.pop("Content-Encoding", None)
-                headers["Content-Type"] = manifest.mimetype
-                headers["Content-Length"] = str(manifest.size)
-                return WebResponse(200, list(headers.items()), chunks)
+                # Outputs by reference (Link headers, hrefs), one at a time, or
+                # large (an image, a file): chunk by chunk from the result
+                # store; pygeoapi would load them whole first.
+                return self._streamed(api_request, found)
             if api_request.format is None:
                 # Accept: */* (or none): the results, not pygeoapi's HTML page.
                 api_request = self._api_request(request, fmt=F_JSON)
-        return self._answer(processes_api.get_job_result(self.api, api_request, job_id), parts)
+        missing: ResultNotFound | None = None
+        try:
+            answer: Answer | None = processes_api.get_job_result(self.api, api_request, job_id)
+        except ResultNotFound as exc:
+            answer, missing = None, exc
+        if answer is None or answer[1] in (HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND):
+            # pygeoapi answers a failed job with a generic 400 "job failed":
+            # OGC /req/core/job-results-failed wants the job's own failure.
+            unfinished = self._unfinished(api_request, job_id)
+            if unfinished is not None:
+                return self._answer(unfinished, parts)
+            if missing is not None:
+                raise missing
+        assert answer is not None
+        return self._answer(answer, parts)
+
+    def _unfinished(self, api_request: APIRequest, job_id: str) -> Answer | None:
+        """The results answer of a job that has none: failed, not done, dismissed."""
+        job = self.api.manager.get_job(job_id)  # the one job lookup; JobNotFound: 404
+        status = job.get("status")
+        headers = api_request.get_response_headers(SYSTEM_LOCALE, **self.api.api_headers)
+        if status == "failed":
+            http_status, code = job.get("failure") or (500, "NoApplicableCode")
+            message = job.get("message") or "The job failed"
+            answer: Answer = self.api.get_exception(
+                HTTPStatus(http_status), headers, api_request.format, code, message
+            )
+            return answer
+        if status in ("accepted", "running"):
+            message = f"Job {job_id} is {status}: its results are not ready yet"
+        elif status == "dismissed":
+            message = f"Job {job_id} was dismissed: it has no results"
+        else:
+            return None
+        answer = self.api.get_exception(
+            HTTPStatus.NOT_FOUND, headers, api_request.format, "ResultNotReady", message
+        )
+        return answer
+
+    def _streamed(self, api_request: APIRequest, answer: Any) -> WebResponse:
+        headers = api_request.get_response_headers(SYSTEM_LOCALE, **self.api.api_headers)
+        headers.pop("Content-Encoding", None)
+        headers.pop("Content-Type", None)
+        if answer.mimetype is not None:
+            headers["Content-Type"] = answer.mimetype
+        if answer.size is not None and answer.status != 204:
+            headers["Content-Length"] = str(answer.size)
+        listed = list(headers.items()) + [("Link", link) for link in answer.links]
+        return WebResponse(answer.status, listed, answer.body)
+
+    def _output(self, api_request: APIRequest, parts: list[str]) -> WebResponse:
+        """``GET /jobs/{jobId}/results/{outputId}``: one output, with its own media type."""
+        output_answer = getattr(self.api.manager, "output_answer", None)
+        if output_answer is None:
+            return self._error(
+                404,
+                documents.error_document(
+                    "NotFound", 404, "Not Found", "The requested URL was not found on the server"
+                ),
+            )
+        return self._streamed(api_request, output_answer(parts[1], parts[3]))
 
 
 def _take_subscriber(request: WebRequest, exchange: RequestExchange) -> None:

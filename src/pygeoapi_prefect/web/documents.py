@@ -32,6 +32,7 @@ __all__ = [
     "exception_document",
     "fixed_job_document",
     "monitor_links",
+    "offer_reference",
 ]
 
 JSON = "application/json"
@@ -158,3 +159,17 @@ def monitor_links(job_url: str, *, results: bool = True) -> list[tuple[str, str]
 def dumps(document: Any, pretty: bool) -> bytes:
     """A JSON body, indented like pygeoapi's when ``server.pretty_print`` is on."""
     return json.dumps(document, indent=4 if pretty else None).encode("utf-8")
+
+
+def offer_reference(document: dict[str, Any]) -> None:
+    """List ``reference`` in the ``outputTransmission`` of a process (or of a list of them).
+
+    Every output of a job is stored by the manager, so each can be given as
+    a link (OGC 1.0 ``transmissionMode: reference``).
+    """
+    found = document.get("processes")
+    described = found if isinstance(found, list) else [document]
+    for process in described:
+        if isinstance(process, dict) and "id" in process:
+            modes = list(process.get("outputTransmission") or ["value"])
+            process["outputTransmission"] = modes + [m for m in ("reference",) if m not in modes]

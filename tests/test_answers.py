@@ -1,0 +1,95 @@
+"""The result store's outputs one by one, their manifest, and what answers are made of them.
+
+A real store on disk (fsspec's local filesystem): no mock of it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from pygeoapi_prefect.errors import InvalidInputs, NoSuchOutput, ResultStoreError
+from pygeoapi_prefect.jobs.answers import Links, output_answer, results_answer, transmission
+from pygeoapi_prefect.jobs.results import ResultStore, part_name
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ResultStore(tmp_path.as_uri())
+
+
+def test_each_output_is_its_own_object(store, tmp_path):
+    job_id = str(uuid.uuid4())
+    manifest = store.write(
+        job_id,
+        "image/png",
+        {"text": "hello", "numbers": [1, 2], "blob": b"\x00\x01"},
+        output_ids=("text", "numbers", "blob"),
+        media_types={"text": "text/plain", "numbers": "application/json"},
+        references=("blob",),
+    )
+    assert {p.output_id: p.mimetype for p in manifest.parts} == {
+        "text": "text/plain",
+        "numbers": "application/json",
+        "blob": "image/png",
+    }
+    assert (tmp_path / job_id / "outputs" / "blob").read_bytes() == b"\x00\x01"
+    assert store.read_manifest(job_id) == manifest
+    one = output_answer(store, job_id, manifest, "numbers")
+    assert one.mimetype == "application/json" and json.loads(b"".join(one.body)) == [1, 2]
+    with pytest.raises(NoSuchOutput):
+        output_answer(store, job_id, manifest, "nope")
+
+
+def test_odd_output_ids_never_leave_the_job(store, tmp_path):
+    for output_id in ["../../etc/passwd", "..", ".", "a/b", "x" * 500, "é"]:
+        name = part_name(output_id)
+        assert name.startswith("outputs/") and "/" not in name[len("outputs/") :]
+        assert ".." not in name
+    job_id = str(uuid.uuid4())
+    with store.open_output(job_id, "../../escape", "text/plain") as sink:
+        sink.write(b"inside")
+    assert not (tmp_path.parent / "escape").exists()
+    assert list((tmp_path / job_id / "outputs").iterdir())[0].read_bytes() == b"inside"
+
+
+def test_a_manifest_cannot_point_outside_its_job(store, tmp_path):
+    job_id = str(uuid.uuid4())
+    store.write(job_id, "text/plain", "ok")
+    path = tmp_path / job_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["parts"][0]["name"] = "../other/output"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ResultStoreError):
+        store.read_manifest(job_id)
+
+
+def test_a_failed_output_is_no_output(store, tmp_path):
+    job_id = str(uuid.uuid4())
+    written = []
+    with pytest.raises(RuntimeError, match="the process broke"):
+        with store.open_output(job_id, "data", "application/x-test", on_close=written.append):
+            raise RuntimeError("the process broke")
+    assert written == []
+    assert not (tmp_path / job_id / "outputs" / "data").exists()
+
+
+def test_links_on_a_store_that_cannot_sign(store):
+    job_id = str(uuid.uuid4())
+    manifest = store.write(job_id, "image/png", b"png", output_ids=("img",), references=("img",))
+    links = Links(store, job_id, job_id, "https://example.test/jobs", 60)
+    answer = results_answer(store, job_id, manifest, links)
+    assert answer is not None and answer.status == 204
+    assert answer.links == [
+        f"<https://example.test/jobs/{job_id}/results/img>; "
+        'rel="http://www.opengis.net/def/rel/ogc/1.0/results"; type="image/png"; title="img"'
+    ]
+
+
+def test_transmission_modes():
+    assert transmission(None) == ((), ())
+    assert transmission({"a": {}, "b": {"transmissionMode": "reference"}}) == (("a", "b"), ("b",))
+    with pytest.raises(InvalidInputs, match="output 'a'"):
+        transmission({"a": {"transmissionMode": "later"}})
