@@ -574,3 +574,35 @@ def test_deployed_jobs_belong_to_their_owner(deployed, prefect_server, prefect_a
         assert other.status_code == 404
     finally:
         server.stop()
+
+
+def test_a_deployed_job_is_left_to_its_worker_by_local_recovery(
+    deployed, prefect_api, pygeoapi_factory
+):
+    # A worker holds a run Pending while it starts the run's process. Another
+    # server that runs the same process locally must not take the run over
+    # as an orphaned queued job of its own (it ran such runs a second time).
+    from pygeoapi_prefect.execution.leases import HOLDER_LABEL
+    from pygeoapi_prefect.jobs import runs as jobs
+
+    scan = 1
+    pygeoapi_factory(
+        processes={"hello-world": "HelloWorld"},
+        manager={"recovery": {"lease_seconds": 4, "scan_seconds": scan}},
+    )
+    deployment = prefect_api.request("GET", "/deployments/name/hello-world/test").json()
+    run = prefect_api.request(
+        "POST",
+        f"/deployments/{deployment['id']}/create_flow_run",
+        json={
+            "parameters": {"inputs": {"name": "left alone"}},
+            "tags": jobs.job_tags("hello-world", None),
+            # Pending from the start: the worker only picks up Scheduled runs.
+            "state": {"type": "PENDING", "name": "Submitting"},
+        },
+    ).json()
+    time.sleep(2 + 5 * scan)  # past the recovery's settling time, five scans
+    after = prefect_api.read_flow_run(run["id"])
+    assert after["state_type"] == "PENDING"
+    assert HOLDER_LABEL not in (after.get("labels") or {})
+    prefect_api.request("DELETE", f"/flow_runs/{run['id']}")

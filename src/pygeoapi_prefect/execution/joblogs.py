@@ -414,7 +414,11 @@ def ship_in_background(
                 return
         logger.warning("log lines of sync job %s were not sent", job_id)
 
-    submit(send)
+    try:
+        submit(send)
+    except RuntimeError:
+        # The engine is stopping: its background pool takes nothing more.
+        logger.warning("log lines of job %s not sent: the server is stopping", job_id)
 
 
 # -- reading ----------------------------------------------------------------

@@ -5,9 +5,11 @@ Every engine runs :func:`take_over` at start and every
 processes and the leases (:mod:`pygeoapi_prefect.execution.leases`), and
 queues here every job whose holder is not alive: its lease was released by
 a graceful stop, expired after a crash, or never existed (a job of an
-earlier version, or of an instance that never came back). The job's
-request comes from its flow run's parameters. Two processes may both queue
-the same job; the claim at its start lets only one run it.
+earlier version, or of an instance that never came back). A run of a
+deployment is never taken: it is Pending while its worker starts it, and
+the worker's alone. The job's request comes from its flow run's
+parameters. Two processes may both queue the same job; the claim at its
+start lets only one run it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ def _orphans(engine: Engine, local: dict[str, dict[str, Any]]) -> list[dict[str,
     flow_runs = {
         "tags": {"all_": [jobs.JOB_TAG], "any_": [jobs.job_tags(pid)[1] for pid in local]},
         "state": {"type": {"any_": ["PENDING"]}},
+        # A deployment's run is its worker's, Pending while the worker starts
+        # it, whatever runs the same process locally here.
+        "deployment_id": {"is_null_": True},
         "expected_start_time": {
             "before_": (datetime.now(UTC) - timedelta(seconds=_SETTLE_SECONDS)).isoformat()
         },

@@ -122,4 +122,9 @@ def in_background(submit: Callable[..., Any], *steps: Callable[[], None]) -> Non
             except Exception:  # noqa: BLE001 - the UI's extras never fail a job
                 logger.exception("Prefect UI step failed")
 
-    submit(run)
+    try:
+        submit(run)
+    except RuntimeError:
+        # The engine is stopping (its background pool is shut down): the run's
+        # name and summary are extras, never worth failing the job over.
+        logger.info("Prefect UI steps skipped: the server is stopping")

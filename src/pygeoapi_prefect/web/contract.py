@@ -44,6 +44,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import (
     InvalidParameter,
+    JobNotFound,
     NotAuthenticated,
     PrefectManagerError,
     RequestTooLarge,
@@ -499,7 +500,12 @@ class Contract:
         if answer is None or answer[1] in (HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND):
             # pygeoapi answers a failed job with a generic 400 "job failed":
             # OGC /req/core/job-results-failed wants the job's own failure.
-            unfinished = self._unfinished(api_request, job_id)
+            try:
+                unfinished = self._unfinished(api_request, job_id)
+            except JobNotFound:
+                if answer is None:
+                    raise
+                return self._answer(answer, parts)  # pygeoapi's 404, in the format asked for
             if unfinished is not None:
                 return self._answer(unfinished, parts)
             if missing is not None:
