@@ -437,15 +437,20 @@ class _Slot:
         pool.template.wait_ready()
         if not pool.taking:
             return  # stopping while the template started: left Pending for others
+        # Forked before the job is Running, so that the request reaches its
+        # process right after: a server killed in between leaves a Running
+        # job that nothing runs (only the heartbeat automation would end it).
+        pid, conn = pool.template.fork()
+        self.pid, self.conn = pid, conn
         if not hooks.started(request):
+            conn.send(None)  # the process ends without running anything
+            self.kill()
             return
         self.started_job = True
         self.watch.start()
         if self._kill_requested(request):
             self._killed(request)
             return
-        pid, conn = pool.template.fork()
-        self.pid, self.conn = pid, conn
         conn.send(request)
         while True:
             if self._kill_requested(request):
