@@ -184,3 +184,26 @@ def test_dismiss_kills_the_job_and_what_it_started_and_the_pool_shrinks(tmp_path
         assert runner.template.process.is_alive()
     finally:
         runner.shutdown()
+
+
+def test_jobs_forked_from_the_template_write_to_s3(s3):
+    # s3fs refuses use in a process forked after it was opened ("not
+    # fork-safe"): the template opened the store, each job reopens it.
+    calls = Calls()
+    store = ResultStore(f"s3://{s3.bucket}/forked", s3.storage_options)
+    runner = LocalRunner(store, calls.hooks(), max_workers=2)
+    jobs = [f"00000000-0000-4000-8000-0000000000{n}" for n in (41, 42)]
+    try:
+        for job_id in jobs:
+            runner.submit(JobRequest(job_id, "hello-world", HELLO, {"name": "fork"}))
+        for _ in range(600):
+            if len(calls.finished) == len(jobs):
+                break
+            threading.Event().wait(0.05)
+    finally:
+        runner.shutdown(grace=0)
+    assert sorted((j, o.message) for j, o in calls.finished) == [(j, "") for j in jobs]
+    assert all(o.ok for _, o in calls.finished)
+    for job_id in jobs:
+        _, output = store.read(job_id)
+        assert output == {"id": "echo", "value": "Hello fork!"}
