@@ -9,8 +9,18 @@ from faults import FAST_HEARTBEAT, kill, until, with_environment
 from servers import start_server
 from tcp_proxy import TcpProxy
 
+from pygeoapi_prefect.jobs.runs import job_tags
+from pygeoapi_prefect.prefect.api import PrefectAPI
+
 PROCESSES = {"sleep": "pygeoapi_test_processes.SleepProcessor"}
 API_TIMEOUT = 3
+#: How long the sync job of the outage test runs.
+SECONDS = 5
+
+
+def _running_sleeps(api: PrefectAPI) -> set[str]:
+    flow_runs = {"tags": {"all_": job_tags("sleep")}, "state": {"type": {"any_": ["RUNNING"]}}}
+    return {r["id"] for r in api.filter_flow_runs(flow_runs, sort="ID_DESC", limit=200, offset=0)}
 
 
 def test_sync_job_answers_within_its_bound_when_prefect_goes_away(prefect_server, tmp_path):
