@@ -17,19 +17,27 @@ FINISHED = ("successful", "failed", "dismissed")
 
 
 def workers(pid: int) -> list[int]:
-    """The local runner's worker processes of the pygeoapi process ``pid``.
+    """The local pool's job processes under the pygeoapi process ``pid``.
 
-    They are grandchildren of ``pygeoapi-prefect serve`` (gunicorn's master),
-    children of its gunicorn workers.
+    Each server process (a gunicorn worker of ``pygeoapi-prefect serve``)
+    spawns one template process (``spawn_main`` in its command line), which
+    forks a process per running job (the same command line): a job process
+    is a ``spawn_main`` process whose parent is one too.
     """
-    found = []
-    for child in [grandchild for worker in children(pid) for grandchild in children(worker)]:
+
+    def spawned(process: int) -> bool:
         try:
-            command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            return b"spawn_main" in (Path("/proc") / str(process) / "cmdline").read_bytes()
         except OSError:
-            continue
-        if b"spawn_main" in command:
-            found.append(child)
+            return False
+
+    found, todo = [], [(pid, False)]
+    while todo:
+        current, parent_spawned = todo.pop()
+        here = spawned(current)
+        if here and parent_spawned:
+            found.append(current)
+        todo.extend((child, here) for child in children(current))
     return found
 
 

@@ -176,6 +176,50 @@ class RunLogProcessor(BaseProcessor):
         return "application/json", {"id": "result", "value": self.job_id}
 
 
+class GatherProcessor(BaseProcessor):
+    """Notes ``start <pid>`` in ``log``, waits for ``count`` starts there, notes ``end <pid>``.
+
+    Waits at most ``seconds``; with ``child``, first starts a ``sleep`` process
+    of its own and notes ``child <pid>``. Shows which jobs ran at the same time.
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(
+            processor_def,
+            _metadata(
+                "gather",
+                inputs={
+                    "log": {"schema": {"type": "string"}},
+                    "count": {"schema": {"type": "integer"}, "minOccurs": 0},
+                    "seconds": {"schema": {"type": "number", "minimum": 0}, "minOccurs": 0},
+                    "child": {"schema": {"type": "boolean"}, "minOccurs": 0},
+                },
+            ),
+        )
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import os
+        import subprocess
+
+        log = Path(data["log"])
+
+        def note(line: str) -> None:
+            with log.open("a", encoding="utf-8") as handle:
+                handle.write(f"{line}\n")
+
+        if data.get("child"):
+            note(f"child {subprocess.Popen(['sleep', '600']).pid}")
+        note(f"start {os.getpid()}")
+        deadline = time.monotonic() + float(data.get("seconds", 60))
+        count = int(data.get("count", 1))
+        while time.monotonic() < deadline:
+            if log.read_text().count("start ") >= count:
+                break
+            time.sleep(0.02)
+        note(f"end {os.getpid()}")
+        return "application/json", {"id": "result", "value": os.getpid()}
+
+
 class BadChattyInput(ProcessorExecuteError):
     """A process's own 400: the input cannot be used."""
 

@@ -44,7 +44,7 @@ def test_config_reference_lists_every_key_with_its_default_and_description():
     for key, field in all_fields(ManagerConfig, YAML_PREFIX):
         section = reference.split(f"\n### `{key}`\n", 1)[1].split("\n#", 1)[0]
         assert " ".join(field.description.split()) in section
-    assert "### `server.manager.local.max_workers`\n\n*integer · default: `2` · ≥ 1, ≤ 256*" in (
+    assert "### `server.manager.local.max_workers`\n\n*integer · default: `32` · ≥ 1, ≤ 256*" in (
         reference
     )
     assert "### `server.manager.name`\n\n*string · default: required*" in reference

@@ -78,9 +78,10 @@ def test_managers_of_one_config_share_one_engine_and_pool(prefect_server, tmp_pa
             )
         assert len({id(m.engine) for m in managers}) == 1
         pool = set(multiprocessing.active_children()) - before
-        assert len(pool) == 2  # local.max_workers, not two per manager
+        assert len(pool) == 1  # one template process forks the jobs, not one per manager
         threads = _ours()
-        assert len(threads) <= 12, threads  # two pool threads, timers, engine, a few helpers
+        # At most max_workers pool threads and the cancel check, timers, engine, a few helpers.
+        assert len(threads) <= 13, threads
     finally:
         managers[0].close()
     assert not set(multiprocessing.active_children()) - before

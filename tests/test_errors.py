@@ -114,6 +114,11 @@ def test_no_prefect_api_configured_is_503_naming_the_keys(monkeypatch):
     [
         ({"local": {"max_workers": 0}}, "server.manager.local.max_workers"),
         ({"local": {"max_wrokers": 2}}, "server.manager.local.max_wrokers"),
+        (
+            {"local": {"process_limits": {"buffer": 0}}},
+            "server.manager.local.process_limits.buffer",
+        ),
+        ({"local": {"process_limits": [2]}}, "server.manager.local.process_limits"),
         ({"connection": "ftp://x"}, "server.manager.connection"),
         ({"results": "not-a-mapping"}, "server.manager.results"),
         ({"api_timeout": "soon"}, "server.manager.api_timeout"),

@@ -125,7 +125,8 @@ def test_killed_local_worker_fails_the_job(pygeoapi_factory, pygeoapi, prefect_a
     )
     (job_id,) = _submit(server, 1, 60)
     server.wait_for(job_id, "running")
-    (worker,) = workers(server.process.pid)
+    # Running is recorded just before the job's process is forked.
+    (worker,) = until(lambda: workers(server.process.pid), 30, "the job's process")
     kill(worker)
     document = server.wait_for(job_id, "failed", timeout=30)
     assert "worker process running the job died" in document["message"]

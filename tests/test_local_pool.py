@@ -1,8 +1,11 @@
-"""The local pool on its own (real worker processes): what a stop does to a job."""
+"""The local pool on its own (real processes): stops, concurrency, limits, dismiss."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from pathlib import Path
 
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
 from pygeoapi_prefect.execution.local import JobHooks, LocalRunner
@@ -36,21 +39,21 @@ class Calls:
 
 
 def test_a_job_whose_process_was_still_starting_is_left_for_others(tmp_path):
-    # The pool stops while its worker process still imports pygeoapi: the job
+    # The pool stops while its template process still imports pygeoapi: the job
     # was taken off the queue but never claimed, so nothing is recorded for it
     # (it stays Pending in Prefect, and another process takes it over).
     calls = Calls()
     runner = LocalRunner(ResultStore(tmp_path.as_uri()), calls.hooks(), max_workers=1)
     runner.submit(JobRequest("00000000-0000-4000-8000-000000000001", "hello-world", HELLO, {}))
     runner.shutdown(grace=0)
-    runner.workers[0].thread.join(10)
+    runner.join(10)
     assert calls.started == [] and calls.finished == []
 
 
 def test_a_running_job_finishes_within_the_grace(tmp_path):
     calls = Calls()
     runner = LocalRunner(ResultStore(tmp_path.as_uri()), calls.hooks(), max_workers=1)
-    runner.workers[0].wait_ready()
+    runner.wait_ready()
     job_id = "00000000-0000-4000-8000-000000000002"
     runner.submit(JobRequest(job_id, "hello-world", HELLO, {"name": "grace"}))
     for _ in range(200):
@@ -79,3 +82,128 @@ def test_a_job_is_queued_once_however_often_it_is_submitted(tmp_path):
         assert calls.started == [request.job_id]
     finally:
         runner.shutdown()
+
+
+GATHER = {"type": "process", "processor": {"name": "pygeoapi_test_processes.GatherProcessor"}}
+
+
+def _until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _job(index: int, process_id: str, conf: dict, **inputs: object) -> JobRequest:
+    return JobRequest(f"00000000-0000-4000-8000-{index:012d}", process_id, conf, inputs)
+
+
+def test_jobs_run_at_once_each_in_a_process_forked_from_the_template(tmp_path):
+    # Eight jobs that each wait until all eight have started: they can only
+    # all end with every start before the first end if they ran together.
+    calls = Calls()
+    log = tmp_path / "log"
+    runner = LocalRunner(
+        ResultStore(tmp_path.as_uri()),
+        calls.hooks(),
+        max_workers=8,
+        process_confs={"gather": GATHER},
+    )
+    try:
+        for index in range(8):
+            runner.submit(_job(index, "gather", GATHER, log=str(log), count=8, seconds=120))
+        _until(lambda: len(calls.finished) == 8, "eight jobs", 180)
+        lines = log.read_text().splitlines()
+        first_end = next(i for i, line in enumerate(lines) if line.startswith("end"))
+        assert sum(line.startswith("start") for line in lines[:first_end]) == 8
+        assert all(outcome.ok for _, outcome in calls.finished)
+        pids = {int(line.split()[1]) for line in lines if line.startswith("start")}
+        assert len(pids) == 8  # a process of its own per job
+        template = runner.template.process.pid
+        assert os.getpid() not in pids and template not in pids
+    finally:
+        runner.shutdown()
+
+
+def test_a_process_limit_runs_its_jobs_one_after_the_other(tmp_path):
+    calls = Calls()
+    log = tmp_path / "log"
+    runner = LocalRunner(
+        ResultStore(tmp_path.as_uri()),
+        calls.hooks(),
+        max_workers=8,
+        process_limits={"gather": 1},
+    )
+    try:
+        for index in range(3):
+            # count=99 is never reached: each job waits its 0.3 s, then ends.
+            runner.submit(_job(index, "gather", GATHER, log=str(log), count=99, seconds=0.3))
+        runner.submit(_job(9, "hello-world", HELLO, name="not held back"))
+        _until(lambda: len(calls.finished) == 4, "four jobs", 180)
+        kinds = [line.split()[0] for line in log.read_text().splitlines()]
+        assert kinds == ["start", "end"] * 3
+        assert all(outcome.ok for _, outcome in calls.finished)
+    finally:
+        runner.shutdown()
+
+
+def test_dismiss_kills_the_job_and_what_it_started_and_the_pool_shrinks(tmp_path):
+    calls = Calls()
+    killed: list[str] = []
+    hooks = calls.hooks()
+    hooks = JobHooks(
+        started=hooks.started,
+        finished=hooks.finished,
+        cancelled_elsewhere=hooks.cancelled_elsewhere,
+        killed=lambda request: killed.append(request.job_id),
+    )
+    log = tmp_path / "log"
+    runner = LocalRunner(ResultStore(tmp_path.as_uri()), hooks, max_workers=4, idle_seconds=0.5)
+    try:
+        request = _job(1, "gather", GATHER, log=str(log), count=99, seconds=600, child=True)
+        runner.submit(request)
+        _until(lambda: log.exists() and "start" in log.read_text(), "the job to start")
+        notes = dict(line.split() for line in log.read_text().splitlines())
+        job_pid, child_pid = int(notes["start"]), int(notes["child"])
+        assert _alive(job_pid) and _alive(child_pid)
+        assert runner.dismiss(request.job_id)
+        # dismiss returns once the job's process group is gone.
+        assert not _alive(job_pid) and not _alive(child_pid)
+        _until(lambda: killed == [request.job_id], "the killed hook")
+        assert calls.finished == []
+        assert not runner.holds(request.job_id)
+        # Idle: the driving threads end; the template stays, with no children.
+        _until(lambda: runner.slots == [], "the pool to shrink")
+        assert runner.template.process.is_alive()
+    finally:
+        runner.shutdown()
+
+
+def test_jobs_forked_from_the_template_write_to_s3(s3):
+    # s3fs refuses use in a process forked after it was opened ("not
+    # fork-safe"): the template opened the store, each job reopens it.
+    calls = Calls()
+    store = ResultStore(f"s3://{s3.bucket}/forked", s3.storage_options)
+    runner = LocalRunner(store, calls.hooks(), max_workers=2)
+    jobs = [f"00000000-0000-4000-8000-0000000000{n}" for n in (41, 42)]
+    try:
+        for job_id in jobs:
+            runner.submit(JobRequest(job_id, "hello-world", HELLO, {"name": "fork"}))
+        for _ in range(600):
+            if len(calls.finished) == len(jobs):
+                break
+            threading.Event().wait(0.05)
+    finally:
+        runner.shutdown(grace=0)
+    assert sorted((j, o.message) for j, o in calls.finished) == [(j, "") for j in jobs]
+    assert all(o.ok for _, o in calls.finished)
+    for job_id in jobs:
+        _, output = store.read(job_id)
+        assert output == {"id": "echo", "value": "Hello fork!"}

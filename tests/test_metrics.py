@@ -231,7 +231,7 @@ def test_single_process_app_counts_jobs_and_callbacks(pygeoapi_factory: Any) -> 
     assert total(samples, PREFIX + "job_queue_wait_seconds_count") == 3
     # inProgressUri and successUri of the async job.
     assert total(samples, PREFIX + "callbacks_total", outcome="delivered") == 2
-    assert total(samples, PREFIX + "pool_workers") == 2  # local.max_workers by default
+    assert total(samples, PREFIX + "pool_workers") == 32  # local.max_workers by default
     assert_bounded(samples)
 
 

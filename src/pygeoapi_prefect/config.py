@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -121,10 +121,34 @@ class LocalExecutionConfig(_Strict):
     """How jobs run next to pygeoapi (``server.manager.local``)."""
 
     max_workers: int = Field(
-        default=2,
+        default=32,
         ge=1,
         le=256,
-        description="Worker processes that run async jobs; each can be killed on dismiss.",
+        description=(
+            "Async jobs that run at once in this server process (more wait, in order). Each "
+            "runs in a process of its own, forked from a template process that imported "
+            "pygeoapi and the processors once (copy-on-write: a few MiB per job), and killed "
+            "on dismiss; the pool grows with the work and shrinks when idle. Under gunicorn "
+            "the limit is per worker. Cap CPU-heavy processes with `process_limits`."
+        ),
+    )
+    process_limits: dict[str, Annotated[int, Field(ge=1, le=256)]] = Field(
+        default_factory=dict,
+        description=(
+            "At most this many jobs of a process run at once in this server process, by "
+            "process id (e.g. `{buffer: 2}` for a CPU-heavy process on 2 cores); its further "
+            "jobs wait while other processes' jobs run. Processes not named share "
+            "`max_workers` only."
+        ),
+    )
+    idle_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds a thread of the local pool waits for a job before it ends (the pool "
+            "shrinks when idle; a job's own process ends with the job)."
+        ),
     )
     sync_visible_after: float = Field(
         default=0.25,

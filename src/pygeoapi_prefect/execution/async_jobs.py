@@ -124,6 +124,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         finished=lambda request, outcome: _finished(engine, request, outcome),
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
         killed=lambda request: _killed(engine, request),
+        cancelled_among=lambda requests: _cancelled_among(engine, requests),
     )
 
 
@@ -231,6 +232,23 @@ def _killed(engine: Engine, request: JobRequest) -> None:
 def _cancelled_elsewhere(engine: Engine, request: JobRequest) -> bool:
     run = engine.api.read_flow_run(request.job_id)
     return run is None or run.get("state_type") in ("CANCELLING", "CANCELLED")
+
+
+def _cancelled_among(engine: Engine, requests: list[JobRequest]) -> set[str]:
+    # One read for every running job of the pool: those cancelled, or gone.
+    ids = [request.job_id for request in requests]
+    found: dict[str, str | None] = {}
+    for start in range(0, len(ids), 200):  # Prefect's largest page
+        chunk = ids[start : start + 200]
+        runs = engine.api.filter_flow_runs(
+            {"id": {"any_": chunk}}, sort="ID_DESC", limit=len(chunk), offset=0
+        )
+        found.update({str(run["id"]): run.get("state_type") for run in runs})
+    return {
+        job_id
+        for job_id in ids
+        if job_id not in found or found[job_id] in ("CANCELLING", "CANCELLED")
+    }
 
 
 def finish_cancelled(engine: Engine, job_id: str, result_key: str | None = None) -> None:

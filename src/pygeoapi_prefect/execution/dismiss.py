@@ -41,13 +41,19 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
     run = read_job_run(engine.api, processes, job_id)
     flow_run_id = run["id"]
     if jobs.job_from_flow_run(run)["status"] in (JobStatus.accepted.value, JobStatus.running.value):
-        # Cancelling: Prefect refuses Running and Completed from now on, whichever
-        # process or worker holds the job; the holder kills it and ends it Cancelled.
-        engine.api.set_state(flow_run_id, state("CANCELLING", _MESSAGE), force=True)
         runner = engine.runner_if_started
-        if runner is not None and runner.dismiss(flow_run_id):
-            # It was this process's, and nothing of it runs any more.
+        if runner is not None and runner.holds(flow_run_id) and runner.dismiss(flow_run_id):
+            # This process's: its process group is killed (or it is off the
+            # queue), so it ends Cancelled at once. Another process that
+            # queued it too is refused Running by Prefect from now on.
             engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
+        else:
+            # Cancelling: Prefect refuses Running and Completed from now on, whichever
+            # process or worker holds the job; the holder kills it and ends it Cancelled.
+            engine.api.set_state(flow_run_id, state("CANCELLING", _MESSAGE), force=True)
+            if runner is not None and runner.dismiss(flow_run_id):
+                # It came to this process meanwhile, and nothing of it runs any more.
+                engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
     engine.store.delete(ResultStore.key(flow_run_id, owner_of(run.get("tags") or [])))
     # From the run read before: once its tag goes below, it is no job any more.
     job_event(engine, "dismissed", flow_run_id, run=run, message=_MESSAGE)

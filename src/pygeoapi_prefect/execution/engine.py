@@ -109,6 +109,15 @@ class Engine:
             merged.setdefault(process_id, resource)
         return merged
 
+    def _local_processes(self) -> dict[str, dict[str, Any]]:
+        # The configured processes that run here (not on a deployment): the
+        # local pool's template loads their processors once, for every job.
+        return {
+            process_id: resource
+            for process_id, resource in self._configured.items()
+            if not (resource.get("processor") or {}).get("deployment")
+        }
+
     def use_pubsub(self, settings: dict[str, Any] | None) -> Engine:
         """Publish job events on pygeoapi's ``pubsub`` broker (the first settings win)."""
         if self.events is not None or not settings:
@@ -180,13 +189,17 @@ class Engine:
             api, store = self.api, self.store  # built outside the lock they take too
             with self._lock:
                 if self._runner is None:
+                    local = self.config.local
                     self._runner = LocalRunner(
                         store,
                         local_hooks(self),
-                        max_workers=self.config.local.max_workers,
-                        cancel_check_seconds=self.config.local.cancel_check_seconds,
+                        max_workers=local.max_workers,
+                        cancel_check_seconds=local.cancel_check_seconds,
                         api_url=api.api_url,
                         heartbeat_seconds=self.config.heartbeat.interval,
+                        process_limits=local.process_limits,
+                        process_confs=self._local_processes(),
+                        idle_seconds=local.idle_seconds,
                     )
             self.start()
         return self._runner

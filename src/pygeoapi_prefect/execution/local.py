@@ -1,25 +1,37 @@
-"""A pool of worker processes for async jobs, each of which can be killed.
+"""The local pool: each async job in a process of its own, forked from a template.
 
-A Python thread cannot be stopped, so async jobs run in separate processes
-(started with ``spawn``: forking a threaded web server is unsafe). Each
-worker process is driven by one thread of the pool, which hands it a job,
-waits for the answer, and kills it when the job is dismissed; a fresh
-process then takes its place. The pool knows nothing about Prefect: the
-manager gives it the hooks that record each step.
+A Python thread cannot be stopped, so async jobs run in separate processes.
+Starting a Python process per job costs seconds of imports and ~100 MiB;
+forking the threaded web server is unsafe. So the pool starts one
+*template* process (with ``spawn``), which imports pygeoapi and the
+config's processors once and then only forks: each job runs in a fresh
+child of the template, sharing the template's memory copy-on-write (a few
+MiB of its own), and is killed with its process group on dismiss. The pool
+grows with the work (one driving thread per running job, up to
+``max_workers``, and per process up to its limit) and shrinks when idle
+(a job's process ends with its job; a driving thread after ``idle_seconds``
+without work). The pool knows nothing about Prefect: the manager gives it
+the hooks that record each step.
+
+Where a job starts and ends in the pool: :meth:`_Slot._run` (the
+``started`` and ``finished`` hooks), :func:`_job_main` in the job's process.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import multiprocessing
 import os
-import queue
 import signal
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,17 +46,21 @@ from pygeoapi_prefect.execution.execute import (
 from pygeoapi_prefect.execution.heartbeat import beating
 from pygeoapi_prefect.execution.joblogs import job_logging
 from pygeoapi_prefect.jobs.results import ResultStore
+from pygeoapi_prefect.prefect.api import ClientOptions, client_options, preset
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobHooks", "LocalRunner"]
+__all__ = ["INTERRUPTED", "JobHooks", "LocalRunner"]
 
 _CTX = multiprocessing.get_context("spawn")
 _POLL_SECONDS = 0.05
 _READY = "ready"
-#: How long a new worker process may take to import what it needs.
+_FORK = "fork"
+#: How long the template process may take to import what it needs.
 _START_SECONDS = 120.0
+#: How long a killed job's process may take to disappear.
+_GONE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,8 @@ class JobHooks:
         finished: called with the outcome once the job has run.
         cancelled_elsewhere: polled while the job runs; True kills it.
         killed: called after a job's process was killed on dismissal.
+        cancelled_among: optional, the same check for all running jobs at once
+            (one Prefect read for the whole pool): the ids of those to kill.
 
     """
 
@@ -64,6 +82,7 @@ class JobHooks:
     finished: Callable[[JobRequest, Outcome], None]
     cancelled_elsewhere: Callable[[JobRequest], bool]
     killed: Callable[[JobRequest], None]
+    cancelled_among: Callable[[list[JobRequest]], set[str]] | None = None
 
 
 #: The final message of a job whose pygeoapi instance stopped while it ran.
@@ -71,7 +90,7 @@ INTERRUPTED = "Interrupted: the pygeoapi instance running the job was stopped; s
 
 
 def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) -> None:
-    """Record a job's end from its worker process, whose pygeoapi is gone.
+    """Record a job's end from its own process, whose pygeoapi is gone.
 
     The pool thread that would have done it died with its server (SIGKILL):
     the job's output is in the store, and only its state is left to set
@@ -96,170 +115,303 @@ def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) ->
         logger.error("could not record the end of job %s: %s", request.job_id, exc)
 
 
-def _worker_main(
+@dataclass
+class _Preloaded:
+    store: ResultStore
+    api_url: str | None
+    heartbeat_seconds: float | None
+    processors: dict[str, Any]
+
+
+def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
+    # In a child of the template: run one job, send its outcome, end.
+    try:
+        request: JobRequest | None = conn.recv()
+    except EOFError:
+        return
+    if request is None:
+        return
+    api_url = preloaded.api_url
+    try:
+        processor = preloaded.processors.get(request.process_id)
+        if processor is None:
+            processor = load_processor(request.process_conf)
+        processor.set_job_id(request.job_id)
+        reporter = (
+            labels_reporter(api_url, request.job_id, events=request.events) if api_url else None
+        )
+        with (
+            beating(api_url, request.job_id, preloaded.heartbeat_seconds),
+            reporting_to(reporter),
+            job_logging(api_url, request.job_id, request.logs),
+        ):
+            outcome = run_job(
+                processor,
+                request.inputs,
+                request.requested_outputs,
+                job_label=f"job {request.job_id} of process {request.process_id}",
+                store=preloaded.store,
+                job_id=functools.partial(str, request.result_key),
+                references=request.references,
+                process_conf=request.process_conf,
+            )
+        if outcome.ok:
+            store_outcome(
+                preloaded.store,
+                request.result_key,
+                outcome,
+                request.response,
+                request.requested_outputs,
+            )
+        # The output is in the store; only the summary crosses the pipe.
+        outcome.outputs = None
+    except Exception as exc:  # noqa: BLE001 - reported to the pool, never lost
+        logger.exception("failed to run job %s", request.job_id)
+        outcome = Outcome(ok=False, message=f"{exc.__class__.__name__}: {exc}")
+    try:
+        conn.send(outcome)
+    except OSError:
+        # Our pygeoapi was killed while the job ran: finish it ourselves.
+        _record_alone(api_url, request, outcome)
+
+
+def _template_main(
     conn: Connection,
     store_url: str,
     storage_options: dict[str, Any],
     api_url: str | None,
     heartbeat_seconds: float | None = None,
+    process_confs: Mapping[str, dict[str, Any]] | None = None,
+    client: ClientOptions | None = None,
 ) -> None:
-    # Our own process group, so that a dismiss kills whatever the process
-    # started too; Ctrl-C is for the server, which stops us itself.
-    os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The template: import once, then fork a child per job, on request.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server, which stops us
     # The parent starts us as a daemon (so it never waits for us at exit),
     # but a processor may start processes of its own, which multiprocessing
-    # refuses to a daemon: inside this process, we are not one.
+    # refuses to a daemon: inside this process and its children, we are not one.
     multiprocessing.current_process().daemon = False
     import pygeoapi.plugin  # noqa: F401 - the slow import, done before we say ready
 
+    if client is not None:
+        # The jobs' heartbeats and progress reports never import Prefect for its settings.
+        preset(client)
+
     store = ResultStore(store_url, storage_options)
+    store.fs  # noqa: B018 - the filesystem's imports, once
     processors: dict[str, Any] = {}
+    preloaded = _Preloaded(store, api_url, heartbeat_seconds, processors)
+    # Children end on their own and are reaped by the kernel; the pool
+    # watches them through their pipes and by pid.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # What was imported stays untouched by the garbage collector, so the
+    # children's copy-on-write pages stay shared.
+    gc.collect()
+    gc.freeze()
     conn.send(_READY)
+    # The processors are loaded while no job waits for a fork: the first
+    # jobs need not wait for all of them (a job forked before its processor
+    # was loaded here loads it itself).
+    to_load = list((process_confs or {}).items())
     while True:
+        while to_load and not conn.poll(0):
+            process_id, conf = to_load.pop(0)
+            try:
+                processors[process_id] = load_processor(conf)
+            except Exception:  # noqa: BLE001 - loaded again (and failing visibly) in its job
+                logger.debug("could not preload the processor of %s", process_id, exc_info=True)
+            gc.freeze()
         try:
-            request: JobRequest | None = conn.recv()
+            message = conn.recv()
         except EOFError:
             return
-        if request is None:
+        if message != _FORK:
             return
+        fd = reduction.recv_handle(conn)
         try:
-            processor = processors.get(request.process_id)
-            if processor is None:
-                processor = processors[request.process_id] = load_processor(request.process_conf)
-            processor.set_job_id(request.job_id)
-            reporter = (
-                labels_reporter(api_url, request.job_id, events=request.events) if api_url else None
-            )
-            with (
-                beating(api_url, request.job_id, heartbeat_seconds),
-                reporting_to(reporter),
-                job_logging(api_url, request.job_id, request.logs),
-            ):
-                outcome = run_job(
-                    processor,
-                    request.inputs,
-                    request.requested_outputs,
-                    job_label=f"job {request.job_id} of process {request.process_id}",
-                    store=store,
-                    job_id=functools.partial(str, request.result_key),
-                    references=request.references,
-                    process_conf=request.process_conf,
-                )
-            if outcome.ok:
-                store_outcome(
-                    store, request.result_key, outcome, request.response, request.requested_outputs
-                )
-            # The output is in the store; only the summary crosses the pipe.
-            outcome.outputs = None
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, never lost
-            logger.exception("worker failed to run job %s", request.job_id)
-            outcome = Outcome(ok=False, message=f"{exc.__class__.__name__}: {exc}")
+            pid = os.fork()
+        except OSError as exc:
+            os.close(fd)
+            conn.send(f"could not fork a job process: {exc}")
+            continue
+        if pid == 0:
+            code = 0
+            try:
+                conn.close()
+                # Our own process group, so that a dismiss kills whatever the job started too.
+                os.setsid()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _job_main(Connection(fd), preloaded)
+            except BaseException:  # noqa: BLE001 - the pool sees the pipe close
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(fd)
+        conn.send(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         try:
-            conn.send(outcome)
-        except OSError:
-            # Our pygeoapi was killed while the job ran: finish it ourselves.
-            _record_alone(api_url, request, outcome)
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             return
+    deadline = time.monotonic() + _GONE_SECONDS
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
-class _Worker:
-    """One worker process and the thread that drives it."""
+class _Template:
+    """The template process and the pipe the pool asks it to fork on."""
 
-    def __init__(self, pool: LocalRunner, index: int) -> None:
+    def __init__(self, pool: LocalRunner) -> None:
         self.pool = pool
-        self.index = index
+        self.lock = threading.Lock()
         self.process: Any = None
         self.conn: Connection | None = None
         self.ready = False
-        self.current: JobRequest | None = None
-        #: Whether ``current`` was claimed and started here (not only taken off the queue).
-        self.started_job = False
-        #: The id of the job to kill; checked against the job that runs, so a
-        #: late dismiss can never hit the next job.
-        self.kill_for: str | None = None
-        self.idle = threading.Event()
-        self.idle.set()
-        #: The metrics of the job in hand.
-        self.watch = metrics.watch("")
-        self.thread = threading.Thread(
-            target=self._loop, name=f"pygeoapi-prefect-worker-{index}", daemon=True
-        )
+        self.start()
 
-    def spawn(self) -> None:
+    def start(self) -> None:
         parent, child = _CTX.Pipe()
         process = _CTX.Process(
-            target=_worker_main,
+            target=_template_main,
             args=(
                 child,
                 self.pool.store.url,
                 self.pool.store.storage_options,
                 self.pool.api_url,
                 self.pool.heartbeat_seconds,
+                self.pool.process_confs,
+                client_options() if self.pool.api_url else None,
             ),
-            name=f"pygeoapi-prefect-worker-{self.index}",
+            name="pygeoapi-prefect-template",
             daemon=True,
         )
         process.start()
         child.close()
-        self.process, self.conn = process, parent
-        self.ready = False
+        self.process, self.conn, self.ready = process, parent, False
 
     def wait_ready(self) -> None:
-        """Wait for the worker process to have started (so a job's run time is its own)."""
+        """Wait for the template to have imported everything (so a job's run time is its own)."""
+        with self.lock:
+            self._wait_ready()
+
+    def _wait_ready(self) -> None:
         if self.ready:
             return
         assert self.conn is not None
         if not self.conn.poll(_START_SECONDS) or self.conn.recv() != _READY:
-            raise RuntimeError(f"the worker process did not start within {_START_SECONDS:.0f} s")
+            raise RuntimeError(f"the template process did not start within {_START_SECONDS:.0f} s")
         self.ready = True
 
+    def fork(self) -> tuple[int, Connection]:
+        """A new job process and the pool's end of its pipe."""
+        ours, theirs = socket.socketpair()
+        try:
+            with self.lock:
+                if self.process is None or not self.process.is_alive():
+                    if self.pool.stopping:
+                        raise RuntimeError("the pool is stopping")
+                    logger.warning("the template process had died: starting a new one")
+                    self.start()
+                self._wait_ready()
+                assert self.conn is not None
+                self.conn.send(_FORK)
+                reduction.send_handle(self.conn, theirs.fileno(), self.process.pid)
+                answer = self.conn.recv()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if not isinstance(answer, int):
+            ours.close()
+            raise RuntimeError(str(answer))
+        return answer, Connection(ours.detach())
+
+    def stop(self) -> None:
+        # A thread may hold the lock while the template still imports: then
+        # the template is killed without a word (that thread sees its pipe close).
+        locked = self.lock.acquire(timeout=0.5)
+        try:
+            process, conn = self.process, self.conn
+            if conn is not None and locked:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+            if process is not None:
+                process.join(2 if locked else 0)
+                if process.is_alive():
+                    process.kill()
+                    process.join(2)
+            if conn is not None:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+            self.process = self.conn = None
+        finally:
+            if locked:
+                self.lock.release()
+
+
+class _Slot:
+    """One driving thread: it takes a job, forks its process, and watches it."""
+
+    def __init__(self, pool: LocalRunner, index: int) -> None:
+        self.pool = pool
+        self.current: JobRequest | None = None
+        self.pid: int | None = None
+        self.conn: Connection | None = None
+        #: Whether ``current`` was claimed and started here (not only taken off the queue).
+        self.started_job = False
+        #: The id of the job to kill; checked against the job that runs, so a
+        #: late dismiss can never hit the next job.
+        self.kill_for: str | None = None
+        #: The metrics of the job in hand.
+        self.watch = metrics.watch("")
+        self.thread = threading.Thread(
+            target=self._loop, name=f"pygeoapi-prefect-job-{index}", daemon=True
+        )
+
     def kill(self) -> None:
-        if self.process is not None and self.process.is_alive():
+        pid, conn = self.pid, self.conn
+        if pid is not None:
+            _kill_group(pid)
+        if conn is not None:
             try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self.process.kill()
-            self.process.join(5)
-        if self.conn is not None:
-            try:
-                self.conn.close()
+                conn.close()
             except OSError:
                 pass  # already closed by a concurrent shutdown
-        self.process = self.conn = None
+        self.pid = self.conn = None
 
     def _kill_requested(self, request: JobRequest) -> bool:
         return self.kill_for == request.job_id
 
     def _loop(self) -> None:
+        pool = self.pool
         while True:
-            request = self.pool.queue.get()
+            request = pool.next_job(self)
             if request is None:
                 return
-            with self.pool.lock:
-                watch = self.pool.watches.pop(request.job_id, None)
-                self.watch = watch or metrics.watch(request.process_id)
-                if not self.pool.taking or request.job_id in self.pool.dismissed:
-                    # Stopping (the job stays Pending for another process to
-                    # take), or dismissed while queued.
-                    self.watch.dequeued()
-                    if request.job_id in self.pool.dismissed:
-                        metrics.job_finished(request.process_id, "dismissed")
-                    self.pool.dismissed.discard(request.job_id)
-                    self.pool.held.discard(request.job_id)
-                    continue
-                self.current = request
-            self.idle.clear()
-            metrics.pool_busy(1)
             try:
-                if self.process is None or not self.process.is_alive():
-                    self.spawn()
-                self.wait_ready()
                 self._run(request)
             except Exception as exc:  # noqa: BLE001 - one job must not stop the pool
-                if not self.started_job and not self.pool.taking:
-                    # Stopping while its process started: the job never ran
-                    # here, and stays Pending for another process to take.
+                if not self.started_job and not pool.taking:
+                    # Stopping before it started: the job never ran here,
+                    # and stays Pending for another process to take.
                     logger.info("job %s left for another process", request.job_id)
                 else:
                     logger.exception("local runner failed to handle job %s", request.job_id)
@@ -267,13 +419,9 @@ class _Worker:
             finally:
                 self.watch.end()
                 self.watch.dequeued()
-                with self.pool.lock:
-                    self.pool.held.discard(request.job_id)
-                    self.current = None
-                    self.kill_for = None
-                    self.started_job = False
-                metrics.pool_busy(-1)
-                self.idle.set()
+                if self.pid is not None and not pool.stopping:
+                    self.kill()
+                pool.job_done(self, request)
 
     def _report_failure(self, request: JobRequest, exc: Exception) -> None:
         try:
@@ -284,17 +432,26 @@ class _Worker:
             logger.exception("could not record the failure of job %s", request.job_id)
 
     def _run(self, request: JobRequest) -> None:
-        hooks = self.pool.hooks
-        if not self.pool.taking:
-            return  # stopping while its process started: left Pending for others
+        pool = self.pool
+        hooks = pool.hooks
+        pool.template.wait_ready()
+        if not pool.taking:
+            return  # stopping while the template started: left Pending for others
+        # Forked before the job is Running, so that the request reaches its
+        # process right after: a server killed in between leaves a Running
+        # job that nothing runs (only the heartbeat automation would end it).
+        pid, conn = pool.template.fork()
+        self.pid, self.conn = pid, conn
         if not hooks.started(request):
+            conn.send(None)  # the process ends without running anything
+            self.kill()
             return
         self.started_job = True
         self.watch.start()
-        conn = self.conn  # kill() may clear self.conn from another thread
-        assert conn is not None
+        if self._kill_requested(request):
+            self._killed(request)
+            return
         conn.send(request)
-        next_check = time.monotonic() + self.pool.cancel_check_seconds
         while True:
             if self._kill_requested(request):
                 self._killed(request)
@@ -304,24 +461,17 @@ class _Worker:
                     outcome: Outcome = conn.recv()
                     break
             except (EOFError, OSError):
-                if self.pool.stopping:
+                if pool.stopping:
                     return  # shutdown() records the job
+                if self._kill_requested(request):
+                    self._killed(request)
+                    return
                 outcome = Outcome(
                     ok=False,
                     message="The worker process running the job died (killed, or out of memory)",
                 )
                 self.kill()
                 break
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + self.pool.cancel_check_seconds
-                try:
-                    elsewhere = hooks.cancelled_elsewhere(request)
-                except Exception:  # noqa: BLE001 - a failed check is retried next time
-                    logger.warning("could not check job %s for cancellation", request.job_id)
-                    elsewhere = False
-                if elsewhere:
-                    self._killed(request)
-                    return
         if self._kill_requested(request):
             self._killed(request)
             return
@@ -329,27 +479,30 @@ class _Worker:
 
     def _killed(self, request: JobRequest) -> None:
         self.kill()
-        logger.info("killed the worker process of dismissed job %s", request.job_id)
+        logger.info("killed the process of dismissed job %s", request.job_id)
         self.pool.hooks.killed(request)
 
 
 class LocalRunner:
-    """Runs async jobs in ``max_workers`` killable worker processes.
+    """Runs async jobs, each in a process forked from a pre-imported template.
 
     Example::
 
-        runner = LocalRunner(store, hooks, max_workers=2)
+        runner = LocalRunner(store, hooks, max_workers=32, process_limits={"buffer": 2})
         runner.submit(JobRequest(job_id, "hello-world", conf, {"name": "x"}))
         runner.dismiss(job_id)   # kills it if it runs, drops it if queued
 
     Args:
-        store: where the workers write results.
+        store: where the jobs write results.
         hooks: the manager's bookkeeping callbacks.
         max_workers: how many jobs run at once.
-        cancel_check_seconds: how often a running job's cancellation elsewhere
-            is checked.
-        api_url: the Prefect API the workers report progress to.
+        cancel_check_seconds: how often the running jobs are checked for a
+            cancellation made elsewhere (one check for all of them).
+        api_url: the Prefect API the jobs report progress to.
         heartbeat_seconds: how often a running job sends a heartbeat (None: never).
+        process_limits: at most this many jobs of a process run at once.
+        process_confs: processes whose processors the template loads at start.
+        idle_seconds: how long a driving thread without work waits before it ends.
 
     """
 
@@ -358,109 +511,252 @@ class LocalRunner:
         store: ResultStore,
         hooks: JobHooks,
         *,
-        max_workers: int = 2,
+        max_workers: int = 32,
         cancel_check_seconds: float = 1.0,
         api_url: str | None = None,
         heartbeat_seconds: float | None = None,
+        process_limits: Mapping[str, int] | None = None,
+        process_confs: Mapping[str, dict[str, Any]] | None = None,
+        idle_seconds: float = 30.0,
     ) -> None:
-        store.fs  # noqa: B018 - resolve a block-defined store once, for the workers
+        store.fs  # noqa: B018 - resolve a block-defined store once, for the template
         self.store = store
         self.api_url = api_url
         self.heartbeat_seconds = heartbeat_seconds
+        self.max_workers = max_workers
+        self.process_limits = dict(process_limits or {})
+        self.process_confs = dict(process_confs or {})
+        self.idle_seconds = idle_seconds
         self.stopping = False
         #: False once the process stops: queued jobs are left for others.
         self.taking = True
         self.hooks = hooks
         self.cancel_check_seconds = cancel_check_seconds
-        self.queue: queue.Queue[JobRequest | None] = queue.Queue()
         self.lock = threading.Lock()
-        #: Queued jobs dismissed before a worker took them.
-        self.dismissed: set[str] = set()
+        self._work = threading.Condition(self.lock)
+        self._queue: deque[JobRequest] = deque()
         #: Jobs queued or running here, from submit() until their thread is done.
         self.held: set[str] = set()
+        #: Every driving thread, and those waiting for work.
+        self.slots: list[_Slot] = []
+        self._idle = 0
+        self._running: dict[str, int] = {}
+        self._count = 0
         #: The metrics of the queued jobs (time in the queue).
         self.watches: dict[str, metrics.JobWatch] = {}
-        self.workers = [_Worker(self, index) for index in range(max_workers)]
-        for worker in self.workers:
-            worker.spawn()
-            worker.thread.start()
+        self.template = _Template(self)
+        self._checker = threading.Thread(
+            target=self._check_cancellations, name="pygeoapi-prefect-cancel-check", daemon=True
+        )
+        self._checker.start()
+        # The pool's capacity: max_workers jobs at once (their processes come and go).
         metrics.pool_size(max_workers)
 
+    # -- the queue ---------------------------------------------------------
+
+    def _runnable(self, request: JobRequest) -> bool:
+        limit = self.process_limits.get(request.process_id)
+        return limit is None or self._running.get(request.process_id, 0) < limit
+
+    def _take(self) -> JobRequest | None:
+        # The first queued job whose process is under its limit (under the lock).
+        for request in self._queue:
+            if self._runnable(request):
+                self._queue.remove(request)
+                return request
+        return None
+
+    def _busy(self) -> int:
+        return sum(1 for slot in self.slots if slot.current is not None)
+
+    def next_job(self, slot: _Slot) -> JobRequest | None:
+        """The next job for ``slot``'s thread; None: the thread ends (idle, or stopping)."""
+        with self._work:
+            self._idle += 1
+            try:
+                deadline = time.monotonic() + self.idle_seconds
+                while True:
+                    if not self.taking:
+                        break
+                    request = self._take()
+                    if request is not None:
+                        slot.current = request
+                        queued = self.watches.pop(request.job_id, None)
+                        slot.watch = queued or metrics.watch(request.process_id)
+                        metrics.pool_busy(1)
+                        self._running[request.process_id] = (
+                            self._running.get(request.process_id, 0) + 1
+                        )
+                        return request
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._work.wait(left)
+                self.slots.remove(slot)
+                return None
+            finally:
+                self._idle -= 1
+
+    def job_done(self, slot: _Slot, request: JobRequest) -> None:
+        """``slot`` is through with ``request`` (run, skipped or failed)."""
+        with self._work:
+            self.held.discard(request.job_id)
+            self._running[request.process_id] -= 1
+            slot.current = None
+            slot.kill_for = None
+            slot.started_job = False
+            slot.pid = slot.conn = None
+            metrics.pool_busy(-1)
+            # A job held back by its process's limit may go now.
+            self._work.notify_all()
+
+    def _grow(self) -> None:
+        # Under the lock: a thread more if more jobs wait than threads do, and the cap allows.
+        if len(self._queue) > self._idle and len(self.slots) < self.max_workers and self.taking:
+            self._count += 1
+            slot = _Slot(self, self._count)
+            self.slots.append(slot)
+            slot.thread.start()
+
     def submit(self, request: JobRequest) -> bool:
-        """Queue a job; it starts as soon as a worker is free.
+        """Queue a job; it starts as soon as it may (``max_workers``, its process's limit).
 
         False (and nothing queued) if the job is queued or running here already.
         """
-        with self.lock:
+        with self._work:
             if request.job_id in self.held:
                 return False
             self.held.add(request.job_id)
             self.watches[request.job_id] = metrics.watch(request.process_id, queued=True)
-        self.queue.put(request)
+            self._queue.append(request)
+            self._grow()
+            self._work.notify()
         return True
 
-    def dismiss(self, job_id: str, *, timeout: float = 5.0) -> bool:
-        """Stop a job of this pool: kill it if running, skip it if queued.
+    # -- dismiss and cancellation -----------------------------------------
 
-        Returns once nothing of the job runs any more (or after ``timeout``);
-        True if the job was running or queued here.
+    def dismiss(self, job_id: str, *, timeout: float = 5.0) -> bool:
+        """Stop a job of this pool: kill it if running, drop it if queued.
+
+        Returns once nothing of the job runs any more (its process group is
+        killed from this thread, so at once; or after ``timeout``); True if
+        the job was running or queued here.
         """
-        with self.lock:
+        with self._work:
             target = next(
-                (w for w in self.workers if w.current is not None and w.current.job_id == job_id),
+                (s for s in self.slots if s.current is not None and s.current.job_id == job_id),
                 None,
             )
             if target is None:
-                with self.queue.mutex:
-                    queued = any(r is not None and r.job_id == job_id for r in self.queue.queue)
-                if queued:
-                    self.dismissed.add(job_id)
-                return queued
+                queued = next((r for r in self._queue if r.job_id == job_id), None)
+                if queued is not None:
+                    self._queue.remove(queued)
+                    self.held.discard(job_id)
+                    watch = self.watches.pop(job_id, None)
+                    if watch is not None:
+                        watch.dequeued()
+                    metrics.job_finished(queued.process_id, "dismissed")
+                return queued is not None
             target.kill_for = job_id
-            running = target.current
-        deadline = time.monotonic() + timeout
-        while target.current is running and time.monotonic() < deadline:
-            time.sleep(_POLL_SECONDS)
+            pid = target.pid
+        if pid is not None:
+            _kill_group(pid)  # the slot's thread sees its pipe close and records nothing
+        else:
+            # Not forked yet (being claimed): its thread kills it before it runs.
+            deadline = time.monotonic() + timeout
+            while target.current is not None and target.current.job_id == job_id:
+                if time.monotonic() > deadline:
+                    break
+                if target.pid is not None:
+                    _kill_group(target.pid)
+                    break
+                time.sleep(0.005)
         return True
+
+    def _check_cancellations(self) -> None:
+        # One thread checks every running job for a cancellation made elsewhere.
+        while not self.stopping:
+            time.sleep(self.cancel_check_seconds)
+            with self.lock:
+                running = [s.current for s in self.slots if s.current is not None and s.pid]
+            if not running or self.stopping:
+                continue
+            try:
+                if self.hooks.cancelled_among is not None:
+                    cancelled = self.hooks.cancelled_among(running)
+                else:
+                    cancelled = {r.job_id for r in running if self.hooks.cancelled_elsewhere(r)}
+            except Exception:  # noqa: BLE001 - a failed check is retried next time
+                logger.warning("could not check the running jobs for cancellation")
+                continue
+            for job_id in cancelled:
+                self.dismiss(job_id)
 
     def holds(self, job_id: str) -> bool:
         """Whether the job is queued or running in this pool."""
         with self.lock:
             return job_id in self.held
 
+    def running_count(self) -> int:
+        """How many jobs run here now."""
+        with self.lock:
+            return self._busy()
+
+    def wait_ready(self) -> None:
+        """Wait until the template process is ready to fork jobs."""
+        self.template.wait_ready()
+
+    def join(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) for every driving thread to end."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            slots = list(self.slots)
+        for slot in slots:
+            slot.thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- stopping ----------------------------------------------------------
+
     def stop_taking(self) -> None:
         """Start no further job (safe in a signal handler: sets a flag only)."""
         self.taking = False
 
     def shutdown(self, grace: float = 0.0) -> None:
-        """Stop the worker processes.
+        """Stop the pool.
 
         Queued jobs are not run here (they stay Pending in Prefect, and
         another process takes them over); running jobs get ``grace`` seconds
         to finish, then are killed and recorded as failed with
         :data:`INTERRUPTED`.
         """
-        self.taking = False
-        with self.queue.mutex:
-            self.queue.queue.clear()
-        with self.lock:
+        with self._work:
+            self.taking = False
+            for request in self._queue:
+                self.held.discard(request.job_id)
+            self._queue.clear()
             for watch in self.watches.values():
                 watch.dequeued()  # left for the other processes
             self.watches.clear()
-        for _ in self.workers:
-            self.queue.put(None)
+            self._work.notify_all()
+        # Every job taken off the queue gets the grace: one being claimed or
+        # forked right now would otherwise be Running with nobody to run it
+        # once this process exits.
         deadline = time.monotonic() + grace
-        for worker in self.workers:
-            worker.idle.wait(max(0.0, deadline - time.monotonic()))
-        self.stopping = True
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not any(s.current is not None for s in self.slots):
+                    break
+            time.sleep(_POLL_SECONDS)
         with self.lock:
-            # Only started jobs are interrupted; one whose process was still
-            # starting was never claimed, and another process takes it.
-            busy = [w.current for w in self.workers if w.current is not None and w.started_job]
-        for worker in self.workers:
-            worker.kill()
-        metrics.pool_size(-len(self.workers))
-        for request in busy:
+            self.stopping = True
+            # Only started jobs are interrupted; one not yet claimed is left
+            # for another process to take.
+            busy = [s for s in self.slots if s.current is not None and s.started_job]
+            requests = [s.current for s in busy if s.current is not None]
+        for slot in busy:
+            slot.kill()
+        self.template.stop()
+        metrics.pool_size(-self.max_workers)
+        for request in requests:
             try:
                 self.hooks.finished(request, Outcome(ok=False, message=INTERRUPTED))
             except Exception:  # noqa: BLE001 - the next start's zombie check remains

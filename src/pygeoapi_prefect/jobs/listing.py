@@ -56,7 +56,7 @@ _NEWEST_FIRST = "EXPECTED_START_TIME_DESC"
 
 STATES_BY_STATUS: dict[JobStatus, list[str]] = {}
 for _state_type, _status in jobs.STATUS_BY_STATE.items():
-    STATES_BY_STATUS.setdefault(_status, []).append(_state_type.value)
+    STATES_BY_STATUS.setdefault(_status, []).append(_state_type)
 
 
 class Backend(Protocol):

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -386,6 +387,8 @@ class ResultStore:
         self.api_url = api_url
         self._fs: AbstractFileSystem | None = None
         self._root = ""
+        #: The process that opened ``_fs``: a forked child opens its own.
+        self._pid = 0
 
     def _load_block(self) -> None:
         # A Prefect filesystem block (basepath + fsspec settings) names the
@@ -418,14 +421,21 @@ class ResultStore:
 
     @property
     def fs(self) -> AbstractFileSystem:
-        """The filesystem, opened on first use."""
-        if self._fs is None:
+        """The filesystem, opened on first use (and again in a forked child).
+
+        An async filesystem such as s3fs refuses use in a process forked
+        after it was opened ("not fork-safe": its event loop thread stayed
+        behind), and fsspec keeps its instances per process: a job process
+        forked from the template opens its own.
+        """
+        if self._fs is None or self._pid != os.getpid():
             from fsspec.core import url_to_fs
 
             with self._errors("open"):
                 if self.block and not self.url:
                     self._load_block()
                 self._fs, self._root = url_to_fs(self.url, **self.storage_options)
+                self._pid = os.getpid()
         return self._fs
 
     @staticmethod

@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from prefect.client.schemas.objects import StateType
 from pygeoapi.util import JobStatus
 
 __all__ = [
@@ -58,20 +57,22 @@ INSTANCE_LABEL = "pygeoapi.instance"
 #: The media type of a job whose run has no MIMETYPE_LABEL.
 DEFAULT_MIMETYPE = "application/json"
 
-STATUS_BY_STATE: dict[StateType, JobStatus] = {
-    StateType.SCHEDULED: JobStatus.accepted,
-    StateType.PENDING: JobStatus.accepted,
-    StateType.RUNNING: JobStatus.running,
+#: By Prefect state type (the names of ``prefect.client.schemas.objects.StateType``, as
+#: plain strings: importing Prefect costs the local pool's template ~60 MiB).
+STATUS_BY_STATE: dict[str, JobStatus] = {
+    "SCHEDULED": JobStatus.accepted,
+    "PENDING": JobStatus.accepted,
+    "RUNNING": JobStatus.running,
     # A paused run is still a job in progress: it waits for input or a resume.
-    StateType.PAUSED: JobStatus.running,
+    "PAUSED": JobStatus.running,
     # A cancel was asked for (dismiss, Prefect UI): no result will come, and the
     # infrastructure is being stopped; the client sees the dismissal at once.
-    StateType.CANCELLING: JobStatus.dismissed,
-    StateType.CANCELLED: JobStatus.dismissed,
-    StateType.COMPLETED: JobStatus.successful,
-    StateType.FAILED: JobStatus.failed,
+    "CANCELLING": JobStatus.dismissed,
+    "CANCELLED": JobStatus.dismissed,
+    "COMPLETED": JobStatus.successful,
+    "FAILED": JobStatus.failed,
     # The infrastructure died under the run (killed worker, lost heartbeat).
-    StateType.CRASHED: JobStatus.failed,
+    "CRASHED": JobStatus.failed,
 }
 
 _TERMINAL = {JobStatus.successful, JobStatus.failed, JobStatus.dismissed}
@@ -160,7 +161,7 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
     :mod:`pygeoapi_prefect.web.documents` leaves empty keys out of responses.
     """
     state = run.get("state") or {}
-    status = STATUS_BY_STATE[StateType(run.get("state_type") or state.get("type"))]
+    status = STATUS_BY_STATE[str(run.get("state_type") or state.get("type"))]
     labels = run.get("labels") or {}
     updated = state.get("timestamp") or run.get("updated") or run["created"]
     finished = (run.get("end_time") or updated) if status in _TERMINAL else ""

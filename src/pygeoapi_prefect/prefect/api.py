@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -31,11 +32,14 @@ from pygeoapi_prefect.urls import without_credentials
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ClientOptions",
     "PrefectAPI",
     "authorization_header",
+    "client_options",
     "credentials_hint",
     "credentials_setting",
     "prefect_settings_api_url",
+    "preset",
 ]
 
 #: Pauses before retrying a 503 (each stretched by up to 2x at random; the
@@ -114,6 +118,41 @@ def credentials_hint(status: int, *, url_credentials: bool = False) -> str:
         )
     what = "refused" if status == 401 else "not allowed this request"
     return f"the bearer key of PREFECT_API_KEY was {what}: check the key and its workspace"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """What Prefect's settings say about talking to its API (plain data: crosses processes)."""
+
+    headers: dict[str, str]
+    #: Check TLS certificates; ``cafile``: against this bundle instead of the system's.
+    verify: bool = True
+    cafile: str | None = None
+
+
+def client_options() -> ClientOptions:
+    """Credentials and TLS from Prefect's own settings (this imports Prefect)."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    headers = {"Accept": "application/json"}
+    authorization = authorization_header()
+    if authorization:
+        headers["Authorization"] = authorization
+    verify = not settings.api.tls_insecure_skip_verify
+    return ClientOptions(headers, verify, settings.api.ssl_cert_file if verify else None)
+
+
+_PRESET: list[ClientOptions] = []
+
+
+def preset(options: ClientOptions) -> None:
+    """Use ``options`` for every client of this process instead of reading Prefect's settings.
+
+    For the local pool's job processes, which so never import Prefect
+    (~60 MiB and a second of each job).
+    """
+    _PRESET[:] = [options]
 
 
 class _WriteGate:
@@ -213,24 +252,21 @@ class PrefectAPI:
         return self._client
 
     def _build_client(self) -> httpx.Client:
-        from prefect.settings import get_current_settings
-
-        settings = get_current_settings()
-        headers = {"Accept": "application/json"}
-        authorization = authorization_header()
-        if authorization:
-            headers["Authorization"] = authorization
+        options = _PRESET[0] if _PRESET else client_options()
+        headers = dict(options.headers)
         auth: httpx.BasicAuth | None = None
         parts = urlsplit(self.api_url)
         if parts.username is not None and "Authorization" not in headers:
             # user:password in the URL: sent as basic auth, but kept out of
             # the base URL, which httpx writes into every log line.
             auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-        verify: Any = not settings.api.tls_insecure_skip_verify
-        if verify and settings.api.ssl_cert_file:
+        # Plain HTTP needs no TLS context (loading the CA bundle costs each
+        # process a few MiB and milliseconds).
+        verify: Any = options.verify and parts.scheme == "https"
+        if verify and options.cafile:
             import ssl
 
-            verify = ssl.create_default_context(cafile=settings.api.ssl_cert_file)
+            verify = ssl.create_default_context(cafile=options.cafile)
         return httpx.Client(
             base_url=without_credentials(self.api_url),
             headers=headers,
