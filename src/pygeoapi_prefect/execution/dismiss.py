@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dismiss"]
+__all__ = ["DISMISS_MESSAGE", "dismiss"]
 
-_MESSAGE = "Dismissed through the OGC API"
+#: The message of the states a dismiss through the OGC API sets (the watcher skips them).
+DISMISS_MESSAGE = "Dismissed through the OGC API"
 
 
 def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
@@ -43,14 +44,14 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
     if jobs.job_from_flow_run(run)["status"] in (JobStatus.accepted.value, JobStatus.running.value):
         # Cancelling: Prefect refuses Running and Completed from now on, whichever
         # process or worker holds the job; the holder kills it and ends it Cancelled.
-        engine.api.set_state(flow_run_id, state("CANCELLING", _MESSAGE), force=True)
+        engine.api.set_state(flow_run_id, state("CANCELLING", DISMISS_MESSAGE), force=True)
         runner = engine.runner_if_started
         if runner is not None and runner.dismiss(flow_run_id):
             # It was this process's, and nothing of it runs any more.
-            engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
+            engine.api.set_state(flow_run_id, state("CANCELLED", DISMISS_MESSAGE), force=True)
     engine.store.delete(ResultStore.key(flow_run_id, owner_of(run.get("tags") or [])))
     # From the run read before: once its tag goes below, it is no job any more.
-    job_event(engine, "dismissed", flow_run_id, run=run, message=_MESSAGE)
+    job_event(engine, "dismissed", flow_run_id, run=run, message=DISMISS_MESSAGE)
     tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
     engine.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
     logger.info("dismissed job %s", flow_run_id)

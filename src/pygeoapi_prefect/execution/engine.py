@@ -234,7 +234,10 @@ class Engine:
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the lease and the recovery loop (idempotent; no I/O in the caller)."""
+        """Start the lease, the recovery loop and the sweeper and watcher threads (idempotent).
+
+        No I/O in the caller.
+        """
         with self._lock:
             if self._started or self._stopping.is_set():
                 return
@@ -254,6 +257,16 @@ class Engine:
                     target=sweep_forever,
                     args=(self, self._stopping),
                     name="pygeoapi-prefect-retention",
+                    daemon=True,
+                ).start()
+            if self.config.watch.enabled is not False:
+                # Ends made outside pygeoapi; each pass checks whether anything wants them.
+                from pygeoapi_prefect.execution.watcher import watch_forever
+
+                threading.Thread(
+                    target=watch_forever,
+                    args=(self, self._stopping),
+                    name="pygeoapi-prefect-watcher",
                     daemon=True,
                 ).start()
 
