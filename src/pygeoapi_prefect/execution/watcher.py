@@ -42,6 +42,7 @@ behind it).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -165,7 +166,9 @@ class Watcher:
         self.api = PrefectAPI(engine.api.api_url, timeout=engine.config.api_timeout)
         self._offset = 0.0
         self._clock_read = -math.inf
+        #: Job ends this watcher handled, and the latest windows it read (periods).
         self.handled = 0
+        self.windows: collections.deque[int] = collections.deque(maxlen=1000)
 
     def close(self) -> None:
         """Close the watcher's Prefect client."""
@@ -252,6 +255,7 @@ class Watcher:
         handled = 0
         for window in [*self._missed(period), period]:
             handled += self._read(window)
+            self.windows.append(window)
         self.handled += handled
         return handled
 
