@@ -100,6 +100,18 @@ def test_missed_windows_are_claimed_once_and_a_fresh_start_replays_nothing(repli
     assert second._missed(later) == list(range(later - 10, later))
     assert first._missed(later) == []
     assert not first._claim(later - 1)
+    # Older claims' variables go, but the latest one and the last minute's.
+    last = later + 200
+    assert first._claim(last)
+    assert first._missed(last) == list(range(last - 10, last))
+    prefix = f"pygeoapi_watch_{first.scope()}_"
+    found = first.api.request(
+        "POST",
+        "/variables/filter",
+        json={"variables": {"name": {"like_": f"{prefix}%"}}, "limit": 200},
+    ).json()
+    kept = {int(v["name"][len(prefix) :]) for v in found}
+    assert kept == {later, *range(last - 10, last + 1)}
 
 
 def test_watch_keys_are_checked_by_name():

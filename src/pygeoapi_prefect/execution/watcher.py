@@ -84,6 +84,8 @@ _SLOT_PREFIX = "pygeoapi_watch_"
 _PAGE = 50
 #: At most this many missed windows are claimed by one pass.
 _MAX_WINDOWS = 120
+#: Seconds of claimed windows whose variables are kept (the latest one always).
+_KEEP_SECONDS = 60.0
 #: Seconds between two reads of the Prefect server's clock.
 _CLOCK_SECONDS = 300.0
 _NAMESPACE = uuid.UUID("5b0e4c1e-8f73-4b55-a6a0-2d1d1c9e6f40")
@@ -230,13 +232,17 @@ class Watcher:
         ).json()
         suffixes = [str(v["name"])[len(prefix) :] for v in found]
         periods = sorted((int(s) for s in suffixes if s.isdigit()), reverse=True)
-        keep = min(math.ceil(self.config.catch_up / self.config.interval), _MAX_WINDOWS)
-        for old in periods:
-            if old < period - keep - 1:
-                self.api.request("DELETE", f"/variables/name/{prefix}{old:012d}", allow_404=True)
         earlier = [p for p in periods if p < period]
+        # Windows are only ever claimed above the latest claimed one, so older
+        # variables can go; those of the last minute stay for a process whose
+        # clock (read to the second) puts it a period behind.
+        recent = period - max(3, math.ceil(_KEEP_SECONDS / self.config.interval))
+        for old in earlier[1:]:
+            if old < recent:
+                self.api.request("DELETE", f"/variables/name/{prefix}{old:012d}", allow_404=True)
         if not earlier:
             return []  # a fresh start: no history is replayed
+        keep = min(math.ceil(self.config.catch_up / self.config.interval), _MAX_WINDOWS)
         claimed = []
         for missed in range(max(earlier[0] + 1, period - keep), period):
             if self._claim(missed):
