@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -33,7 +35,11 @@ DEPLOYED = {
 @pytest.fixture(scope="module")
 def deployed(prefect_server, tmp_path_factory):
     """A work pool, a worker, the test processes deployed, and pygeoapi using them."""
-    manager = {"callbacks": {"allow": ["127.0.0.1/32"], "retries": 1}}
+    manager = {
+        "callbacks": {"allow": ["127.0.0.1/32"], "retries": 1},
+        # Quick: Prefect's event persister writes every 5 s.
+        "watch": {"interval": 1, "settle": 7},
+    }
     with deployed_pygeoapi(
         prefect_server,
         tmp_path_factory,
@@ -494,27 +500,47 @@ def test_each_distinct_code_has_a_file_of_its_own():
     assert code_filename("hello-world", first).removesuffix(".py").isidentifier()
 
 
-def test_metrics_count_what_pygeoapi_sees_of_deployed_jobs(deployed):
-    from test_metrics import scrape, total
+def test_metrics_count_every_end_of_deployed_jobs_once(deployed):
+    from test_metrics import eventually, scrape, total
 
     from pygeoapi_prefect.metrics import PREFIX
 
     submitted, finished = PREFIX + "jobs_submitted_total", PREFIX + "jobs_finished_total"
-    before, _ = scrape(deployed.base_url)
+    hello = {"process": "hello-world", "outcome": "successful"}
+    failed = {"process": "fail", "outcome": "failed"}
+    samples: dict[str, Any] = {"first": scrape(deployed.base_url)[0]}
+
+    def grew(since: str, name: str, **labels: str) -> float:
+        return total(samples["now"], name, **labels) - total(samples[since], name, **labels)
+
+    def reached(since: str, **wanted: float) -> Callable[[], bool]:
+        def check() -> bool:
+            samples["now"] = scrape(deployed.base_url)[0]
+            return grew(since, finished, **hello) >= wanted["hello"] and (
+                grew(since, finished, **failed) >= wanted["failed"]
+            )
+
+        return check
+
+    # The watcher reads windows in order: once this job's end is counted, so is
+    # every end before it (earlier tests' jobs).
+    assert deployed.execute("hello-world", {"name": "first"}).status_code == 200
+    eventually(reached("first", hello=1, failed=0), timeout=60)
+    samples["before"] = samples["now"]
     job_id = deployed.execute("hello-world", {"name": "m"}, asynchronous=True).json()["jobID"]
-    deployed.wait_for(job_id, "successful", timeout=90)
+    failing = deployed.execute("fail", {"what": "metrics"}, asynchronous=True).json()["jobID"]
     assert deployed.execute("hello-world", {"name": "m"}).status_code == 200
-    after, _ = scrape(deployed.base_url)
-
-    def grew(name: str, **labels: str) -> float:
-        return total(after, name, **labels) - total(before, name, **labels)
-
-    assert grew(submitted, process="hello-world", mode="async") == 1
-    assert grew(submitted, process="hello-world", mode="sync") == 1
-    # Only the sync job's end is seen here; the worker records the async one's.
-    assert grew(finished, process="hello-world", outcome="successful") == 1
-    assert grew(PREFIX + "job_run_seconds_count") == 0
-    assert grew(PREFIX + "jobs_running") == 0
+    deployed.wait_for(job_id, "successful", timeout=90)
+    deployed.wait_for(failing, "failed", timeout=90)
+    # Only the worker sees a deployed job end: the server's watcher reads it from
+    # Prefect's events, sync and async alike, each once.
+    eventually(reached("before", hello=2, failed=1), timeout=60)
+    assert grew("before", submitted, process="hello-world", mode="async") == 1
+    assert grew("before", submitted, process="hello-world", mode="sync") == 1
+    assert grew("before", finished, **hello) == 2
+    assert grew("before", finished, **failed) == 1
+    assert grew("before", PREFIX + "job_run_seconds_count") == 0
+    assert grew("before", PREFIX + "jobs_running") == 0
 
 
 def test_deployed_jobs_belong_to_their_owner(deployed, prefect_server, prefect_api, tmp_path):

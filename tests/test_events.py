@@ -11,9 +11,14 @@ import pytest
 from conftest import Pygeoapi, start_pygeoapi
 from mqtt import Broker, Subscriber
 
+from pygeoapi_prefect.jobs.runs import JOBS_URL_LABEL
+from pygeoapi_prefect.prefect.api import PrefectAPI
 from pygeoapi_prefect.prefect.server import PrefectServer
+from pygeoapi_prefect.prefect.states import state
 
 CHANNEL = "pygeoapi-test"
+#: The job watcher, quick: Prefect's event persister writes every 5 s.
+WATCH = {"interval": 1, "settle": 7}
 PROCESSES: dict[str, str | dict[str, Any]] = {
     "hello-world": "HelloWorld",
     "sleep": "pygeoapi_test_processes.SleepProcessor",
@@ -44,6 +49,7 @@ def served(
         tmp_path_factory.mktemp("pygeoapi-events"),
         prefect_server.api_url,
         processes=PROCESSES,
+        manager={"watch": WATCH},
         extra=_pubsub(module_broker),
     )
     try:
@@ -172,3 +178,150 @@ def test_a_broker_that_is_down_fails_no_job(pygeoapi_factory, tmp_path):
     finally:
         subscriber.close()
         down.stop()
+
+
+# -- ends made outside pygeoapi, published by the job watcher ----------------------
+
+
+def _run_outside_pygeoapi(prefect_api: PrefectAPI, server: Pygeoapi, process_id: str) -> str:
+    """A running job that no pygeoapi process runs (its server died, say)."""
+    run = prefect_api.create_flow_run(
+        flow_name=process_id,
+        state=state("RUNNING", "Job running"),
+        tags=["pygeoapi", f"pygeoapi.process:{process_id}"],
+        labels={JOBS_URL_LABEL: f"{server.base_url}/jobs"},
+        parameters={},
+    )
+    return str(run["id"])
+
+
+def _crash(prefect_api: PrefectAPI, job_id: str, message: str) -> None:
+    # As the zombie automation's action and Prefect's workers do.
+    prefect_api.set_state(
+        job_id, {"type": "CRASHED", "name": "Crashed", "message": message}, force=True
+    )
+
+
+def test_a_run_crashed_in_prefect_is_one_failed_event_and_counted(served, subscriber, prefect_api):
+    from test_metrics import scrape, total
+
+    from pygeoapi_prefect.metrics import PREFIX
+
+    finished = PREFIX + "jobs_finished_total"
+    before, _ = scrape(served.base_url)
+    job_id = _run_outside_pygeoapi(prefect_api, served, "sleep")
+    _crash(prefect_api, job_id, "The job's process stopped sending heartbeats")
+    events = subscriber.wait_for(job_id, "failed")
+    assert _kinds(events) == ["failed"]
+    topic, event = events[0]
+    _check_cloud_event(topic, event, served)
+    assert event["data"]["message"] == "The job's process stopped sending heartbeats"
+    assert event["data"]["status"] == served.job(job_id).json()["status"] == "failed"
+    after, _ = scrape(served.base_url)
+    grew = total(after, finished, process="sleep", outcome="failed") - total(
+        before, finished, process="sleep", outcome="failed"
+    )
+    assert grew == 1
+
+
+def test_a_job_cancelled_in_prefect_is_one_dismissed_event(served, subscriber, prefect_api):
+    cancelled = served.execute("sleep", {"seconds": 60}, asynchronous=True).json()["jobID"]
+    dismissed = served.execute("sleep", {"seconds": 60}, asynchronous=True).json()["jobID"]
+    subscriber.wait_for(cancelled, "running")
+    subscriber.wait_for(dismissed, "running")
+    # As the Prefect UI's "Cancel" does; the local pool then kills the job, sets Cancelled.
+    prefect_api.set_state(
+        cancelled,
+        {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled in the Prefect UI"},
+        force=True,
+    )
+    assert served.client.delete(f"/jobs/{dismissed}").status_code == 200
+    events = subscriber.wait_for(cancelled, "dismissed")
+    assert events[-1][1]["data"]["message"] == "Cancelled in the Prefect UI"
+    _check_cloud_event(*events[-1], served)
+    assert served.job(cancelled).json()["status"] == "dismissed"
+    # A later end, read after both jobs' Cancelling and Cancelled (windows are read in
+    # order): by then a second dismissed event of either would have come.
+    sentinel = _run_outside_pygeoapi(prefect_api, served, "hello-world")
+    _crash(prefect_api, sentinel, "sentinel")
+    subscriber.wait_for(sentinel, "failed")
+    assert _kinds(subscriber.job_events(cancelled)) == ["accepted", "running", "dismissed"]
+    assert _kinds(subscriber.job_events(dismissed)) == ["accepted", "running", "dismissed"]
+
+
+@pytest.mark.parametrize(
+    ("state_type", "initial", "message", "deployed", "published", "counted"),
+    [
+        ("CRASHED", "RUNNING", "zombie", False, True, True),
+        ("CANCELLING", "RUNNING", "from the UI", False, True, False),
+        ("CANCELLING", "RUNNING", "from the UI", True, True, True),
+        ("CANCELLING", "RUNNING", "Dismissed through the OGC API", False, False, False),
+        ("CANCELLED", "CANCELLING", "Cancelled: the job's process was stopped", True, False, False),
+        ("CANCELLED", "PENDING", "forced", False, True, False),
+        ("COMPLETED", "RUNNING", "Job complete", False, False, False),
+        ("COMPLETED", "RUNNING", "Job complete", True, False, True),
+        ("FAILED", "RUNNING", "boom", True, False, True),
+        # Recorded by a local job's own process: its server process was gone.
+        ("COMPLETED", "RUNNING", "Job complete", False, True, True),
+        ("FAILED", "RUNNING", "boom", False, True, True),
+    ],
+    ids=[
+        "crashed",
+        "cancelling",
+        "cancelling-deployed",
+        "ogc-dismiss",
+        "cancelled-after-cancelling",
+        "cancelled-directly",
+        "completed-local",
+        "completed-deployed",
+        "failed-deployed",
+        "completed-without-server",
+        "failed-without-server",
+    ],
+)
+def test_which_ends_the_watcher_publishes_and_counts(
+    request, state_type, initial, message, deployed, published, counted
+):
+    from pygeoapi_prefect.execution.watcher import end_of
+    from pygeoapi_prefect.prefect.states import WITHOUT_SERVER
+
+    job_id = "3f2f762b-47ee-475f-85e7-aa23d7efc6ee"
+    alone = request.node.callspec.id.endswith("without-server")
+    name = state_type.capitalize() + (WITHOUT_SERVER if alone else "")
+    related = [
+        {"prefect.resource.id": "prefect.tag.pygeoapi", "prefect.resource.role": "tag"},
+        {"prefect.resource.id": "prefect.tag.pygeoapi.process:x", "prefect.resource.role": "tag"},
+    ]
+    if deployed:
+        related.append(
+            {"prefect.resource.id": "prefect.deployment.1", "prefect.resource.role": "deployment"}
+        )
+    end = end_of(
+        {
+            "id": "01a2322b-0475-717d-a4f1-177f4e5ee0b5",
+            "event": f"prefect.flow-run.{state_type.capitalize()}",
+            "resource": {
+                "prefect.resource.id": f"prefect.flow-run.{job_id}",
+                "prefect.state-type": state_type,
+                "prefect.state-name": name,
+                "prefect.state-message": message,
+            },
+            "related": related,
+            "payload": {"initial_state": {"type": initial}},
+        }
+    )
+    assert end is not None
+    assert (end.job_id, end.process_id) == (job_id, "x")
+    handled = not end.seen_before
+    assert (handled and not end.published_elsewhere) == published
+    assert (handled and not end.counted_elsewhere) == counted
+
+
+def test_events_of_other_runs_are_no_job_ends():
+    from pygeoapi_prefect.execution.watcher import end_of
+
+    event = {
+        "resource": {"prefect.resource.id": "prefect.flow-run.1", "prefect.state-type": "CRASHED"},
+        "related": [{"prefect.resource.id": "prefect.tag.other", "prefect.resource.role": "tag"}],
+    }
+    assert end_of(event) is None

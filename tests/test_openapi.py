@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import yaml
 from conftest import ROOT
 from ogc import validate
@@ -81,6 +82,33 @@ def test_the_document_declares_the_job_api_and_stays_valid(tmp_path):
     write_openapi(ROOT / "example-config.yml", tmp_path / "example.yml")
     example = yaml.safe_load((tmp_path / "example.yml").read_text())
     assert "maximum" not in _parameters(example, "/jobs")["limit"]["schema"]
+    output = document["paths"]["/jobs/{jobId}/results/{outputId}"]["get"]
+    assert set(_parameters(document, "/jobs/{jobId}/results/{outputId}")) == {"jobId", "outputId"}
+    assert output["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/exception.yaml"
+    )
+    scrape = document["paths"]["/metrics"]["get"]
+    assert "text/plain; version=0.0.4" in scrape["responses"]["200"]["content"]
+    assert "503" in scrape["responses"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "path"),
+    [({"enabled": False}, None), ({"path": "/internal/metrics"}, "/internal/metrics")],
+    ids=["off", "own-path"],
+)
+def test_the_metrics_are_declared_only_where_they_are_served(tmp_path, metrics, path):
+    from openapi_spec_validator import validate as validate_spec
+
+    config = yaml.safe_load((ROOT / "example-config.yml").read_text())
+    config["server"]["manager"]["metrics"] = metrics
+    written = tmp_path / "metrics-config.yml"
+    written.write_text(yaml.safe_dump(config))
+    write_openapi(written, tmp_path / "openapi.yml")
+    document = yaml.safe_load((tmp_path / "openapi.yml").read_text())
+    validate_spec(_offline(document))
+    declared = {p for p in document["paths"] if p.endswith("metrics")}
+    assert declared == ({path} if path else set())
 
 
 def test_a_served_pygeoapi_honours_every_declared_parameter(pygeoapi):

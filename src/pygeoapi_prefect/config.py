@@ -44,6 +44,7 @@ __all__ = [
     "ReferencesConfig",
     "ResultStoreConfig",
     "RetentionConfig",
+    "WatchConfig",
     "load_config",
     "parse_duration",
 ]
@@ -800,6 +801,63 @@ class MetricsConfig(_Strict):
         return value
 
 
+class WatchConfig(_Strict):
+    """The watcher of job ends made outside pygeoapi (``server.manager.watch``)."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description=(
+            "Read Prefect's event feed for the ends of jobs that no pygeoapi process sees "
+            "(a run cancelled in the Prefect UI or CLI, a run marked Crashed by the zombie "
+            "automation or a worker, a deployed job's end), to publish their job event and "
+            "count them in the metrics. Unset: on when pygeoapi's `pubsub` is configured "
+            "or `metrics.enabled`; `false`: off (those ends publish nothing and deployed "
+            "async jobs are not counted)."
+        ),
+    )
+    interval: float = Field(
+        default=5.0,
+        ge=1,
+        le=300,
+        description=(
+            "Seconds of one watch period. Each period one server process (whichever "
+            "creates the Prefect variable `pygeoapi_watch_<id>_<period>` first) reads the "
+            "events of one window of this length, so each end is handled once whatever "
+            "the number of processes and hosts."
+        ),
+    )
+    settle: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description=(
+            "Seconds a window is left to settle before it is read: Prefect's event "
+            "persister writes events in batches (every 5 s by default, "
+            "`PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL`). An end is "
+            "published `settle` to `settle + 2 × interval` seconds after it happened."
+        ),
+    )
+    catch_up: float = Field(
+        default=600.0,
+        ge=0,
+        le=86400,
+        description=(
+            "Seconds of windows that no process read (every server was down) that the "
+            "next watcher still reads; older ends are never published. A fresh start "
+            "with no earlier window reads only the current one."
+        ),
+    )
+    max_events: int = Field(
+        default=2000,
+        ge=50,
+        le=100_000,
+        description=(
+            "Events read from one window at most (bounded work per period); beyond it "
+            "the rest of the window is skipped and a warning logged."
+        ),
+    )
+
+
 class ManagerConfig(_Strict):
     """The whole ``server.manager`` block.
 
@@ -917,6 +975,11 @@ class ManagerConfig(_Strict):
     prefect_ui: PrefectUIConfig = Field(
         default_factory=PrefectUIConfig,
         description="Flow run names and the job summary artifact in the Prefect UI.",
+    )
+    watch: WatchConfig = Field(
+        default_factory=WatchConfig,
+        description="Job ends made outside pygeoapi, read from Prefect's event feed "
+        "(events and metrics).",
     )
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,

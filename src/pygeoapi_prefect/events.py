@@ -139,11 +139,13 @@ def status_for(
     return jobs.status_document(job, jobs_url=labels.get(jobs.JOBS_URL_LABEL), ui_url=ui_url)
 
 
-def cloud_event(kind: str, job_id: str, document: dict[str, Any], source: str) -> dict[str, Any]:
-    """A CloudEvent 1.0 (structured mode) of a job's step."""
+def cloud_event(
+    kind: str, job_id: str, document: dict[str, Any], source: str, event_id: str | None = None
+) -> dict[str, Any]:
+    """A CloudEvent 1.0 (structured mode) of a job's step (``event_id``: else a new one)."""
     return {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": event_id or str(uuid.uuid4()),
         "type": TYPE_PREFIX + kind,
         "source": source,
         "subject": job_id,
@@ -160,6 +162,7 @@ class _Event:
     run: dict[str, Any] | None
     progress: int | None
     message: str | None
+    event_id: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -283,9 +286,14 @@ class EventPublisher:
         run: dict[str, Any] | None = None,
         progress: int | None = None,
         message: str | None = None,
+        event_id: str | None = None,
     ) -> threading.Event | None:
-        """Queue a job's event (never blocks); returns what is set once it was handled."""
-        event = _Event(kind, job_id, run, progress, message)
+        """Queue a job's event (never blocks); returns what is set once it was handled.
+
+        ``event_id``: the CloudEvent's id, when it must be the same wherever the
+        event is made (the watcher's come from Prefect's event ids); else a new one.
+        """
+        event = _Event(kind, job_id, run, progress, message, event_id)
         try:
             self._queue.put_nowait(event)
         except queue.Full:
@@ -338,7 +346,7 @@ class EventPublisher:
             run, event.kind, progress=event.progress, message=event.message, ui_url=ui_url
         )
         source = (run.get("labels") or {}).get(jobs.JOBS_URL_LABEL) or self.source
-        message = cloud_event(event.kind, event.job_id, document, source)
+        message = cloud_event(event.kind, event.job_id, document, source, event.event_id)
         topic = topic_for(self.settings, document.get("processID") or "unknown", event.job_id)
         broker = self._connected()
         if broker is None:

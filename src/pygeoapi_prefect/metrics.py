@@ -106,6 +106,7 @@ _ROUTE_WORDS = frozenset(
         "labels",
         "logs",
         "name",
+        "next",
         "paginate",
         "schedules",
         "set_state",

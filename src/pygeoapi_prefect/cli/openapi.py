@@ -4,7 +4,7 @@ pygeoapi 0.24 generates the document from the config, but its job endpoints
 miss what OGC API - Processes (and :mod:`pygeoapi_prefect.web.flask`) take:
 ``limit`` on ``GET /processes`` and ``GET /jobs``, ``offset``, ``f`` and the
 job-list filters on ``GET /jobs``, and the answers of ``DELETE /jobs/{jobId}``
-(200 with a statusInfo document, not 204). :func:`complete_document` adds
+(200 with a statusInfo document, not 204), nor ``/metrics``. :func:`complete_document` adds
 them to the generated document; :func:`write_openapi` writes it with a stamp
 that :func:`openapi_is_current` checks.
 """
@@ -192,8 +192,9 @@ def complete_document(document: dict[str, Any], settings: dict[str, Any]) -> dic
         A copy with ``limit`` on ``GET /processes`` and ``GET /jobs``; ``offset``,
         ``f`` and the job-list filters on ``GET /jobs``; the 200 (statusInfo)
         and 404 (exception) answers of ``DELETE /jobs/{jobId}``; the 500 answer of a
-        failed job's results; ``GET /jobs/{jobId}/logs``; and
-        ``GET /jobs/{jobId}/results/{outputId}``. Parameters the document
+        failed job's results; ``GET /jobs/{jobId}/logs``;
+        ``GET /jobs/{jobId}/results/{outputId}``; and the metrics (at
+        ``server.manager.metrics.path``) when they are on. Parameters the document
         already declares are left as they are.
 
     """
@@ -231,7 +232,54 @@ def complete_document(document: dict[str, Any], settings: dict[str, Any]) -> dic
         paths["/jobs/{jobId}/logs"] = _logs_path(paths["/jobs/{jobId}"])
     if "/jobs/{jobId}/results" in paths and _OUTPUT not in paths:
         paths[_OUTPUT] = _one_output()
+    metrics_path = _metrics_path(settings)
+    if metrics_path is not None and metrics_path not in paths:
+        paths[metrics_path] = _metrics()
     return document
+
+
+def _metrics_path(settings: dict[str, Any]) -> str | None:
+    """Where this config serves its metrics (``server.manager.metrics``), if it does."""
+    from pydantic import ValidationError
+
+    from pygeoapi_prefect.config import MetricsConfig
+
+    manager = (settings.get("server") or {}).get("manager") or {}
+    if not str(manager.get("name") or "").startswith("pygeoapi_prefect."):
+        return None
+    try:
+        config = MetricsConfig(**(manager.get("metrics") or {}))
+    except (TypeError, ValidationError):
+        return None  # the config's own check at start names the key
+    return config.path if config.enabled else None
+
+
+def _metrics() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "Prometheus metrics",
+            "description": "The job service's metrics (jobs submitted and finished, run and "
+            "queue times, the local pool, Prefect API calls, callbacks) in Prometheus' text "
+            "format, or OpenMetrics when the Accept header asks for it; see the Operating "
+            "page of pygeoapi-prefect's documentation.",
+            "operationId": "getMetrics",
+            "tags": ["server"],
+            "responses": {
+                "200": {
+                    "description": "Every metric of every server process.",
+                    "content": {
+                        "text/plain; version=0.0.4": {"schema": {"type": "string"}},
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                    },
+                },
+                "503": {
+                    "description": "Metrics cannot be recorded in this server process "
+                    "(its `PROMETHEUS_MULTIPROC_DIR` is not usable).",
+                    "content": _json("exception.yaml"),
+                },
+            },
+        }
+    }
 
 
 def _logs_path(job_path: dict[str, Any]) -> dict[str, Any]:

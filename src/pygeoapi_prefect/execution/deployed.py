@@ -420,7 +420,9 @@ def job_flow(
         persist_result=False,
         on_completion=steps.ended("successful"),
         on_failure=steps.ended("failed"),
-        on_crashed=steps.ended("failed"),
+        # No on_crashed: a crash is mostly seen only from outside (the worker,
+        # the zombie automation), so the server's watcher publishes every
+        # Crashed run, once (execution/watcher.py).
     )(run)
 
 
@@ -491,5 +493,7 @@ def process_flow(
         persist_result=False,  # as in job_flow: nothing pickled
         on_completion=steps.ended("successful"),
         on_failure=steps.ended("failed"),
-        on_crashed=steps.ended("failed"),
+        # No on_crashed: a crash is mostly seen only from outside (the worker,
+        # the zombie automation), so the server's watcher publishes every
+        # Crashed run, once (execution/watcher.py).
     )(run)

@@ -131,7 +131,10 @@ def run_on_deployment(
                 f"it goes on: follow it at /jobs/{job_id}"
             )
         time.sleep(config.poll_seconds)
-    metrics.job_finished(process_id, job["status"])  # the end of a sync job is seen here
+    if engine.config.watch.enabled is False:
+        # Else the watcher counts every end of a deployment's run, sync or async,
+        # once (execution/watcher.py), also one that outlives this wait.
+        metrics.job_finished(process_id, job["status"])
     if job["status"] != JobStatus.successful.value:
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)

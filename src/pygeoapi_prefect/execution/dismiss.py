@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dismiss"]
+__all__ = ["DISMISS_MESSAGE", "dismiss"]
 
-_MESSAGE = "Dismissed through the OGC API"
+#: The message of the states a dismiss through the OGC API sets (the watcher skips them).
+DISMISS_MESSAGE = "Dismissed through the OGC API"
 
 
 def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
@@ -46,17 +47,17 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
             # This process's: its process group is killed (or it is off the
             # queue), so it ends Cancelled at once. Another process that
             # queued it too is refused Running by Prefect from now on.
-            engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
+            engine.api.set_state(flow_run_id, state("CANCELLED", DISMISS_MESSAGE), force=True)
         else:
             # Cancelling: Prefect refuses Running and Completed from now on, whichever
             # process or worker holds the job; the holder kills it and ends it Cancelled.
-            engine.api.set_state(flow_run_id, state("CANCELLING", _MESSAGE), force=True)
+            engine.api.set_state(flow_run_id, state("CANCELLING", DISMISS_MESSAGE), force=True)
             if runner is not None and runner.dismiss(flow_run_id):
                 # It came to this process meanwhile, and nothing of it runs any more.
-                engine.api.set_state(flow_run_id, state("CANCELLED", _MESSAGE), force=True)
+                engine.api.set_state(flow_run_id, state("CANCELLED", DISMISS_MESSAGE), force=True)
     engine.store.delete(ResultStore.key(flow_run_id, owner_of(run.get("tags") or [])))
     # From the run read before: once its tag goes below, it is no job any more.
-    job_event(engine, "dismissed", flow_run_id, run=run, message=_MESSAGE)
+    job_event(engine, "dismissed", flow_run_id, run=run, message=DISMISS_MESSAGE)
     tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
     engine.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
     logger.info("dismissed job %s", flow_run_id)

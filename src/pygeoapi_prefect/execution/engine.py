@@ -247,7 +247,10 @@ class Engine:
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the lease and the recovery loop (idempotent; no I/O in the caller)."""
+        """Start the lease, the recovery loop and the sweeper and watcher threads (idempotent).
+
+        No I/O in the caller.
+        """
         with self._lock:
             if self._started or self._stopping.is_set():
                 return
@@ -267,6 +270,16 @@ class Engine:
                     target=sweep_forever,
                     args=(self, self._stopping),
                     name="pygeoapi-prefect-retention",
+                    daemon=True,
+                ).start()
+            if self.config.watch.enabled is not False:
+                # Ends made outside pygeoapi; each pass checks whether anything wants them.
+                from pygeoapi_prefect.execution.watcher import watch_forever
+
+                threading.Thread(
+                    target=watch_forever,
+                    args=(self, self._stopping),
+                    name="pygeoapi-prefect-watcher",
                     daemon=True,
                 ).start()
 
@@ -353,7 +366,8 @@ _ENGINES: dict[str, Engine] = {}
 _REGISTRY_LOCK = threading.Lock()
 #: Engines of a parent process, kept (never used, never closed) in a forked child.
 _INHERITED: list[Engine] = []
-_AUTOSTART: list[ManagerConfig] = []
+#: The configs to start after a fork, with pygeoapi's ``pubsub`` block of each.
+_AUTOSTART: list[tuple[ManagerConfig, dict[str, Any] | None]] = []
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _exit_hooks_installed = False
 
@@ -398,8 +412,8 @@ def _after_fork_in_child() -> None:
     # exit and signal hooks are inherited with the fork: they stay installed.
     _INHERITED.extend(_ENGINES.values())
     _ENGINES.clear()
-    for config in _AUTOSTART:
-        engine_for(config).start()
+    for config, pubsub in _AUTOSTART:
+        engine_for(config).use_pubsub(pubsub).start()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -470,9 +484,12 @@ def autostart(manager: Any) -> None:
     config = getattr(manager, "config", None)
     if not isinstance(config, ManagerConfig):
         return
-    if config not in _AUTOSTART:
-        _AUTOSTART.append(config)
+    # The broker from the start: the job watcher's scope names it, and every
+    # process of a server must watch in the same scope.
+    pubsub = getattr(manager, "pubsub", None)
+    if not any(known == config for known, _ in _AUTOSTART):
+        _AUTOSTART.append((config, pubsub))
     if _in_preloading_gunicorn_master():
         logger.info("gunicorn --preload: the engine starts in each worker after the fork")
         return
-    engine_for(config).start()
+    engine_for(config).use_pubsub(pubsub).start()

@@ -102,10 +102,14 @@ def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) ->
     from pygeoapi_prefect.execution.persist import persist
     from pygeoapi_prefect.jobs.runs import DEFAULT_MIMETYPE, MIMETYPE_LABEL
     from pygeoapi_prefect.prefect.api import PrefectAPI
-    from pygeoapi_prefect.prefect.states import state
+    from pygeoapi_prefect.prefect.states import WITHOUT_SERVER, state
 
     api = PrefectAPI(api_url)
-    final = state("COMPLETED", "Job complete") if outcome.ok else state("FAILED", outcome.message)
+    # Named so that the job watcher publishes and counts this end: no server did.
+    if outcome.ok:
+        final = state("COMPLETED", "Job complete", name=f"Completed{WITHOUT_SERVER}")
+    else:
+        final = state("FAILED", outcome.message, name=f"Failed{WITHOUT_SERVER}")
     try:
         if outcome.ok and outcome.mimetype != DEFAULT_MIMETYPE:
             persist(api.update_labels, request.job_id, {MIMETYPE_LABEL: outcome.mimetype})

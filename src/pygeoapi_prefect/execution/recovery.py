@@ -18,9 +18,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.execution.execute import JobRequest
 from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL
+from pygeoapi_prefect.execution.notify import job_event
 from pygeoapi_prefect.execution.run_page import name_run, run_name
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.owners import owner_of
@@ -40,9 +42,11 @@ MAX_SCAN = 10_000
 _SETTLE_SECONDS = 2.0
 
 
-def _fail(engine: Engine, job_id: str, message: str) -> None:
+def _fail(engine: Engine, process_id: str, job_id: str, message: str) -> None:
     logger.warning("job %s cannot be taken over: %s", job_id, message)
     engine.api.set_state(job_id, state("FAILED", message))
+    metrics.job_finished(process_id, "failed")
+    job_event(engine, "failed", job_id, message=message)
 
 
 def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> JobRequest | None:
@@ -51,6 +55,7 @@ def _request(engine: Engine, run: dict[str, Any], resource: dict[str, Any]) -> J
     if "inputs" not in parameters:
         _fail(
             engine,
+            jobs.process_id_of(run.get("tags") or []) or "",
             job_id,
             "The pygeoapi process that accepted the job stopped, and the job's request was "
             "too large to keep in Prefect; submit it again",

@@ -421,7 +421,10 @@ class PrefectAPI:
             )
         if response.status_code >= 400:
             # The body may echo what was sent (job inputs): debug level only.
-            logger.error("Prefect API %s %s answered %s", method, path, response.status_code)
+            # A 409 is how an election is lost (a variable created first elsewhere):
+            # the caller's business, not an error of this client.
+            level = logging.DEBUG if response.status_code == 409 else logging.ERROR
+            logger.log(level, "Prefect API %s %s answered %s", method, path, response.status_code)
             logger.debug("Prefect API answer: %s", response.text[:500])
             raise PrefectRequestFailed(
                 f"The Prefect API refused {method} {path} ({response.status_code})",

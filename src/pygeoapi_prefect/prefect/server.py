@@ -24,11 +24,13 @@ __all__ = [
     "stop_process_group",
 ]
 
-#: Prefect server services that jobs of pygeoapi-prefect (local or deployed)
-#: do not need: event storage and automations, schedules, late-run marking,
-#: worker health, pause expiry, lease clean-up. Their background work competes
-#: with API requests on a small machine (benchmarks/README.md measures it);
-#: the task run recorder stays, as deployed flows report task runs through it.
+#: Prefect server services that running jobs of pygeoapi-prefect (local or
+#: deployed) do not need: event storage and automations, schedules, late-run
+#: marking, worker health, pause expiry, lease clean-up. Their background work
+#: competes with API requests on a small machine (benchmarks/README.md
+#: measures it); the task run recorder stays, as deployed flows report task
+#: runs through it. Without event storage and automations there is no zombie
+#: automation and no job watcher (``server.manager.watch``): for benchmarks.
 UNUSED_SERVICES = (
     "event_persister",
     "event_logger",

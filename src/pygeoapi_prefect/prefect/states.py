@@ -16,9 +16,17 @@ __all__ = ["running", "running_transition_id", "state"]
 _NAMESPACE = uuid.UUID("8f0c3f5e-6d1f-4a8e-9a53-3c5a1b0e7d21")
 
 
-def state(kind: str, message: str | None = None) -> dict[str, Any]:
-    """A ``StateCreate`` body of type ``kind`` (``"RUNNING"``...), with a message if any."""
-    body: dict[str, Any] = {"type": kind, "name": kind.capitalize()}
+#: The end of the state name a job's own process gives the end it records
+#: because its server process was gone (the job watcher publishes and counts it).
+WITHOUT_SERVER = "WithoutServer"
+
+
+def state(kind: str, message: str | None = None, *, name: str | None = None) -> dict[str, Any]:
+    """A ``StateCreate`` body of type ``kind`` (``"RUNNING"``...), with a message if any.
+
+    ``name``: the state's name in the Prefect UI (default: the type, capitalised).
+    """
+    body: dict[str, Any] = {"type": kind, "name": name or kind.capitalize()}
     if message:
         body["message"] = message
     return body
