@@ -187,3 +187,32 @@ def test_a_document_is_still_a_results_document(served):
     assert answer.headers["content-type"].startswith("application/json")
     validate(answer.json(), "results")
     assert answer.json()["numbers"] == [1, 2, 3]
+
+
+def test_a_sync_job_not_recorded_yet_answers_multipart_from_memory(prefect_server, tmp_path):
+    # Prefect unreachable when the job ends: no job id yet, so nothing is
+    # stored yet either; the answer is made of the outputs in memory. (The
+    # deferred record landing later: tests/test_sync_runtime.py.)
+    from tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(prefect_server.port)
+    server = start_server(
+        "gunicorn",
+        tmp_path,
+        f"{proxy.url}/api",
+        processes=PROCESSES,
+        workers=1,
+        manager={"api_timeout": 3, "heartbeat": {"install_automation": False}},
+    )
+    try:
+        assert "location" in server.execute("multi", {}, response="raw").headers  # recorded
+        proxy.cut()
+        answer = server.execute("multi", {}, response="raw")
+        assert "location" not in answer.headers  # its record waits for Prefect
+        found = parts(answer)
+        assert list(found) == ["text", "numbers", "blob"]
+        assert payload(found["text"]) == b"hello" and payload(found["blob"]) == BLOB
+        proxy.restore()  # a server stops faster with Prefect there to release its lease
+    finally:
+        server.stop()
+        proxy.cut()
