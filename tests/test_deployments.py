@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,13 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT, STANDARD_PROCESSES, pygeoapi_config, server_env, start_pygeoapi
-from workers import start_process_worker
+from conftest import ROOT, STANDARD_PROCESSES, server_env, start_pygeoapi
+from workers import deployed_pygeoapi
 
-from pygeoapi_prefect.cli.deploy import module_name, module_source
+from pygeoapi_prefect.cli.deploy import code_filename, module_name, module_source
 from pygeoapi_prefect.cli.main import cli
 from pygeoapi_prefect.jobs.owners import space_of
-from pygeoapi_prefect.prefect.server import free_port
 
 POOL = "pygeoapi-test-pool"
 DEPLOYED = {
@@ -31,55 +31,18 @@ DEPLOYED = {
 
 
 @pytest.fixture(scope="module")
-def deployed(prefect_server, prefect_api, tmp_path_factory):
+def deployed(prefect_server, tmp_path_factory):
     """A work pool, a worker, the test processes deployed, and pygeoapi using them."""
-    folder = tmp_path_factory.mktemp("deployments")
-    prefect_api.request("POST", "/work_pools/", json={"name": POOL, "type": "process"})
-    worker = start_process_worker(prefect_server.api_url, POOL, folder)
-    config = pygeoapi_config(
-        free_port(),
-        folder / "results",
+    manager = {"callbacks": {"allow": ["127.0.0.1/32"], "retries": 1}}
+    with deployed_pygeoapi(
+        prefect_server,
+        tmp_path_factory,
+        pool=POOL,
+        name="test",
         processes=DEPLOYED,
-        manager={"callbacks": {"allow": ["127.0.0.1/32"], "retries": 1}},
-    )
-    config_path = folder / "deploy-config.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    runner = CliRunner()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PREFECT_API_URL", prefect_server.api_url)
-        for process_id in DEPLOYED:
-            result = runner.invoke(
-                cli,
-                [
-                    "deploy-process-as-flow",
-                    process_id,
-                    "--config",
-                    str(config_path),
-                    "--deployment-name",
-                    "test",
-                    "--work-pool",
-                    POOL,
-                ],
-                catch_exceptions=False,
-            )
-            assert result.exit_code == 0, result.output
-            config["resources"][process_id]["processor"] = {
-                **config["resources"][process_id]["processor"],
-                "deployment": f"{process_id}/test",
-            }
-    server = start_pygeoapi(
-        tmp_path_factory.mktemp("deployed-pygeoapi"),
-        prefect_server.api_url,
-        processes={pid: resource["processor"] for pid, resource in config["resources"].items()},
-        manager={
-            "results": {"url": str(folder / "results")},
-            "callbacks": {"allow": ["127.0.0.1/32"], "retries": 1},
-        },
-    )
-    yield server
-    server.stop()
-    os.killpg(worker.pid, signal.SIGTERM)
-    worker.wait(30)
+        manager=manager,
+    ) as server:
+        yield server
 
 
 def test_generated_module_for_a_flow_process():
@@ -263,7 +226,9 @@ def test_flow_code_on_s3_through_a_storage_block(
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.endpoint})
-    assert fs.exists(f"{s3.bucket}/flows/pygeoapi_hi_prefect_world.py")
+    # One file per distinct code: the module name and a hash of the code.
+    (stored,) = fs.glob(f"{s3.bucket}/flows/*.py")
+    assert re.fullmatch(r"pygeoapi_hi_prefect_world_[0-9a-f]{12}\.py", stored.rsplit("/", 1)[1])
     deployment = prefect_api.request("GET", "/deployments/name/hi-prefect-world/minio").json()
     assert "pygeoapi-prefect-test-secret" not in str(deployment)
 
@@ -512,6 +477,21 @@ def test_module_names_are_distinct_per_process():
     names = {module_name(pid) for pid in ("a-b", "a_b", "a.b", "a b", "A-B")}
     assert len(names) == 5
     assert all(name.isidentifier() for name in names)
+
+
+def test_each_distinct_code_has_a_file_of_its_own():
+    # Two configs deploying one process from the same folder (or storage
+    # block) must not overwrite each other's code.
+    first = module_source(
+        "hello-world", {"processor": {"name": "HelloWorld"}}, {"url": "/a", "storage_options": {}}
+    )
+    second = module_source(
+        "hello-world", {"processor": {"name": "HelloWorld"}}, {"url": "/b", "storage_options": {}}
+    )
+    assert code_filename("hello-world", first) != code_filename("hello-world", second)
+    assert code_filename("hello-world", first) == code_filename("hello-world", first)
+    assert code_filename("hello-world", first).startswith("pygeoapi_hello_world_")
+    assert code_filename("hello-world", first).removesuffix(".py").isidentifier()
 
 
 def test_metrics_count_what_pygeoapi_sees_of_deployed_jobs(deployed):

@@ -118,9 +118,10 @@ def doctor(tmp_path, prefect_server, *args, deployment=None, **manager):
 def test_deploy_shows_its_progress_on_stderr(pools):
     steps = pools.stderr
     for step in (
-        "building the flow code of hello-world (pygeoapi_hello_world.py)",
+        "building the flow code of hello-world",
         f"checking work pool {ONLINE}",
         "writing the flow code to",
+        "/pygeoapi_hello_world_",
         "registering the deployment hello-world/online",
     ):
         assert step in steps, steps

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import uuid
 
 import pytest
-import yaml
-from click.testing import CliRunner
-from conftest import STANDARD_PROCESSES, pygeoapi_config, start_pygeoapi
+from conftest import STANDARD_PROCESSES
 from test_job_logs import _artifacts, _kept_and_dropped, _messages, _wait_logs, _wait_name
-from workers import start_process_worker
-
-from pygeoapi_prefect.cli.main import cli
-from pygeoapi_prefect.prefect.server import free_port
+from workers import deployed_pygeoapi
 
 POOL = "pygeoapi-logs-pool"
 DEPLOYED = {
@@ -27,47 +20,17 @@ pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
-def deployed(prefect_server, prefect_api, tmp_path_factory):
+def deployed(prefect_server, tmp_path_factory):
     """A work pool, a worker, chatty and hi-prefect-world deployed, pygeoapi using them."""
-    folder = tmp_path_factory.mktemp("log-deployments")
-    prefect_api.request("POST", "/work_pools/", json={"name": POOL, "type": "process"})
-    worker = start_process_worker(prefect_server.api_url, POOL, folder)
-    config = pygeoapi_config(free_port(), folder / "results", processes=DEPLOYED, manager=MANAGER)
-    config_path = folder / "deploy-config.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    runner = CliRunner()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PREFECT_API_URL", prefect_server.api_url)
-        for process_id in DEPLOYED:
-            result = runner.invoke(
-                cli,
-                [
-                    "deploy-process-as-flow",
-                    process_id,
-                    "--config",
-                    str(config_path),
-                    "--deployment-name",
-                    "logs",
-                    "--work-pool",
-                    POOL,
-                ],
-                catch_exceptions=False,
-            )
-            assert result.exit_code == 0, result.output
-            config["resources"][process_id]["processor"] = {
-                **config["resources"][process_id]["processor"],
-                "deployment": f"{process_id}/logs",
-            }
-    server = start_pygeoapi(
-        tmp_path_factory.mktemp("log-deployed-pygeoapi"),
-        prefect_server.api_url,
-        processes={pid: resource["processor"] for pid, resource in config["resources"].items()},
-        manager={"results": {"url": str(folder / "results")}, **MANAGER},
-    )
-    yield server
-    server.stop()
-    os.killpg(worker.pid, signal.SIGTERM)
-    worker.wait(30)
+    with deployed_pygeoapi(
+        prefect_server,
+        tmp_path_factory,
+        pool=POOL,
+        name="logs",
+        processes=DEPLOYED,
+        manager=MANAGER,
+    ) as server:
+        yield server
 
 
 def _submit(server, process_id, inputs):

@@ -88,6 +88,18 @@ def module_name(process_id: str) -> str:
     return f"pygeoapi_{safe}_{digest}"
 
 
+def code_filename(process_id: str, source: str) -> str:
+    """The file the generated module is stored in: its module name and a hash of its code.
+
+    Each distinct code gets a file of its own, so that two deployments of
+    a process (other configs, result stores, Prefect servers) sharing a
+    code folder or storage block never run each other's code, and a run
+    already started keeps the code it was deployed with.
+    """
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
+    return f"{module_name(process_id)}_{digest}.py"
+
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -222,9 +234,7 @@ def deploy_process(request: DeployRequest, progress: Callable[[str], None] = _qu
         logger.warning(
             "results go to %s, a local folder: workers elsewhere cannot write there", results_url
         )
-    progress(
-        f"building the flow code of {request.process_id} ({module_name(request.process_id)}.py)"
-    )
+    progress(f"building the flow code of {request.process_id}")
     source = module_source(request.process_id, resource, results)
     parameters = _scheduled_parameters(request, resource)
     api_url = prefect_settings_api_url()
@@ -315,7 +325,7 @@ def _deploy(
 
     from prefect import Flow
 
-    filename = module_name(request.process_id) + ".py"
+    filename = code_filename(request.process_id, source)
     entrypoint = f"{filename}:flow"
     if request.storage_block:
         progress(f"loading storage block {request.storage_block}")
@@ -326,7 +336,7 @@ def _deploy(
             block.put_directory(local_path=folder)
         code: Any = block
     else:
-        progress(f"writing the flow code to {request.code_dir.resolve()}")
+        progress(f"writing the flow code to {request.code_dir.resolve() / filename}")
         request.code_dir.mkdir(parents=True, exist_ok=True)
         (request.code_dir / filename).write_text(source, encoding="utf-8")
         code = str(request.code_dir.resolve())

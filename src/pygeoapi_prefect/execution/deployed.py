@@ -23,10 +23,12 @@ Both let the process write outputs straight to the store
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import time
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import Flow, flow
@@ -254,6 +256,15 @@ def _linkable(annotation: Any, references: dict[str, Any] | None) -> Any:
     return typing.Union[annotation, _Link]  # noqa: UP007 - annotation is a runtime value
 
 
+@dataclasses.dataclass
+class _Call:
+    """The arguments of one call of a user's flow function, and what it returned."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    result: Any = None
+
+
 def job_flow(
     user_flow: Flow[..., Any],
     *,
@@ -341,49 +352,42 @@ def job_flow(
             _summarise(process_id or user_flow.name, inputs, outcome)
         return result
 
+    @contextlib.contextmanager
+    def running(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[_Call]:
+        # What a run of the flow does around the user's function, sync or async.
+        response, notify, requested = begin(kwargs)
+        try:
+            inputs = dict(kwargs)  # as given: links stay links on the run's page
+            with (
+                _beating(),
+                steps.reporting(),
+                _job_logging(logs),
+                writing_to(store, _result_key) as written,
+            ):
+                call = _Call(*arguments(args, kwargs))
+                yield call
+            call.result = finish(call.result, response, notify, requested, written, inputs)
+        except Exception as exc:
+            notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
+            raise
+        finally:
+            notify.wait()
+
     if inspect.iscoroutinefunction(user_flow.fn):
 
         @functools.wraps(user_flow.fn)
         async def run(*args: Any, **kwargs: Any) -> Any:
-            response, notify, requested = begin(kwargs)
-            try:
-                inputs = dict(kwargs)  # as given: links stay links on the run's page
-                with (
-                    _beating(),
-                    steps.reporting(),
-                    _job_logging(logs),
-                    writing_to(store, _result_key) as written,
-                ):
-                    args, kwargs = arguments(args, kwargs)
-                    result = await user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify, requested, written, inputs)
-            except Exception as exc:
-                notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
-                raise
-            finally:
-                notify.wait()
+            with running(args, kwargs) as call:
+                call.result = await user_flow.fn(*call.args, **call.kwargs)
+            return call.result
 
     else:
 
         @functools.wraps(user_flow.fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            response, notify, requested = begin(kwargs)
-            try:
-                inputs = dict(kwargs)  # as given: links stay links on the run's page
-                with (
-                    _beating(),
-                    steps.reporting(),
-                    _job_logging(logs),
-                    writing_to(store, _result_key) as written,
-                ):
-                    args, kwargs = arguments(args, kwargs)
-                    result = user_flow.fn(*args, **kwargs)
-                return finish(result, response, notify, requested, written, inputs)
-            except Exception as exc:
-                notify.status("failedUri", "failed", f"{exc.__class__.__name__}: {exc}")
-                raise
-            finally:
-                notify.wait()
+            with running(args, kwargs) as call:
+                call.result = user_flow.fn(*call.args, **call.kwargs)
+            return call.result
 
     # Resolve string annotations (`from __future__ import annotations` in the
     # flow's module) there, not in this module, where its types do not exist.
