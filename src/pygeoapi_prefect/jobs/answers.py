@@ -57,10 +57,10 @@ __all__ = [
 ]
 
 #: The relation of a ``Link`` header naming one output (its id is the title).
-#: OGC 18-062r2 wants a ``Link`` header (RFC 8288) per output answered by
-#: reference (``/req/core/process-execute-sync-raw-ref``, the async
-#: ``/req/core/job-results-async-raw-ref`` "as per" it) and names no relation
-#: for it; RFC 8288 wants a registered relation or a URI, and the OGC
+#: OGC 18-062r2 wants "one or more ``Link`` headers that reference each
+#: requested output" (RFC 8288; ``/req/core/process-execute-sync-raw-ref``,
+#: the async ``/req/core/job-results-async-raw-ref`` "as per" it) and names
+#: no relation for them; RFC 8288 wants a registered relation or a URI, and the OGC
 #: register's ``results`` ("the target URI points to the results of a job",
 #: 18-062r2 clause 5) is the one that fits. The 2.0 draft keeps the ``Link``
 #: headers, again without a relation.
