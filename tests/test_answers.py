@@ -179,3 +179,19 @@ def test_outputs_in_memory_are_multipart_too():
     assert values_answer(outputs, "image/png", ids, {}, ("blob", "text")) is not None
     assert values_answer(outputs, "image/png", ids, {}, ("blob",)) is None
     assert values_answer({"id": "x", "value": 1}, "application/json", ("x",), {}) is None
+
+
+def test_one_output_named_of_several_answers_by_itself(store):
+    from pygeoapi_prefect.jobs.answers import one_of_several
+
+    outputs = {"text": "hello", "blob": b"\x00\xff"}
+    ids = ("text", "blob")
+    assert one_of_several(outputs, "image/png", ids, {}, ("blob",)) == ("image/png", b"\x00\xff")
+    assert one_of_several(outputs, "image/png", ids, {}, ("text", "blob")) is None
+    assert one_of_several({"id": "x", "value": 1}, "application/json", ("x",), {}, ("x",)) is None
+
+    job_id = str(uuid.uuid4())
+    manifest = store.write(job_id, "image/png", outputs, output_ids=ids, requested=("blob",))
+    answer = results_answer(store, job_id, manifest, Links(store, job_id, job_id, None, 60))
+    assert answer is not None and answer.mimetype == "image/png"
+    assert b"".join(answer.body) == b"\x00\xff"

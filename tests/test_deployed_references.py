@@ -155,3 +155,8 @@ def test_several_raw_outputs_of_a_deployed_sync_job_are_multipart(deployed):
     assert found["<numbers>"].get_payload(decode=True) == b"[1,2,3]"
     assert found["<blob>"].get_content_type() == "image/png"
     assert found["<blob>"].get_payload(decode=True) == BLOB
+
+    # One named of the three: that output alone (/req/core/process-execute-sync-raw-value-one).
+    alone = deployed.execute("multi", {}, response="raw", outputs={"blob": {}})
+    assert alone.status_code == 200, alone.text
+    assert alone.headers["content-type"] == "image/png" and alone.content == BLOB

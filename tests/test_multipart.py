@@ -142,6 +142,21 @@ def test_only_the_outputs_asked_for_are_parts(served, asynchronous):
 
 
 @pytest.mark.parametrize("asynchronous", MODES, ids=MODE_IDS)
+def test_one_output_named_of_several_is_that_output_alone(served, asynchronous):
+    # /req/core/process-execute-sync-raw-value-one: the output itself, its media type.
+    body = {"response": "raw", "outputs": {"blob": {}}}
+    answer = run(served, "multi", body, asynchronous=asynchronous)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/png"
+    assert answer.content == BLOB
+    numbers = run(
+        served, "multi", {"response": "raw", "outputs": {"numbers": {}}}, asynchronous=asynchronous
+    )
+    assert numbers.headers["content-type"].startswith("application/json")
+    assert numbers.json() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("asynchronous", MODES, ids=MODE_IDS)
 def test_mixed_values_and_references(served, asynchronous):
     # /req/core/process-execute-sync-raw-mixed-multi, /req/core/job-results-async-raw-mixed-multi
     body = {

@@ -46,6 +46,7 @@ from pygeoapi_prefect.jobs.answers import (
     Answer,
     Links,
     document,
+    one_of_several,
     results_answer,
     several_outputs,
     transmission,
@@ -436,6 +437,12 @@ def run_sync(
         # Not stored yet (its record waits for Prefect): from memory.
         mimetype, body = deliver(several)
         return SyncResult(job_id, outcome, mimetype, body)
+    named = one_of_several(
+        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
+    )
+    if named is not None:
+        # One output named of several: that output by itself.
+        return SyncResult(job_id, outcome, *named)
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)
 
 

@@ -49,6 +49,8 @@ __all__ = [
     "Links",
     "document",
     "is_multipart",
+    "is_narrowed",
+    "one_of_several",
     "output_answer",
     "results_answer",
     "several_outputs",
@@ -236,6 +238,30 @@ def several_outputs(
     return len(_answered(outputs, mimetype, output_ids, media_types, requested)) > 1
 
 
+def one_of_several(
+    outputs: Any,
+    mimetype: str,
+    output_ids: tuple[str, ...],
+    media_types: dict[str, str],
+    requested: tuple[str, ...] = (),
+) -> tuple[str, Any] | None:
+    """(media type, value) of the one output a request names of several held in memory.
+
+    ``None``: the request does not narrow several outputs down to one.
+    """
+    every = split_outputs(outputs, mimetype, output_ids, media_types)
+    answered = _answered(outputs, mimetype, output_ids, media_types, requested)
+    if len(every) < 2 or len(answered) != 1:
+        return None
+    _, part_type, value, _ = answered[0]
+    return part_type, value
+
+
+def is_narrowed(manifest: Manifest) -> bool:
+    """Whether the request named some of the job's several outputs (answered by themselves)."""
+    return 0 < len(manifest.answered_parts()) < len(manifest.parts)
+
+
 def values_answer(
     outputs: Any,
     mimetype: str,
@@ -287,11 +313,15 @@ def results_answer(
         return Answer(204, None, b"", 0, [links.header(part) for part in parts])
     if len(parts) > 1:
         return _multipart(store, job_id, manifest, parts, links)
-    if manifest.whole:
+    part = parts[0]
+    if manifest.whole and len(manifest.parts) == 1:
+        # The one output, as the process returned it (pygeoapi's own
+        # {"id", "value"} included).
         if manifest.encoding == "json":
             return None
         return Answer(200, manifest.mimetype, store.iter_output(job_id), manifest.size)
-    part = parts[0]
+    # /req/core/process-execute-sync-raw-value-one: one output (of several,
+    # or streamed), by itself, with its own media type.
     return Answer(200, part.mimetype, store.iter_part(job_id, part), part.size)
 
 
