@@ -216,12 +216,14 @@ def start_pygeoapi(
     timeout: float = 60,
     workers: int = 1,
     extra: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Pygeoapi:
     """Write a config into ``tmp`` and serve it with ``pygeoapi-prefect serve``.
 
     ``workers`` gunicorn workers serve it. One by default: several tests count
     on one process (``local.max_workers`` is per worker; the fault tests find
     the job processes under it); the shared ``pygeoapi`` fixture has two.
+    ``env``: more environment variables (or other values) for the server.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -240,7 +242,9 @@ def start_pygeoapi(
         )
     )
     log_path = tmp / "pygeoapi.log"
+    more_env = env or {}
     env = server_env(prefect_api_url, tmp / "prefect-home")
+    env.update(more_env)
     process = spawn_serve(config_path, port, tmp, env, log_path, workers=workers)
     server = Pygeoapi(f"http://127.0.0.1:{port}", config_path, results_dir, process, log_path)
     return server.started(timeout)

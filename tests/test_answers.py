@@ -93,3 +93,105 @@ def test_transmission_modes():
     assert transmission({"a": {}, "b": {"transmissionMode": "reference"}}) == (("a", "b"), ("b",))
     with pytest.raises(InvalidInputs, match="output 'a'"):
         transmission({"a": {"transmissionMode": "later"}})
+
+
+def _parsed(answer) -> list:
+    import email.parser
+    import email.policy
+
+    body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + answer.mimetype.encode() + b"\r\n\r\n" + body
+    )
+    assert message.get_content_type() == "multipart/related"
+    return list(message.iter_parts())
+
+
+def test_a_raw_map_of_outputs_is_multipart_streamed_a_chunk_at_a_time(store):
+    from pygeoapi_prefect.jobs.results import CHUNK
+
+    job_id = str(uuid.uuid4())
+    big = bytes(range(256)) * (3 * CHUNK // 256)  # 3 MiB
+    manifest = store.write(
+        job_id,
+        "image/png",
+        {"text": "hello", "big": big},
+        output_ids=("text", "big"),
+        media_types={"text": "text/plain"},
+    )
+    assert manifest.whole  # one map returned by the process, stored output by output
+    links = Links(store, job_id, job_id, None, 60)
+    answer = results_answer(store, job_id, manifest, links)
+    assert answer is not None and answer.status == 200 and answer.links == []
+    chunks = list(answer.body)
+    # Never the whole big output in one piece: it is read from the store in chunks.
+    assert max(len(chunk) for chunk in chunks) <= CHUNK
+    assert answer.size == sum(len(chunk) for chunk in chunks)
+    answer.body = b"".join(chunks)
+    text, got = _parsed(answer)
+    assert text["Content-ID"] == "<text>" and text.get_payload(decode=True) == b"hello"
+    assert got["Content-ID"] == "<big>" and got.get_content_type() == "image/png"
+    assert got.get_payload(decode=True) == big
+
+
+def test_odd_output_ids_cannot_break_a_header(store):
+    job_id = str(uuid.uuid4())
+    odd = "a\r\nX-Injected: 1"
+    manifest = store.write(
+        job_id,
+        "text/plain",
+        {odd: "one", "é": "two", "plain": "three"},
+        output_ids=(odd, "é", "plain"),
+        references=("é",),
+    )
+    links = Links(store, job_id, job_id, "https://example.test/jobs", 60)
+    answer = results_answer(store, job_id, manifest, links)
+    assert answer is not None and answer.status == 200
+    (link,) = answer.links
+    assert link.isascii() and "\r" not in link and "\n" not in link
+    assert 'title="%C3%A9"' in link and "title*=UTF-8''%C3%A9" in link
+    first, accented, plain = _parsed(answer)
+    assert first["X-Injected"] is None
+    assert first["Content-ID"] == "<a%0D%0AX-Injected%3A%201>"
+    assert first.get_payload(decode=True) == b"one"
+    assert accented["Content-ID"] == "<%C3%A9>" and accented.get_payload(decode=True) == b""
+    assert accented["Content-Location"] == f"https://example.test/jobs/{job_id}/results/%C3%A9"
+    assert plain.get_payload(decode=True) == b"three"
+
+
+def test_outputs_in_memory_are_multipart_too():
+    # A sync job whose record (and store write) waits for Prefect answers from memory.
+    from pygeoapi_prefect.jobs.answers import values_answer
+
+    outputs = {"text": "hello", "numbers": [1, 2], "blob": b"\x00\xff"}
+    ids = ("text", "numbers", "blob")
+    answer = values_answer(outputs, "image/png", ids, {"text": "text/plain"})
+    assert answer is not None and answer.mimetype.startswith("multipart/related;")
+    assert 'type="text/plain"' in answer.mimetype
+    got = {
+        p["Content-ID"]: (p.get_content_type(), p.get_payload(decode=True)) for p in _parsed(answer)
+    }
+    assert got == {
+        "<text>": ("text/plain", b"hello"),
+        "<numbers>": ("application/json", b"[1,2]"),
+        "<blob>": ("image/png", b"\x00\xff"),
+    }
+    assert values_answer(outputs, "image/png", ids, {}, ("blob", "text")) is not None
+    assert values_answer(outputs, "image/png", ids, {}, ("blob",)) is None
+    assert values_answer({"id": "x", "value": 1}, "application/json", ("x",), {}) is None
+
+
+def test_one_output_named_of_several_answers_by_itself(store):
+    from pygeoapi_prefect.jobs.answers import one_of_several
+
+    outputs = {"text": "hello", "blob": b"\x00\xff"}
+    ids = ("text", "blob")
+    assert one_of_several(outputs, "image/png", ids, {}, ("blob",)) == ("image/png", b"\x00\xff")
+    assert one_of_several(outputs, "image/png", ids, {}, ("text", "blob")) is None
+    assert one_of_several({"id": "x", "value": 1}, "application/json", ("x",), {}, ("x",)) is None
+
+    job_id = str(uuid.uuid4())
+    manifest = store.write(job_id, "image/png", outputs, output_ids=ids, requested=("blob",))
+    answer = results_answer(store, job_id, manifest, Links(store, job_id, job_id, None, 60))
+    assert answer is not None and answer.mimetype == "image/png"
+    assert b"".join(answer.body) == b"\x00\xff"

@@ -1,7 +1,7 @@
 """Data by reference on Prefect workers: links read on the worker, outputs streamed from it.
 
 A real `prefect worker` runs the deployed processes (`deploy-process-as-flow`):
-a standard processor (``inspect``, ``stream``) and a Prefect flow that writes
+standard processors (``inspect``, ``stream``, ``multi``) and a Prefect flow that writes
 its outputs through pygeoapi_prefect.outputs (``streamed-flow``).
 """
 
@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from conftest import Pygeoapi, pygeoapi_config, start_pygeoapi
 from input_server import InputServer
 from ogc import validate
-from reference_processes import STREAMED_FLOW, pattern
+from reference_processes import BLOB, STREAMED_FLOW, pattern
 from workers import start_process_worker
 
 from pygeoapi_prefect.cli.main import cli
@@ -31,6 +31,7 @@ PROCESSES: dict[str, Any] = {
     "inspect": "reference_processes.InspectProcessor",
     "stream": "reference_processes.StreamProcessor",
     "streamed-flow": STREAMED_FLOW,
+    "multi": "reference_processes.MultiProcessor",
 }
 REFERENCES = {"allow": ["localhost"], "max_bytes": 4096, "timeout": 5}
 
@@ -131,3 +132,31 @@ def test_outputs_streamed_on_the_worker_are_served_by_reference(deployed, inputs
         greeting_out = deployed.client.get(f"/jobs/{job_id}/results/greeting")
         assert greeting_out.text == "hello from a link"
         assert greeting_out.headers["content-type"] == "text/plain"
+
+
+def test_several_raw_outputs_of_a_deployed_sync_job_are_multipart(deployed):
+    # /req/core/process-execute-sync-raw-value-multi for a job run on a Prefect
+    # worker, whose process returned its three outputs as one map.
+    import email.parser
+    import email.policy
+
+    body = {"response": "raw"}
+    validate({"inputs": {}, **body}, "execute")
+    answer = deployed.execute("multi", {}, **body)
+    assert answer.status_code == 200, answer.text
+    content_type = answer.headers["content-type"]
+    assert content_type.startswith("multipart/related;")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + answer.content
+    )
+    found = {str(p["Content-ID"]): p for p in message.iter_parts()}
+    assert list(found) == ["<text>", "<numbers>", "<blob>"]
+    assert found["<text>"].get_payload(decode=True) == b"hello"
+    assert found["<numbers>"].get_payload(decode=True) == b"[1,2,3]"
+    assert found["<blob>"].get_content_type() == "image/png"
+    assert found["<blob>"].get_payload(decode=True) == BLOB
+
+    # One named of the three: that output alone (/req/core/process-execute-sync-raw-value-one).
+    alone = deployed.execute("multi", {}, response="raw", outputs={"blob": {}})
+    assert alone.status_code == 200, alone.text
+    assert alone.headers["content-type"] == "image/png" and alone.content == BLOB

@@ -24,6 +24,7 @@ from pygeoapi_prefect.errors import (
 from pygeoapi_prefect.execution.notify import job_event
 from pygeoapi_prefect.execution.sync import answer_from_store
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.answers import is_multipart, is_narrowed
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.listing import get_job, get_job_result, stored_manifest
 from pygeoapi_prefect.processes import DeploymentProcessor, FlowProcessor
@@ -139,8 +140,9 @@ def run_on_deployment(
         current_exchange().failed_job_id = job_id
         raise ProcessFailed(job["message"], job_id=job_id)
     manifest, key = stored_manifest(engine, processes, job_id)
-    if manifest.references or not manifest.whole:
-        # Links, or outputs only the store holds: as a local sync job answers.
+    if manifest.references or not manifest.whole or is_multipart(manifest) or is_narrowed(manifest):
+        # Links, outputs only the store holds, several raw outputs, or some
+        # of several: as a local sync job answers.
         mimetype, outputs, _ = answer_from_store(engine, job_id, key, jobs_url)
     else:
         mimetype, outputs = get_job_result(engine, processes, job_id)

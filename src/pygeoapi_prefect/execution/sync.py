@@ -42,7 +42,16 @@ from pygeoapi_prefect.execution.notify import job_event, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
-from pygeoapi_prefect.jobs.answers import Links, document, results_answer, transmission
+from pygeoapi_prefect.jobs.answers import (
+    Answer,
+    Links,
+    document,
+    one_of_several,
+    results_answer,
+    several_outputs,
+    transmission,
+    values_answer,
+)
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
 from pygeoapi_prefect.prefect.api import REJECTED
@@ -54,7 +63,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SyncResult", "answer_from_store", "run_sync"]
+__all__ = ["SyncResult", "answer_from_store", "deliver", "run_sync"]
 
 #: The job event of a state a sync job is recorded in.
 _KIND = {"RUNNING": "running", "COMPLETED": "successful", "FAILED": "failed"}
@@ -404,9 +413,13 @@ def run_sync(
         if job_id:
             notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)
         return SyncResult(job_id, outcome, "application/json", None)
-    _, references = transmission(requested_outputs)
-    if job_id and (references or outcome.streamed):
-        # Links, or outputs only the store holds: answered from the store.
+    requested, references = transmission(requested_outputs)
+    raw_several = response == RequestedResponse.raw.value and several_outputs(
+        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
+    )
+    if job_id and (references or outcome.streamed or raw_several):
+        # Links, outputs only the store holds, or several raw outputs
+        # (multipart/related): answered from the store, streamed.
         key = ResultStore.key(job_id, owner)
         return _stored_answer(engine, job_id, key, outcome, jobs_url, subscriber)
     document = results_document(
@@ -417,6 +430,19 @@ def run_sync(
     )
     if response == RequestedResponse.document.value:
         return SyncResult(job_id, outcome, "application/json", document)
+    several = values_answer(
+        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
+    )
+    if several is not None:
+        # Not stored yet (its record waits for Prefect): from memory.
+        mimetype, body = deliver(several)
+        return SyncResult(job_id, outcome, mimetype, body)
+    named = one_of_several(
+        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
+    )
+    if named is not None:
+        # One output named of several: that output by itself.
+        return SyncResult(job_id, outcome, *named)
     return SyncResult(job_id, outcome, outcome.mimetype, outcome.outputs)
 
 
@@ -432,31 +458,52 @@ def _stored_answer(
     jobs_url: str | None,
     subscriber: dict[str, str] | None,
 ) -> SyncResult:
-    mimetype, outputs, document = answer_from_store(engine, job_id, key, jobs_url)
-    engine.callbacks.send(subscriber, "successUri", document, job=job_id)
+    mimetype, outputs, document = answer_from_store(
+        engine, job_id, key, jobs_url, with_document=bool(subscriber)
+    )
+    if document is not None:
+        engine.callbacks.send(subscriber, "successUri", document, job=job_id)
     return SyncResult(job_id, outcome, mimetype, outputs)
 
 
 def answer_from_store(
-    engine: Engine, job_id: str, key: str, jobs_url: str | None
-) -> tuple[str, Any, dict[str, Any]]:
+    engine: Engine, job_id: str, key: str, jobs_url: str | None, *, with_document: bool = False
+) -> tuple[str, Any, dict[str, Any] | None]:
     """(media type, outputs, results document) of a finished sync job, read from the store.
 
     What pygeoapi's execute answer carries; the ``Link`` headers (and 204)
-    of outputs by reference go to the request's exchange.
+    of outputs by reference, and a streamed body, go to the request's
+    exchange (:func:`deliver`). The results document (for callbacks) holds
+    every output inline, so it is read only ``with_document``.
     """
     store = engine.store
     manifest = store.read_manifest(key)
     links = Links(store, key, job_id, jobs_url, engine.config.results.presign_seconds)
-    results = document(store, key, manifest, links)
+    results = document(store, key, manifest, links) if with_document else None
     answer = results_answer(store, key, manifest, links)
     if answer is None:
         _, outputs = store.read(key)
         return manifest.mimetype, outputs, results
+    mimetype, body = deliver(answer)
+    return mimetype, body, results
+
+
+def deliver(answer: Answer) -> tuple[str, Any]:
+    """(media type, body for pygeoapi) of a sync answer; headers and streams via the exchange.
+
+    Under this package's web layer (``exchange.streams``) a body of chunks
+    is handed over as it is and pygeoapi carries an empty one; under
+    pygeoapi's own apps it is joined.
+    """
     exchange = current_exchange()
     exchange.links = answer.links
     exchange.no_content = answer.status == 204
-    if answer.mimetype == "application/json" and isinstance(answer.body, bytes):
-        return "application/json", json.loads(answer.body), results
-    body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
-    return answer.mimetype or "application/json", body, results
+    mimetype = answer.mimetype or "application/json"
+    if isinstance(answer.body, bytes):
+        if answer.mimetype == "application/json":
+            return mimetype, json.loads(answer.body)
+        return mimetype, answer.body
+    if exchange.streams:
+        exchange.body, exchange.body_size = answer.body, answer.size
+        return mimetype, b""
+    return mimetype, b"".join(answer.body)

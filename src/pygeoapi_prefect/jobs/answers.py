@@ -10,8 +10,11 @@ raw, all by reference     204, one ``Link`` header per output (no body)
 raw, one output by value  200, the output itself, with its media type
 raw, several, or mixed    200, ``multipart/related``, one part per output
                           (``Content-ID`` its id; by reference: an empty body
-                          and ``Content-Location``)
+                          and ``Content-Location``, and a ``Link`` header)
 ========================  =====================================================
+
+(OGC 18-062r2 ``/req/core/process-execute-sync-*``, and for async jobs
+``/req/core/job-results-async-*``, which answer "as per" the sync ones.)
 
 A link is a presigned URL when the store can sign one (S3:
 ``results.presign_seconds``), else ``<jobs URL>/<job id>/results/<output id>``
@@ -22,13 +25,13 @@ output is loaded whole unless it is inlined in a document.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from pygeoapi_prefect.errors import InvalidInputs, NoSuchOutput
+from pygeoapi_prefect.jobs.multipart import Section, header_text, related
 from pygeoapi_prefect.jobs.results import (
     Manifest,
     Part,
@@ -45,12 +48,24 @@ __all__ = [
     "Answer",
     "Links",
     "document",
+    "is_multipart",
+    "is_narrowed",
+    "one_of_several",
     "output_answer",
     "results_answer",
+    "several_outputs",
     "transmission",
+    "values_answer",
 ]
 
 #: The relation of a ``Link`` header naming one output (its id is the title).
+#: OGC 18-062r2 wants "one or more ``Link`` headers that reference each
+#: requested output" (RFC 8288; ``/req/core/process-execute-sync-raw-ref``,
+#: the async ``/req/core/job-results-async-raw-ref`` "as per" it) and names
+#: no relation for them; RFC 8288 wants a registered relation or a URI, and the OGC
+#: register's ``results`` ("the target URI points to the results of a job",
+#: 18-062r2 clause 5) is the one that fits. The 2.0 draft keeps the ``Link``
+#: headers, again without a relation.
 OUTPUT_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 TRANSMISSION_MODES = ("value", "reference")
 
@@ -85,9 +100,19 @@ class Links:
         return f"{base}/{self.job_id}/results/{quote(part.output_id, safe='')}"
 
     def header(self, part: Part) -> str:
-        """The ``Link`` header value of one output."""
-        title = part.output_id.replace("\\", "\\\\").replace('"', '\\"')
-        return f'<{self.href(part)}>; rel="{OUTPUT_REL}"; type="{part.mimetype}"; title="{title}"'
+        """The ``Link`` header value of one output (RFC 8288).
+
+        ``title`` is the output id; an id that is not printable ASCII is
+        also given exactly as ``title*`` (RFC 8187), and percent-encoded in
+        ``title``: a header value is ASCII, so no output id can break it.
+        """
+        output_id = part.output_id
+        title = header_text(output_id).replace("\\", "\\\\").replace('"', '\\"')
+        mimetype = header_text(part.mimetype).replace('"', "")
+        value = f'<{self.href(part)}>; rel="{OUTPUT_REL}"; type="{mimetype}"; title="{title}"'
+        if not (output_id.isascii() and output_id.isprintable()):
+            value += f"; title*=UTF-8''{quote(output_id, safe='')}"
+        return value
 
 
 def transmission(requested_outputs: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -158,23 +183,114 @@ def _typed(value: Any, mimetype: str) -> Any:
 def _multipart(
     store: ResultStore, job_id: str, manifest: Manifest, parts: tuple[Part, ...], links: Links
 ) -> Answer:
-    boundary = uuid.uuid4().hex
+    # /req/core/process-execute-sync-raw-value-multi and -raw-mixed-multi:
+    # 200, one part per output, straight from the store.
+    sections, headers = [], []
+    for part in parts:
+        if part.output_id in manifest.references:
+            sections.append(Section(part.output_id, part.mimetype, 0, href=links.href(part)))
+            # The same link as a header too: a client that reads only the
+            # headers (as for an all-by-reference 204) finds it there.
+            headers.append(links.header(part))
+            continue
+        chunks = _part_chunks(store, job_id, part)
+        sections.append(Section(part.output_id, part.mimetype, part.size, chunks))
+    content_type, body, size = related(sections)
+    return Answer(200, content_type, body, size, headers)
 
-    def chunks() -> Iterator[bytes]:
-        for part in parts:
-            head = (
-                f"--{boundary}\r\nContent-ID: <{part.output_id}>\r\n"
-                f"Content-Type: {part.mimetype}\r\n"
-            )
-            if part.output_id in manifest.references:
-                yield (head + f"Content-Location: {links.href(part)}\r\n\r\n\r\n").encode()
-                continue
-            yield (head + f"Content-Length: {part.size}\r\n\r\n").encode()
-            yield from store.iter_part(job_id, part)
-            yield b"\r\n"
-        yield f"--{boundary}--\r\n".encode()
 
-    return Answer(200, f'multipart/related; boundary="{boundary}"', chunks())
+def _part_chunks(store: ResultStore, job_id: str, part: Part) -> Callable[[], Iterator[bytes]]:
+    return lambda: store.iter_part(job_id, part)
+
+
+def is_multipart(manifest: Manifest) -> bool:
+    """Whether the job's raw answer is ``multipart/related``: several outputs, one by value."""
+    parts = manifest.answered_parts()
+    return (
+        manifest.response == "raw"
+        and len(parts) > 1
+        and any(part.output_id not in manifest.references for part in parts)
+    )
+
+
+def _answered(
+    outputs: Any,
+    mimetype: str,
+    output_ids: tuple[str, ...],
+    media_types: dict[str, str],
+    requested: tuple[str, ...],
+) -> list[tuple[str, str, Any, bool]]:
+    return [
+        found
+        for found in split_outputs(outputs, mimetype, output_ids, media_types)
+        if not requested or found[0] in requested
+    ]
+
+
+def several_outputs(
+    outputs: Any,
+    mimetype: str,
+    output_ids: tuple[str, ...],
+    media_types: dict[str, str],
+    requested: tuple[str, ...] = (),
+) -> bool:
+    """Whether outputs held in memory answer as several (raw: ``multipart/related``)."""
+    return len(_answered(outputs, mimetype, output_ids, media_types, requested)) > 1
+
+
+def one_of_several(
+    outputs: Any,
+    mimetype: str,
+    output_ids: tuple[str, ...],
+    media_types: dict[str, str],
+    requested: tuple[str, ...] = (),
+) -> tuple[str, Any] | None:
+    """(media type, value) of the one output a request names of several held in memory.
+
+    ``None``: the request does not narrow several outputs down to one.
+    """
+    every = split_outputs(outputs, mimetype, output_ids, media_types)
+    answered = _answered(outputs, mimetype, output_ids, media_types, requested)
+    if len(every) < 2 or len(answered) != 1:
+        return None
+    _, part_type, value, _ = answered[0]
+    return part_type, value
+
+
+def is_narrowed(manifest: Manifest) -> bool:
+    """Whether the request named some of the job's several outputs (answered by themselves)."""
+    return 0 < len(manifest.answered_parts()) < len(manifest.parts)
+
+
+def values_answer(
+    outputs: Any,
+    mimetype: str,
+    output_ids: tuple[str, ...],
+    media_types: dict[str, str],
+    requested: tuple[str, ...] = (),
+) -> Answer | None:
+    """The raw multipart answer of outputs held in memory (a sync job not stored yet).
+
+    ``None``: they are one output, answered as it is.
+    """
+    found = [
+        (output_id, part_type, _encoded(value))
+        for output_id, part_type, value, _ in _answered(
+            outputs, mimetype, output_ids, media_types, requested
+        )
+    ]
+    if len(found) < 2:
+        return None
+    sections = [
+        Section(output_id, part_type, len(data), _chunks_of(data))
+        for output_id, part_type, data in found
+    ]
+    content_type, body, size = related(sections)
+    return Answer(200, content_type, body, size)
+
+
+def _chunks_of(data: bytes) -> Callable[[], Iterator[bytes]]:
+    return lambda: iter((data,))
 
 
 def results_answer(
@@ -193,14 +309,19 @@ def results_answer(
         return None
     by_reference = [p for p in parts if p.output_id in manifest.references]
     if len(by_reference) == len(parts):
+        # /req/core/process-execute-sync-raw-ref: 204, a Link header each.
         return Answer(204, None, b"", 0, [links.header(part) for part in parts])
-    if by_reference or len(parts) > 1 and not manifest.whole:
+    if len(parts) > 1:
         return _multipart(store, job_id, manifest, parts, links)
-    if manifest.whole:
+    part = parts[0]
+    if manifest.whole and len(manifest.parts) == 1:
+        # The one output, as the process returned it (pygeoapi's own
+        # {"id", "value"} included).
         if manifest.encoding == "json":
             return None
         return Answer(200, manifest.mimetype, store.iter_output(job_id), manifest.size)
-    part = parts[0]
+    # /req/core/process-execute-sync-raw-value-one: one output (of several,
+    # or streamed), by itself, with its own media type.
     return Answer(200, part.mimetype, store.iter_part(job_id, part), part.size)
 
 

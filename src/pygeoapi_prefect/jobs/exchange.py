@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -38,6 +39,12 @@ class RequestExchange:
             answer has no job (no ``Location``).
         links: ``Link`` header values of outputs a sync job answers by reference.
         no_content: the sync answer has no body (raw, every output by reference): 204.
+        streams: the web layer sends ``body`` itself (ours does; pygeoapi's
+            own apps do not, and get the whole answer from the manager).
+        body: the chunks of a sync answer read from the result store (a
+            ``multipart/related`` answer, or one large output), sent in place
+            of the empty answer pygeoapi carries, so none is held whole.
+        body_size: the length of ``body``, if known.
         caller: who sent the request, when ``server.manager.auth`` is on (set
             by the web layer once it has authenticated the request).
         subscriber: the execute request's OGC ``subscriber`` (its URIs by
@@ -52,6 +59,9 @@ class RequestExchange:
     unrecorded: bool = False
     links: list[str] = field(default_factory=list)
     no_content: bool = False
+    streams: bool = False
+    body: Iterator[bytes] | None = None
+    body_size: int | None = None
     caller: Caller | None = None
     subscriber: dict[str, str] | None = None
 

@@ -263,6 +263,7 @@ class Contract:
         self._check_body(request, execute=shape[-1] == "execution")
         if shape[-1] == "execution":
             _take_subscriber(request, exchange)
+            exchange.streams = True  # a sync answer from the store is sent chunk by chunk
         if shape == ("jobs", "*", "logs"):
             # Its formats (json, txt) are not pygeoapi's: answered before its checks.
             return job_logs.answer(self, request, parts[1])
@@ -465,6 +466,17 @@ class Contract:
             response.headers = [
                 (k, v) for k, v in response.headers if k.lower() not in _BODY_HEADERS
             ]
+        elif response.status == 200 and exchange.body is not None:
+            # Read from the result store as it is sent (multipart/related, a
+            # large output): pygeoapi carried an empty body in its place.
+            response.body = exchange.body
+            response.headers = [
+                (k, v)
+                for k, v in response.headers
+                if k.lower() not in ("content-length", "content-encoding")
+            ]
+            if exchange.body_size is not None:
+                response.headers.append(("Content-Length", str(exchange.body_size)))
         if response.status == 200 or response.status == 204:
             response.headers.extend(("Link", link) for link in exchange.links)
         location = response.header("Location")
