@@ -226,5 +226,9 @@ def test_a_json_map_is_left_to_pygeoapi_only_with_as_map(store):
         job_id, "application/json", outputs, output_ids=ids, references=("numbers",)
     )
     assert not is_json_map(manifest)
+    # A map the process said is another media type is no JSON map either.
+    assert not values_map(outputs, "image/png", ids, {})
+    job_id = str(uuid.uuid4())
+    assert not is_json_map(store.write(job_id, "image/png", outputs, output_ids=ids))
     # One output is no map of several.
     assert not values_map({"text": "hello"}, "application/json", ("text",), {})

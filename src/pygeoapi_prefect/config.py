@@ -118,8 +118,9 @@ class ResultStoreConfig(_Strict):
             "output, as OGC API - Processes 1.0 requires. `json`: the process's own JSON map "
             "of its outputs, as pygeoapi's TinyDB and PostgreSQL managers answer, for clients "
             "written against those; where there is no such map (outputs the process streamed "
-            "through `pygeoapi_prefect.outputs`, bytes among the outputs, or a mix with "
-            "outputs by reference) the answer stays `multipart/related`."
+            "through `pygeoapi_prefect.outputs`, bytes among the outputs, a media type other "
+            "than JSON, or a mix with outputs by reference) the answer stays "
+            "`multipart/related`."
         ),
     )
 

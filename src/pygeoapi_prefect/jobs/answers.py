@@ -223,14 +223,15 @@ def is_multipart(manifest: Manifest) -> bool:
 def is_json_map(manifest: Manifest) -> bool:
     """Whether the job's several outputs are one JSON map the process returned.
 
-    The map as it returned it, with no output asked for by reference, none
-    streamed through the outputs API and no bytes among them (which JSON
-    cannot hold): what ``results.raw_several: json`` answers instead of
-    ``multipart/related``.
+    The map as it returned it, as JSON (its media type says so), with no
+    output asked for by reference, none streamed through the outputs API
+    and no bytes among them (which JSON cannot hold): what
+    ``results.raw_several: json`` answers instead of ``multipart/related``.
     """
     return (
         manifest.whole
         and manifest.encoding == "json"
+        and _is_json_type(manifest.mimetype)
         and not manifest.references
         and len(manifest.parts) > 1
         and all(part.encoding != "bytes" for part in manifest.parts)
@@ -244,9 +245,17 @@ def values_map(
     found = split_outputs(outputs, mimetype, output_ids, media_types)
     return (
         encoding_of(outputs) == "json"
+        and _is_json_type(mimetype)
         and len(found) > 1
         and all(encoding_of(value) != "bytes" for _, _, value, _ in found)
     )
+
+
+def _is_json_type(mimetype: str) -> bool:
+    # A map with another media type (say image/png) is none that pygeoapi's
+    # managers answer either: TinyDB's cannot even store it.
+    media_type = mimetype.split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _answered(
