@@ -10,6 +10,7 @@ from pygeoapi.util import JobStatus
 
 from pygeoapi_prefect.execution.notify import job_event
 from pygeoapi_prefect.jobs import runs as jobs
+from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.listing import read_job_run
 from pygeoapi_prefect.jobs.owners import owner_of
 from pygeoapi_prefect.jobs.results import ResultStore
@@ -41,6 +42,7 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
     """
     run = read_job_run(engine.api, processes, job_id)
     flow_run_id = run["id"]
+    current_exchange().runs.pop(flow_run_id, None)  # changed below: read anew after
     if jobs.job_from_flow_run(run)["status"] in (JobStatus.accepted.value, JobStatus.running.value):
         runner = engine.runner_if_started
         if runner is not None and runner.holds(flow_run_id) and runner.dismiss(flow_run_id):
