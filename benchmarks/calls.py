@@ -97,6 +97,8 @@ def main() -> None:
         manager: dict[str, Any] = {
             "name": "pygeoapi_prefect.manager.PrefectManager",
             "results": {"url": str(work / "results")},
+            # Every sleeper dismissed below runs at once.
+            "local": {"max_workers": args.repeat + 4},
         }
         headers: dict[str, str] = {}
         if args.auth:
@@ -167,12 +169,14 @@ def main() -> None:
         )
         running: list[str] = []
         for _ in range(args.repeat + 3):
-            running.append(job_id(execute("sleeper", asynchronous=True, seconds=60)))
+            running.append(job_id(execute("sleeper", asynchronous=True, seconds=600)))
         pids = work / "pids.txt"
         for _ in range(600):  # every sleeper has started
             if pids.exists() and len(pids.read_text().splitlines()) >= len(running):
                 break
             time.sleep(0.1)
+        else:
+            raise RuntimeError("the sleepers never all started")
         queue = list(running)
         report(
             "DELETE /jobs/{id} (running)",
