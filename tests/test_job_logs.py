@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -220,6 +221,32 @@ def test_sync_job_log(pygeoapi):
     assert f"{marker} warning" in messages
     assert f"{marker} printed to stdout" in messages
     assert not any(f"{marker} line" in m for m in messages)
+
+
+def test_a_running_sync_jobs_lines_are_there_before_it_ends(pygeoapi, prefect_api):
+    # Recorded after 0.25 s, then shipped every second while it runs.
+    marker = _marker()
+    tags = {"all_": ["pygeoapi", "pygeoapi.process:chatty"]}
+    running = {"tags": tags, "state": {"type": {"any_": ["RUNNING"]}}}
+
+    def runs() -> set[str]:
+        found = prefect_api.filter_flow_runs(running, sort="ID_DESC", limit=200, offset=0)
+        return {str(r["id"]) for r in found}
+
+    before = runs()
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(pygeoapi.execute, "chatty", {"marker": marker, "seconds": 20})
+        try:
+            deadline = time.monotonic() + 15
+            while not (new := runs() - before):
+                assert time.monotonic() < deadline, "the sync job was not recorded"
+                time.sleep(0.2)
+            (job_id,) = new
+            messages = _wait_logs(pygeoapi, job_id, f"{marker} printed to stderr", timeout=15)
+            assert f"{marker} warning" in messages
+            assert not answer.done()  # seen while the request still waits for the job
+        finally:
+            assert answer.result().status_code == 200
 
 
 def test_concurrent_sync_jobs_keep_their_own_lines(pygeoapi):

@@ -360,6 +360,39 @@ def ship(api: PrefectAPI, log: JobLog, *, budget: float | None = None) -> bool:
     return True
 
 
+def _ship_every(api: PrefectAPI, log: JobLog, done: threading.Event) -> threading.Thread:
+    # A thread sending the lines waiting every SHIP_SECONDS, until ``done``.
+    def loop() -> None:
+        _quiet_threads.add(threading.get_ident())
+        try:
+            while not done.wait(SHIP_SECONDS):
+                ship(api, log, budget=log.limits.flush_seconds)
+        finally:
+            _quiet_threads.discard(threading.get_ident())
+
+    thread = threading.Thread(target=loop, name="pygeoapi-prefect-logs", daemon=True)
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def shipping_meanwhile(api: PrefectAPI, log: JobLog) -> Iterator[JobLog]:
+    """Send ``log``'s lines every :data:`SHIP_SECONDS` while inside (a recorded sync job).
+
+    What is left when it ends is sent by whoever ends the job
+    (:func:`ship_in_background`).
+    """
+    if not log.limits.enabled or not log.job_id:
+        yield log
+        return
+    done = threading.Event()
+    _ship_every(api, log, done)
+    try:
+        yield log
+    finally:
+        done.set()
+
+
 @contextlib.contextmanager
 def shipping(api_url: str | None, log: JobLog) -> Iterator[JobLog]:
     """Send ``log``'s lines every :data:`SHIP_SECONDS` while inside, the rest at the end.
@@ -374,17 +407,7 @@ def shipping(api_url: str | None, log: JobLog) -> Iterator[JobLog]:
 
     api = PrefectAPI(api_url, timeout=max(1.0, log.limits.flush_seconds))
     done = threading.Event()
-
-    def loop() -> None:
-        _quiet_threads.add(threading.get_ident())
-        try:
-            while not done.wait(SHIP_SECONDS):
-                ship(api, log, budget=log.limits.flush_seconds)
-        finally:
-            _quiet_threads.discard(threading.get_ident())
-
-    thread = threading.Thread(target=loop, name="pygeoapi-prefect-logs", daemon=True)
-    thread.start()
+    thread = _ship_every(api, log, done)
     try:
         yield log
     finally:

@@ -37,7 +37,12 @@ from pygeoapi_prefect.errors import (
 from pygeoapi_prefect.execution.async_jobs import finish_cancelled, job_parameters
 from pygeoapi_prefect.execution.execute import Outcome, run_job, store_outcome
 from pygeoapi_prefect.execution.heartbeat import beating
-from pygeoapi_prefect.execution.joblogs import JobLog, capturing, limits_from
+from pygeoapi_prefect.execution.joblogs import (
+    JobLog,
+    capturing,
+    limits_from,
+    shipping_meanwhile,
+)
 from pygeoapi_prefect.execution.notify import job_event, notify_status
 from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
@@ -170,6 +175,9 @@ class _Record:
                         self.engine.api.api_url, self.job_id, config.heartbeat.interval, first=0.0
                     )
                 )
+                # Its log lines so far, and from now on while it runs (the rest at its end).
+                self.logs.job_id = self.job_id
+                self._beat.enter_context(shipping_meanwhile(self.engine.api, self.logs))
         notify_status(
             self.engine, self.engine.processes(), self.job_id, "inProgressUri", self.subscriber
         )
