@@ -203,6 +203,7 @@ class PrefectManager(BaseManager):
         A dismissed job is left as it is (False). Raises JobNotFound for no such job.
         """
         run = listing.read_job_run(self.api, self.processes, job_id)
+        current_exchange().runs.pop(run["id"], None)  # changed below: read anew after
         if jobs.job_from_flow_run(run)["status"] == JobStatus.dismissed.value:
             logger.warning("update of dismissed job %s refused", job_id)
             return False

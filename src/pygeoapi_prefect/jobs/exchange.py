@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from pygeoapi_prefect.errors import NotAuthenticated
 from pygeoapi_prefect.jobs.owners import Caller
@@ -50,6 +51,9 @@ class RequestExchange:
         subscriber: the execute request's OGC ``subscriber`` (its URIs by
             key), taken out of the body before pygeoapi reads it: pygeoapi
             logs whole execute bodies at DEBUG, and callback URLs carry tokens.
+        runs: the job runs this request has read, by id (``listing.read_job_run``):
+            pygeoapi looks a job up before our results answer reads it, and one
+            request needs one read. A request that changes a run drops it.
 
     """
 
@@ -64,6 +68,7 @@ class RequestExchange:
     body_size: int | None = None
     caller: Caller | None = None
     subscriber: dict[str, str] | None = None
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _EXCHANGE: ContextVar[RequestExchange | None] = ContextVar(

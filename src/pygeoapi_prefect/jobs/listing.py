@@ -238,7 +238,12 @@ def _runs_by_duration(
 
 
 def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> dict[str, Any]:
-    """The flow run of a job of these processes.
+    """The flow run of a job of these processes, read once a request.
+
+    A second lookup of the same job in the same request (pygeoapi's
+    ``get_job`` and then our results answer) reuses the run of the first
+    (:attr:`~pygeoapi_prefect.jobs.exchange.RequestExchange.runs`); code
+    that changes the run drops it there.
 
     Raises:
         JobNotFound: no such job (unknown, malformed, dismissed, another
@@ -246,8 +251,14 @@ def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> 
 
     """
     canonical = jobs.normalise_job_id(job_id)
-    run = api.read_flow_run(canonical) if canonical else None
-    caller = current_exchange().caller
+    exchange = current_exchange()
+    run = exchange.runs.get(canonical) if canonical else None
+    if run is None and canonical:
+        # Once a request: pygeoapi's own lookup and ours read the same run.
+        run = api.read_flow_run(canonical)
+        if run is not None:
+            exchange.runs[canonical] = run
+    caller = exchange.caller
     if (
         run is None
         or jobs.JOB_TAG not in (run.get("tags") or [])
