@@ -237,13 +237,19 @@ def _runs_by_duration(
     return matched[offset : offset + limit], len(matched)
 
 
-def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> dict[str, Any]:
-    """The flow run of a job of these processes, read once a request.
+#: The run states of a finished job: its run changes no more (a dismiss drops it).
+_SETTLED = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
-    A second lookup of the same job in the same request (pygeoapi's
+
+def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> dict[str, Any]:
+    """The flow run of a job of these processes; a finished one is read once a request.
+
+    A second lookup of the same finished job in the same request (pygeoapi's
     ``get_job`` and then our results answer) reuses the run of the first
     (:attr:`~pygeoapi_prefect.jobs.exchange.RequestExchange.runs`); code
-    that changes the run drops it there.
+    that changes the run drops it there. A queued or running job's run is
+    read every time: a request may wait for it to change (a sync job on a
+    deployment polls it).
 
     Raises:
         JobNotFound: no such job (unknown, malformed, dismissed, another
@@ -256,7 +262,7 @@ def read_job_run(api: PrefectAPI, processes: Mapping[str, Any], job_id: str) -> 
     if run is None and canonical:
         # Once a request: pygeoapi's own lookup and ours read the same run.
         run = api.read_flow_run(canonical)
-        if run is not None:
+        if run is not None and run.get("state_type") in _SETTLED:
             exchange.runs[canonical] = run
     caller = exchange.caller
     if (
