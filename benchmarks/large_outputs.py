@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -119,6 +120,51 @@ def baseline(fs: object, folder: Path, megabytes: int) -> tuple[float, float]:
     return put, get
 
 
+def serve_one_process(
+    folder: Path,
+    port: int,
+    prefect_api_url: str,
+    results: dict[str, Any],
+    process: tuple[str, str],
+    app: str = "pygeoapi_prefect.flask_app",
+) -> subprocess.Popen[bytes]:
+    """Serve one benchmark process (id, processor class) with PrefectManager on werkzeug.
+
+    The config is example-config.yml's, logging at ERROR, one local job at a
+    time, results in ``results``; the server's log goes to ``folder/server.log``.
+    """
+    config = yaml.safe_load((ROOT / "example-config.yml").read_text())
+    config["server"]["bind"] = {"host": "127.0.0.1", "port": port}
+    config["server"]["url"] = f"http://127.0.0.1:{port}"
+    config["logging"] = {"level": "ERROR"}
+    config["server"]["manager"] = {
+        "name": "pygeoapi_prefect.manager.PrefectManager",
+        "connection": prefect_api_url,
+        "results": results,
+        "local": {"max_workers": 1},
+    }
+    process_id, processor = process
+    config["resources"] = {process_id: {"type": "process", "processor": {"name": processor}}}
+    config_path = folder / "config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    from pygeoapi_prefect.cli.main import write_openapi
+
+    write_openapi(config_path, folder / "openapi.yml")
+    env = os.environ | {
+        "PYGEOAPI_CONFIG": str(config_path),
+        "PYGEOAPI_OPENAPI": str(folder / "openapi.yml"),
+        "PYTHONPATH": str(HERE),
+        "PREFECT_API_URL": prefect_api_url,
+    }
+    return subprocess.Popen(
+        serve_command(app, port, "werkzeug", 1),
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "server.log").open("wb"),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--megabytes", type=int, default=2048)
@@ -160,42 +206,13 @@ def main() -> None:
             fs.mkdir(BUCKET)
             prefect.start()
             port = free_port()
-            config = yaml.safe_load((ROOT / "example-config.yml").read_text())
-            config["server"]["bind"] = {"host": "127.0.0.1", "port": port}
-            config["server"]["url"] = f"http://127.0.0.1:{port}"
-            config["logging"] = {"level": "ERROR"}
-            config["server"]["manager"] = {
-                "name": "pygeoapi_prefect.manager.PrefectManager",
-                "connection": prefect.api_url,
-                "results": {
-                    "url": f"s3://{BUCKET}/results",
-                    "storage_options": options,
-                },
-                "local": {"max_workers": 1},
-            }
-            config["resources"] = {
-                "large-output": {
-                    "type": "process",
-                    "processor": {"name": "large_output_process.LargeOutput"},
-                }
-            }
-            config_path = folder / "config.yml"
-            config_path.write_text(yaml.safe_dump(config))
-            from pygeoapi_prefect.cli.main import write_openapi
-
-            write_openapi(config_path, folder / "openapi.yml")
-            env = os.environ | {
-                "PYGEOAPI_CONFIG": str(config_path),
-                "PYGEOAPI_OPENAPI": str(folder / "openapi.yml"),
-                "PYTHONPATH": str(HERE),
-                "PREFECT_API_URL": prefect.api_url,
-            }
-            server = subprocess.Popen(
-                serve_command("pygeoapi_prefect.flask_app", port, "werkzeug", 1),
-                env=env,
-                cwd=folder,
-                stdout=subprocess.DEVNULL,
-                stderr=(folder / "server.log").open("wb"),
+            results = {"url": f"s3://{BUCKET}/results", "storage_options": options}
+            server = serve_one_process(
+                folder,
+                port,
+                prefect.api_url,
+                results,
+                ("large-output", "large_output_process.LargeOutput"),
             )
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/processes", 120)

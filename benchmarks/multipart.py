@@ -19,20 +19,16 @@ answer, so the manager hands it the body joined in memory, the comparison.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import ROOT, serve_command  # noqa: E402
-from large_outputs import peak_mib, wait_http  # noqa: E402
+from large_outputs import peak_mib, serve_one_process, wait_http  # noqa: E402
 
 from pygeoapi_prefect.prefect.server import PrefectServer, free_port  # noqa: E402
 
@@ -64,39 +60,13 @@ def main() -> None:
         try:
             prefect.start()
             port = free_port()
-            config = yaml.safe_load((ROOT / "example-config.yml").read_text())
-            config["server"]["bind"] = {"host": "127.0.0.1", "port": port}
-            config["server"]["url"] = f"http://127.0.0.1:{port}"
-            config["logging"] = {"level": "ERROR"}
-            config["server"]["manager"] = {
-                "name": "pygeoapi_prefect.manager.PrefectManager",
-                "connection": prefect.api_url,
-                "results": {"url": str(folder / "results")},
-                "local": {"max_workers": 1},
-            }
-            config["resources"] = {
-                "two-large-outputs": {
-                    "type": "process",
-                    "processor": {"name": "large_output_process.TwoLargeOutputs"},
-                }
-            }
-            config_path = folder / "config.yml"
-            config_path.write_text(yaml.safe_dump(config))
-            from pygeoapi_prefect.cli.main import write_openapi
-
-            write_openapi(config_path, folder / "openapi.yml")
-            env = os.environ | {
-                "PYGEOAPI_CONFIG": str(config_path),
-                "PYGEOAPI_OPENAPI": str(folder / "openapi.yml"),
-                "PYTHONPATH": str(HERE),
-                "PREFECT_API_URL": prefect.api_url,
-            }
-            server = subprocess.Popen(
-                serve_command(args.app, port, "werkzeug", 1),
-                env=env,
-                cwd=folder,
-                stdout=subprocess.DEVNULL,
-                stderr=(folder / "server.log").open("wb"),
+            server = serve_one_process(
+                folder,
+                port,
+                prefect.api_url,
+                {"url": str(folder / "results")},
+                ("two-large-outputs", "large_output_process.TwoLargeOutputs"),
+                app=args.app,
             )
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/processes", 120)

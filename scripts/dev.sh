@@ -96,7 +96,7 @@ case "$command" in
         rm -rf "$site"
         # Two processes, a test file each at a time (a file's module fixtures
         # stay in one process); "-n 0" in the options runs in one.
-        exec "$VENV/bin/python" -m pytest -n 2 --dist loadfile "$@"
+        exec "$VENV/bin/python" -m pytest -n 2 --dist loadfile --durations=20 "$@"
         ;;
     *)
         echo "usage: $0 demo|test [options]" >&2
