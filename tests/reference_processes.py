@@ -40,6 +40,21 @@ class MultiProcessor(BaseProcessor):
         return "image/png", {"text": "hello", "numbers": [1, 2, 3], "blob": BLOB}
 
 
+class MapProcessor(BaseProcessor):
+    """Two outputs returned as one JSON map (what pygeoapi's managers answer raw as it is)."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        outputs = {
+            "greeting": {"title": "greeting", "schema": {"type": "string"}},
+            "numbers": {"title": "numbers", "schema": {"type": "object"}},
+        }
+        super().__init__(processor_def, _metadata("map", {}, outputs))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        # "<" and non-ASCII: pygeoapi's to_json escapes the one and keeps the other escaped.
+        return "application/json", {"greeting": "héllo <world>", "numbers": {"b": [1, 2], "a": 0.5}}
+
+
 def pattern(megabytes: int) -> bytes:
     """The bytes StreamProcessor writes, for a check (1 MiB a block)."""
     return bytes(range(256)) * 4096 * megabytes

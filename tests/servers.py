@@ -7,7 +7,9 @@ two worker processes, as an operator would run it (docs/production.md):
 
 - ``gunicorn``: ``pygeoapi_prefect.flask_app:APP``, ``--worker-class gthread``;
 - ``uvicorn``: ``pygeoapi_prefect.starlette_app:APP``;
-- ``django``: pygeoapi's Django project with our middleware, under gunicorn.
+- ``django``: pygeoapi's Django project with our middleware, under gunicorn;
+- ``pygeoapi`` (not in :data:`KINDS`): pygeoapi's own Flask app under
+  gunicorn, without our web layer (give it pygeoapi's own manager to compare).
 
 Example::
 
@@ -82,6 +84,8 @@ def _command(kind: str, port: int, workers: int, extra: tuple[str, ...]) -> list
     app = {
         "gunicorn": "pygeoapi_prefect.flask_app:APP",
         "django": "pygeoapi.django_.wsgi:application",
+        # pygeoapi's own Flask app, for comparisons (with a manager of its own).
+        "pygeoapi": "pygeoapi.flask_app:APP",
     }
     return [
         sys.executable,

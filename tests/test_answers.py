@@ -195,3 +195,40 @@ def test_one_output_named_of_several_answers_by_itself(store):
     answer = results_answer(store, job_id, manifest, Links(store, job_id, job_id, None, 60))
     assert answer is not None and answer.mimetype == "image/png"
     assert b"".join(answer.body) == b"\x00\xff"
+
+
+def test_a_json_map_is_left_to_pygeoapi_only_with_as_map(store):
+    # results.raw_several: json (as_map): the stored map is pygeoapi's to answer.
+    from pygeoapi_prefect.jobs.answers import is_json_map, values_map
+
+    ids = ("text", "numbers")
+    outputs = {"text": "hello", "numbers": [1, 2]}
+    job_id = str(uuid.uuid4())
+    manifest = store.write(job_id, "application/json", outputs, output_ids=ids)
+    links = Links(store, job_id, job_id, None, 60)
+    assert is_json_map(manifest) and values_map(outputs, "application/json", ids, {})
+    assert results_answer(store, job_id, manifest, links, as_map=True) is None
+    assert store.read(job_id)[1] == outputs  # what pygeoapi is handed
+    default = results_answer(store, job_id, manifest, links)
+    assert default is not None and str(default.mimetype).startswith("multipart/related;")
+
+    # No JSON map: bytes among the outputs, or one asked for by reference.
+    with_bytes = {"text": "hello", "numbers": b"\x00"}
+    assert not values_map(with_bytes, "application/json", ids, {})
+    job_id = str(uuid.uuid4())
+    manifest = store.write(job_id, "application/json", with_bytes, output_ids=ids)
+    assert not is_json_map(manifest)
+    links = Links(store, job_id, job_id, None, 60)
+    answer = results_answer(store, job_id, manifest, links, as_map=True)
+    assert answer is not None and str(answer.mimetype).startswith("multipart/related;")
+    job_id = str(uuid.uuid4())
+    manifest = store.write(
+        job_id, "application/json", outputs, output_ids=ids, references=("numbers",)
+    )
+    assert not is_json_map(manifest)
+    # A map the process said is another media type is no JSON map either.
+    assert not values_map(outputs, "image/png", ids, {})
+    job_id = str(uuid.uuid4())
+    assert not is_json_map(store.write(job_id, "image/png", outputs, output_ids=ids))
+    # One output is no map of several.
+    assert not values_map({"text": "hello"}, "application/json", ("text",), {})

@@ -7,6 +7,7 @@ its outputs through pygeoapi_prefect.outputs (``streamed-flow``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ PROCESSES: dict[str, Any] = {
     "stream": "reference_processes.StreamProcessor",
     "streamed-flow": STREAMED_FLOW,
     "multi": "reference_processes.MultiProcessor",
+    "map": "reference_processes.MapProcessor",
 }
 REFERENCES = {"allow": ["localhost"], "max_bytes": 4096, "timeout": 5}
 
@@ -48,7 +50,11 @@ def deployed(prefect_server, prefect_api, tmp_path_factory) -> Iterator[Pygeoapi
     folder = tmp_path_factory.mktemp("deployed-references")
     prefect_api.request("POST", "/work_pools/", json={"name": POOL, "type": "process"})
     worker = start_process_worker(prefect_server.api_url, POOL, folder)
-    manager = {"results": {"url": str(folder / "results")}, "references": REFERENCES}
+    # raw_several: json (pygeoapi's managers' answer) where the process returned
+    # one JSON map (``map``); ``multi`` (bytes among its outputs) stays multipart
+    # either way, and the default is in tests/test_multipart.py.
+    results = {"url": str(folder / "results"), "raw_several": "json"}
+    manager = {"results": results, "references": REFERENCES}
     config = pygeoapi_config(free_port(), folder / "results", processes=PROCESSES, manager=manager)
     config_path = folder / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
@@ -160,3 +166,25 @@ def test_several_raw_outputs_of_a_deployed_sync_job_are_multipart(deployed):
     alone = deployed.execute("multi", {}, response="raw", outputs={"blob": {}})
     assert alone.status_code == 200, alone.text
     assert alone.headers["content-type"] == "image/png" and alone.content == BLOB
+
+
+def test_a_deployed_json_map_is_the_map_with_raw_several_json(deployed):
+    # What pygeoapi answers for the process's map: to_json for a sync
+    # execution, its sorted, indented dump for GET /jobs/{id}/results.
+    from pygeoapi.util import json_serial, to_json
+    from reference_processes import MapProcessor
+
+    _, returned = MapProcessor({"name": "map"}).execute({})
+    answer = deployed.execute("map", {}, response="raw")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.content == to_json(returned).encode()
+
+    accepted = deployed.execute("map", {}, asynchronous=True, response="raw")
+    assert accepted.status_code == 201, accepted.text
+    job_id = accepted.json()["jobID"]
+    assert deployed.wait_for(job_id, "successful", "failed", timeout=120)["status"] == "successful"
+    results = deployed.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
+    assert results.status_code == 200, results.text
+    expected = json.dumps(returned, sort_keys=True, indent=4, default=json_serial)
+    assert results.content == expected.encode()

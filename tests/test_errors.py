@@ -124,6 +124,7 @@ def test_no_prefect_api_configured_is_503_naming_the_keys(monkeypatch):
         ({"api_timeout": "soon"}, "server.manager.api_timeout"),
         ({"results": {"url": "memory://x"}}, "server.manager.results"),
         ({"results": {"url": "/x", "block": "remote-file-system/y"}}, "server.manager.results"),
+        ({"results": {"raw_several": "xml"}}, "server.manager.results.raw_several"),
     ],
 )
 def test_malformed_config_names_the_yaml_key(manager, key):

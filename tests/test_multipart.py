@@ -31,6 +31,7 @@ PROCESSES = {
     **STANDARD_PROCESSES,
     "multi": "reference_processes.MultiProcessor",
     "stream": "reference_processes.StreamProcessor",
+    "map": "reference_processes.MapProcessor",
 }
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 LINK = re.compile(r'<(?P<href>[^>]*)>;\s*rel="(?P<rel>[^"]*)";[^<]*title="(?P<title>[^"]*)"')
@@ -131,6 +132,17 @@ def test_raw_outputs_by_value_are_multipart(served, asynchronous):
         asynchronous=asynchronous,
     )
     assert list(parts(named)) == ["text", "numbers", "blob"]
+
+
+@pytest.mark.parametrize("asynchronous", MODES, ids=MODE_IDS)
+def test_a_json_map_of_outputs_is_multipart_by_default(served, asynchronous):
+    # results.raw_several defaults to the standard's answer, even where the
+    # process returned one JSON map (its own map: tests/test_raw_several.py).
+    found = parts(run(served, "map", {"response": "raw"}, asynchronous=asynchronous))
+    assert list(found) == ["greeting", "numbers"]
+    assert payload(found["greeting"]) == "héllo <world>".encode()
+    assert found["numbers"].get_content_type() == "application/json"
+    assert json.loads(payload(found["numbers"])) == {"b": [1, 2], "a": 0.5}
 
 
 @pytest.mark.parametrize("asynchronous", MODES, ids=MODE_IDS)

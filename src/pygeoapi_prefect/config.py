@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 YAML_PREFIX = "server.manager"
+#: The answers of ``results.raw_several``: the standard's, or pygeoapi's managers'.
+RAW_SEVERAL = ("multipart", "json")
 DEFAULT_RESULTS_DIR = "pygeoapi-results"
 
 
@@ -71,7 +73,7 @@ class _Strict(BaseModel):
 
 
 class ResultStoreConfig(_Strict):
-    """Where job results are written (``server.manager.results``)."""
+    """Where job results are written, and how raw ones are answered (``server.manager.results``)."""
 
     url: str | None = Field(
         default=None,
@@ -108,6 +110,26 @@ class ResultStoreConfig(_Strict):
             "GCS); other stores link to `/jobs/{jobId}/results/{outputId}` instead."
         ),
     )
+    raw_several: str = Field(
+        default="multipart",
+        description=(
+            "The answer of `response: raw` with several outputs by value (sync execution and "
+            "`GET /jobs/{jobId}/results`). `multipart`: `multipart/related`, one part per "
+            "output, as OGC API - Processes 1.0 requires. `json`: the process's own JSON map "
+            "of its outputs, as pygeoapi's TinyDB and PostgreSQL managers answer, for clients "
+            "written against those; where there is no such map (outputs the process streamed "
+            "through `pygeoapi_prefect.outputs`, bytes among the outputs, a media type other "
+            "than JSON, or a mix with outputs by reference) the answer stays "
+            "`multipart/related`."
+        ),
+    )
+
+    @field_validator("raw_several")
+    @classmethod
+    def _raw_several(cls, value: str) -> str:
+        if value not in RAW_SEVERAL:
+            raise ValueError(f"must be multipart or json, got {value!r:.40}")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ResultStoreConfig:

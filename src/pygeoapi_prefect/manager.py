@@ -173,8 +173,8 @@ class PrefectManager(BaseManager):
     def results_answer(self, job_id: str) -> Answer | None:
         """A finished job's results as asked for (by value or reference, raw or a document)."""
         request_caller(self.config.auth.enabled)
-        presign = self.config.results.presign_seconds
-        return listing.results_answer(self.engine, self.processes, job_id, self.jobs_url, presign)
+        settings = self.config.results
+        return listing.results_answer(self.engine, self.processes, job_id, self.jobs_url, settings)
 
     def output_answer(self, job_id: str, output_id: str) -> Answer:
         """One output of a finished job (``GET /jobs/{jobId}/results/{outputId}``)."""

@@ -56,6 +56,7 @@ from pygeoapi_prefect.jobs.answers import (
     several_outputs,
     transmission,
     values_answer,
+    values_map,
 )
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.results import ResultStore, results_document
@@ -422,8 +423,21 @@ def run_sync(
             notify_status(engine, engine.processes(), job_id, "failedUri", subscriber)
         return SyncResult(job_id, outcome, "application/json", None)
     requested, references = transmission(requested_outputs)
-    raw_several = response == RequestedResponse.raw.value and several_outputs(
-        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
+    raw = response == RequestedResponse.raw.value
+    # results.raw_several: json: the process's own map of several outputs,
+    # as pygeoapi's managers answer it (none streamed, none by reference).
+    as_map = (
+        raw
+        and engine.config.results.raw_several == "json"
+        and not (references or outcome.streamed)
+        and values_map(outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types)
+    )
+    raw_several = (
+        raw
+        and not as_map
+        and several_outputs(
+            outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
+        )
     )
     if job_id and (references or outcome.streamed or raw_several):
         # Links, outputs only the store holds, or several raw outputs
@@ -438,9 +452,11 @@ def run_sync(
     )
     if response == RequestedResponse.document.value:
         return SyncResult(job_id, outcome, "application/json", document)
-    several = values_answer(
-        outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
-    )
+    several = None
+    if not as_map:
+        several = values_answer(
+            outcome.outputs, outcome.mimetype, outcome.output_ids, outcome.media_types, requested
+        )
     if several is not None:
         # Not stored yet (its record waits for Prefect): from memory.
         mimetype, body = deliver(several)
@@ -488,7 +504,8 @@ def answer_from_store(
     manifest = store.read_manifest(key)
     links = Links(store, key, job_id, jobs_url, engine.config.results.presign_seconds)
     results = document(store, key, manifest, links) if with_document else None
-    answer = results_answer(store, key, manifest, links)
+    as_map = engine.config.results.raw_several == "json"
+    answer = results_answer(store, key, manifest, links, as_map=as_map)
     if answer is None:
         _, outputs = store.read(key)
         return manifest.mimetype, outputs, results

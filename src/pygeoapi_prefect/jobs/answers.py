@@ -16,6 +16,11 @@ raw, several, or mixed    200, ``multipart/related``, one part per output
 (OGC 18-062r2 ``/req/core/process-execute-sync-*``, and for async jobs
 ``/req/core/job-results-async-*``, which answer "as per" the sync ones.)
 
+``results.raw_several: json`` (``as_map``) answers a raw answer of several
+outputs by value as pygeoapi's own managers do, with the process's own JSON
+map of them, where it returned one (:func:`is_json_map`,
+:func:`values_map`); otherwise multipart stays.
+
 A link is a presigned URL when the store can sign one (S3:
 ``results.presign_seconds``), else ``<jobs URL>/<job id>/results/<output id>``
 (:func:`output_answer` serves that). Everything streams from the store: no
@@ -48,6 +53,7 @@ __all__ = [
     "Answer",
     "Links",
     "document",
+    "is_json_map",
     "is_multipart",
     "is_narrowed",
     "one_of_several",
@@ -56,6 +62,7 @@ __all__ = [
     "several_outputs",
     "transmission",
     "values_answer",
+    "values_map",
 ]
 
 #: The relation of a ``Link`` header naming one output (its id is the title).
@@ -213,6 +220,44 @@ def is_multipart(manifest: Manifest) -> bool:
     )
 
 
+def is_json_map(manifest: Manifest) -> bool:
+    """Whether the job's several outputs are one JSON map the process returned.
+
+    The map as it returned it, as JSON (its media type says so), with no
+    output asked for by reference, none streamed through the outputs API
+    and no bytes among them (which JSON cannot hold): what
+    ``results.raw_several: json`` answers instead of ``multipart/related``.
+    """
+    return (
+        manifest.whole
+        and manifest.encoding == "json"
+        and _is_json_type(manifest.mimetype)
+        and not manifest.references
+        and len(manifest.parts) > 1
+        and all(part.encoding != "bytes" for part in manifest.parts)
+    )
+
+
+def values_map(
+    outputs: Any, mimetype: str, output_ids: tuple[str, ...], media_types: dict[str, str]
+) -> bool:
+    """:func:`is_json_map` of outputs held in memory (a sync job's, the process's return)."""
+    found = split_outputs(outputs, mimetype, output_ids, media_types)
+    return (
+        encoding_of(outputs) == "json"
+        and _is_json_type(mimetype)
+        and len(found) > 1
+        and all(encoding_of(value) != "bytes" for _, _, value, _ in found)
+    )
+
+
+def _is_json_type(mimetype: str) -> bool:
+    # A map with another media type (say image/png) is none that pygeoapi's
+    # managers answer either: TinyDB's cannot even store it.
+    media_type = mimetype.split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 def _answered(
     outputs: Any,
     mimetype: str,
@@ -294,12 +339,13 @@ def _chunks_of(data: bytes) -> Callable[[], Iterator[bytes]]:
 
 
 def results_answer(
-    store: ResultStore, job_id: str, manifest: Manifest, links: Links
+    store: ResultStore, job_id: str, manifest: Manifest, links: Links, *, as_map: bool = False
 ) -> Answer | None:
     """The answer of ``GET /jobs/{id}/results`` as the job asked for it.
 
     ``None``: a raw output by value that pygeoapi answers itself (a JSON
-    output, or one stored before outputs were kept one by one).
+    output, or one stored before outputs were kept one by one; with
+    ``as_map``, the process's JSON map of several outputs, :func:`is_json_map`).
     """
     if manifest.response == "document":
         body = json.dumps(document(store, job_id, manifest, links), default=str).encode()
@@ -312,6 +358,8 @@ def results_answer(
         # /req/core/process-execute-sync-raw-ref: 204, a Link header each.
         return Answer(204, None, b"", 0, [links.header(part) for part in parts])
     if len(parts) > 1:
+        if as_map and is_json_map(manifest):
+            return None  # the process's own map, as pygeoapi's managers answer it
         return _multipart(store, job_id, manifest, parts, links)
     part = parts[0]
     if manifest.whole and len(manifest.parts) == 1:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pygeoapi.util import JobStatus, RequestedResponse
 
+from pygeoapi_prefect.config import ResultStoreConfig
 from pygeoapi_prefect.errors import (
     InvalidParameter,
     JobNotFound,
@@ -329,7 +330,7 @@ def results_answer(
     processes: Mapping[str, Any],
     job_id: str,
     jobs_url: str | None,
-    presign_seconds: int,
+    settings: ResultStoreConfig,
 ) -> Answer | None:
     """A finished job's results as it asked for them (:mod:`~pygeoapi_prefect.jobs.answers`).
 
@@ -341,8 +342,9 @@ def results_answer(
     except PrefectManagerError:
         return None
     manifest = backend.store.read_manifest(key)
-    links = Links(backend.store, key, job_id, jobs_url, presign_seconds)
-    return answers.results_answer(backend.store, key, manifest, links)
+    links = Links(backend.store, key, job_id, jobs_url, settings.presign_seconds)
+    as_map = settings.raw_several == "json"
+    return answers.results_answer(backend.store, key, manifest, links, as_map=as_map)
 
 
 def stored_manifest(

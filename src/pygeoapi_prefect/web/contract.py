@@ -420,7 +420,16 @@ class Contract:
             # pygeoapi's DELETE answer has no headers at all (served as HTML).
             headers.setdefault("Content-Type", documents.JSON)
         media_type = str(headers.get("Content-Type", "")).split(";")[0]
-        if media_type == documents.JSON and isinstance(content, (str, bytes)) and content:
+        # A job's outputs (a sync execution's or async results' answer) are
+        # the process's, sent as pygeoapi made them: nothing here fixes them,
+        # and a raw JSON map stays byte for byte what pygeoapi answers.
+        outputs = status < 400 and len(parts) == 3 and parts[2] in ("execution", "results")
+        if (
+            media_type == documents.JSON
+            and not outputs
+            and isinstance(content, (str, bytes))
+            and content
+        ):
             try:
                 document = json.loads(content)
             except ValueError:
