@@ -24,6 +24,7 @@ import httpx
 import pytest
 from conftest import STANDARD_PROCESSES, Pygeoapi, start_pygeoapi
 from ogc import validate
+from test_inputs_by_reference import execute, seen
 
 from pygeoapi_prefect.prefect.server import free_port
 
@@ -143,23 +144,19 @@ def server(iam_s3, prefect_server, tmp_path_factory) -> Iterator[Pygeoapi]:
 
 
 def _execute(server: Pygeoapi, bucket: str, *, asynchronous: bool) -> httpx.Response:
-    inputs = {"blob": {"href": f"s3://{bucket}/inputs/data.bin"}}
-    validate({"inputs": inputs, "response": "raw"}, "execute")
-    return server.execute("inspect", inputs, asynchronous=asynchronous, response="raw")
+    return execute(server, _inputs(bucket), asynchronous=asynchronous)
+
+
+def _inputs(bucket: str) -> dict[str, Any]:
+    return {"blob": {"href": f"s3://{bucket}/inputs/data.bin"}}
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_the_stores_own_bucket_is_read(server, asynchronous):
     # The control: same server, same credentials, a bucket they may read.
-    answer = _execute(server, STORE_BUCKET, asynchronous=asynchronous)
-    if asynchronous:
-        assert answer.status_code == 201, answer.text
-        job_id = answer.json()["jobID"]
-        status = server.wait_for(job_id, "successful", "failed", timeout=60)
-        assert status["status"] == "successful", status
-        answer = server.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["value"]["blob"]["length"] == len(DATA)
+    assert seen(server, _inputs(STORE_BUCKET), asynchronous=asynchronous)["blob"]["length"] == len(
+        DATA
+    )
 
 
 def test_a_bucket_the_store_may_not_read_is_a_400_naming_the_input(server, iam_s3):
