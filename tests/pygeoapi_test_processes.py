@@ -261,3 +261,41 @@ class ChattyProcessor(BaseProcessor):
         if data.get("fail"):
             raise ProcessorExecuteError(f"{marker}: chatty failed on purpose")
         return "application/json", {"id": "result", "value": {"marker": marker}}
+
+
+class BusyBackgroundProcessor(BaseProcessor):
+    """Occupies every thread of its server's background pool until the file ``release`` exists.
+
+    Run sync, in the server process: it hands the engine's pool (4 threads)
+    4 calls that wait for ``release`` (at most ``seconds``, 120 by default),
+    so that the work queued after it waits, as it does when Prefect's write
+    slots are busy with jobs. The calls go straight to the pool, past the
+    engine's backlog, which counts only what the server itself queues.
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        inputs = {
+            "release": {"schema": {"type": "string"}},
+            "seconds": {"schema": {"type": "number", "minimum": 0}, "minOccurs": 0},
+        }
+        super().__init__(processor_def, _metadata("busy-background", inputs=inputs))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import threading
+
+        from pygeoapi_prefect.execution import engine as engines
+
+        release = Path(data["release"])
+        deadline = time.monotonic() + float(data.get("seconds", 120))
+        started = threading.Barrier(5)
+
+        def wait() -> None:
+            started.wait(30)
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        (engine,) = engines._ENGINES.values()
+        for _ in range(4):
+            engine.background().submit(wait)
+        started.wait(30)  # every thread of the pool is taken
+        return "application/json", {"id": "result", "value": {"busy": 4}}

@@ -31,7 +31,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -40,6 +40,7 @@ from pygeoapi_prefect.errors import PrefectManagerError
 
 if TYPE_CHECKING:
     from pygeoapi_prefect.config import ManagerConfig
+    from pygeoapi_prefect.execution.backlog import Backlog
     from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
@@ -421,10 +422,8 @@ def shipping(api_url: str | None, log: JobLog) -> Iterator[JobLog]:
         api.close()
 
 
-def ship_in_background(
-    submit: Callable[..., Any], api: PrefectAPI, log: JobLog, job_id: str
-) -> None:
-    """Send a finished sync job's lines off the request path (``submit``: an executor's)."""
+def ship_in_background(backlog: Backlog, api: PrefectAPI, log: JobLog, job_id: str) -> None:
+    """Send a finished sync job's lines off the request path, or here if ``backlog`` is full."""
     log.job_id = job_id
     log.close()
     if not log.kept_lines and not log.dropped_lines:
@@ -438,10 +437,15 @@ def ship_in_background(
         logger.warning("log lines of sync job %s were not sent", job_id)
 
     try:
-        submit(send)
+        queued = backlog.offer(send, f"the log lines of job {job_id} (sent by the request)")
     except RuntimeError:
         # The engine is stopping: its background pool takes nothing more.
         logger.warning("log lines of job %s not sent: the server is stopping", job_id)
+        return
+    if not queued:
+        # Too many writes wait already: this request sends them, within the job's bound.
+        if not ship(api, log, budget=log.limits.flush_seconds):
+            logger.warning("log lines of sync job %s were not sent", job_id)
 
 
 # -- reading ----------------------------------------------------------------
