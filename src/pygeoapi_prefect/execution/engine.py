@@ -200,6 +200,7 @@ class Engine:
                         process_limits=local.process_limits,
                         process_confs=self._local_processes(),
                         idle_seconds=local.idle_seconds,
+                        visible_after=local.async_visible_after,
                     )
             self.start()
         return self._runner
