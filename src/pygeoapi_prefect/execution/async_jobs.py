@@ -111,7 +111,7 @@ def submit(
     )
     if engine.config.prefect_ui.run_names:
         run_page.in_background(
-            engine.background().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
+            engine.extras().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
         )
     logger.debug("job %s of process %s accepted", job_id, process_id)
     return job_id
@@ -240,7 +240,7 @@ def summarise(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         jobs_url=request.jobs_url,
     )
     run_page.in_background(
-        engine.background().submit,
+        engine.extras().submit,
         lambda: run_page.write_summary(engine.api, request.job_id, markdown),
     )
 
