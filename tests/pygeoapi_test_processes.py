@@ -264,13 +264,14 @@ class ChattyProcessor(BaseProcessor):
 
 
 class BusyBackgroundProcessor(BaseProcessor):
-    """Occupies every thread of its server's background pool until the file ``release`` exists.
+    """Occupies every thread of its server's background pools until the file ``release`` exists.
 
-    Run sync, in the server process: it hands the engine's pool (4 threads)
-    4 calls that wait for ``release`` (at most ``seconds``, 120 by default),
-    so that the work queued after it waits, as it does when Prefect's write
-    slots are busy with jobs. The calls go straight to the pool, past the
-    engine's backlog, which counts only what the server itself queues.
+    Run sync, in the server process: it hands the engine's pools (the UI
+    extras' and the other background work's) one call a thread that waits
+    for ``release`` (at most ``seconds``, 120 by default), so that the work
+    queued after it waits, as it does when Prefect's write slots are busy
+    with jobs. The calls go straight to the pools, past the engine's
+    backlog, which counts only what the server itself queues.
     """
 
     def __init__(self, processor_def: dict[str, Any]) -> None:
@@ -287,15 +288,18 @@ class BusyBackgroundProcessor(BaseProcessor):
 
         release = Path(data["release"])
         deadline = time.monotonic() + float(data.get("seconds", 120))
-        started = threading.Barrier(5)
+        (engine,) = engines._ENGINES.values()
+        pools = [engine.extras(), engine.background()]
+        threads = sum(pool._max_workers for pool in pools)
+        started = threading.Barrier(threads + 1)
 
         def wait() -> None:
             started.wait(30)
             while not release.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
 
-        (engine,) = engines._ENGINES.values()
-        for _ in range(4):
-            engine.background().submit(wait)
-        started.wait(30)  # every thread of the pool is taken
-        return "application/json", {"id": "result", "value": {"busy": 4}}
+        for pool in pools:
+            for _ in range(pool._max_workers):
+                pool.submit(wait)
+        started.wait(30)  # every thread of both pools is taken
+        return "application/json", {"id": "result", "value": {"busy": threads}}

@@ -3,8 +3,8 @@
 After a job ends, its flow run is named, its summary artifact written and
 its log lines sent, each a Prefect write done off the request path. Every
 write of a process shares ``api_write_concurrency`` slots (one by default),
-and creating a job's run goes first; so under sustained sync load these
-writes fall behind, and without a bound their queue (each entry a closure
+and the jobs' own writes go first (the UI's extras last of all); so under
+sustained sync load these writes fall behind, and without a bound their queue (each entry a closure
 holding what it writes) grew with every job: the server's memory grew about
 26 KB per sync job while the load lasted (benchmarks/README.md, issue 15).
 
@@ -18,7 +18,7 @@ and logged now and then; what waits is a gauge
 
 Example::
 
-    backlog = Backlog(engine.background().submit, limit=1000)
+    backlog = Backlog(engine.extras().submit, limit=1000)
     if not backlog.offer(lambda: name_run(api, process_id, job_id)):
         ...  # too much waiting already: skipped
 """
@@ -61,8 +61,17 @@ class Backlog:
         #: Calls refused because ``limit`` were pending.
         self.skipped = 0
 
-    def offer(self, call: Callable[[], None], what: str = "background work") -> bool:
-        """Run ``call`` in the background; False (not run) if ``limit`` calls are unfinished."""
+    def offer(
+        self,
+        call: Callable[[], None],
+        what: str = "background work",
+        *,
+        submit: Callable[[Callable[[], None]], Any] | None = None,
+    ) -> bool:
+        """Run ``call`` in the background; False (not run) if ``limit`` calls are unfinished.
+
+        ``submit``: another executor's, for this call (counted against the same bound).
+        """
         with self._lock:
             if self.pending >= self.limit:
                 self.skipped += 1
@@ -84,7 +93,7 @@ class Backlog:
             return False
         metrics.background_pending(1)
         try:
-            self._submit(lambda: self._run(call))
+            (submit or self._submit)(lambda: self._run(call))
         except BaseException:
             self._finished()
             raise

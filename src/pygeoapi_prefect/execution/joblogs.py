@@ -31,7 +31,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -422,8 +422,17 @@ def shipping(api_url: str | None, log: JobLog) -> Iterator[JobLog]:
         api.close()
 
 
-def ship_in_background(backlog: Backlog, api: PrefectAPI, log: JobLog, job_id: str) -> None:
-    """Send a finished sync job's lines off the request path, or here if ``backlog`` is full."""
+def ship_in_background(
+    backlog: Backlog,
+    submit: Callable[[Callable[[], None]], Any],
+    api: PrefectAPI,
+    log: JobLog,
+    job_id: str,
+) -> None:
+    """Send a finished sync job's lines off the request path, or here if ``backlog`` is full.
+
+    ``submit``: the executor's that sends them (not the UI extras' threads).
+    """
     log.job_id = job_id
     log.close()
     if not log.kept_lines and not log.dropped_lines:
@@ -437,7 +446,9 @@ def ship_in_background(backlog: Backlog, api: PrefectAPI, log: JobLog, job_id: s
         logger.warning("log lines of sync job %s were not sent", job_id)
 
     try:
-        queued = backlog.offer(send, f"the log lines of job {job_id} (sent by the request)")
+        queued = backlog.offer(
+            send, f"the log lines of job {job_id} (sent by the request)", submit=submit
+        )
     except RuntimeError:
         # The engine is stopping: its background pool takes nothing more.
         logger.warning("log lines of job %s not sent: the server is stopping", job_id)

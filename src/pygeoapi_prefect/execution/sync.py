@@ -270,7 +270,7 @@ class _Record:
         api, process_id = engine.api, self.process_id
         if not named and engine.config.prefect_ui.run_names:
             in_background(engine.backlog, lambda: name_run(api, process_id, job_id))
-        ship_in_background(engine.backlog, api, self.logs, job_id)
+        ship_in_background(engine.backlog, engine.background().submit, api, self.logs, job_id)
         if self.outcome is not None:
             request = JobRequest(
                 job_id,
