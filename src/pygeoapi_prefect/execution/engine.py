@@ -30,17 +30,19 @@ import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.config import ManagerConfig
-from pygeoapi_prefect.errors import PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.errors import ConfigError, PrefectManagerError, PrefectUnavailable
 from pygeoapi_prefect.events import EventPublisher
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.execution.leases import Leases, new_holder_id
 from pygeoapi_prefect.execution.local import LocalRunner
+from pygeoapi_prefect.execution.slots import server_directory
 from pygeoapi_prefect.execution.timers import Timers
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.published import PublishedProcesses
@@ -200,9 +202,29 @@ class Engine:
                         process_limits=local.process_limits,
                         process_confs=self._local_processes(),
                         idle_seconds=local.idle_seconds,
+                        slots=self._slot_directory(),
                     )
             self.start()
         return self._runner
+
+    def _slot_directory(self) -> Path | None:
+        # Where the worker processes of this server share their job slots (slots.py).
+        local = self.config.local
+        if local.pool_scope != "server":
+            return None
+        try:
+            if local.pool_dir is not None:
+                directory = Path(local.pool_dir).expanduser()
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                return directory
+            return server_directory(self.config.model_dump_json())
+        except OSError as exc:
+            key = "pool_dir" if local.pool_dir is not None else "pool_scope"
+            raise ConfigError(
+                f"server.manager.local.{key}: cannot make the directory of the job slots "
+                f"shared by this server's processes ({exc}); name a writable `pool_dir`, or "
+                "set `pool_scope: process`"
+            ) from exc
 
     @property
     def runner_if_started(self) -> LocalRunner | None:
