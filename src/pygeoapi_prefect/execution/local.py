@@ -394,6 +394,9 @@ class _Slot:
         self.conn: Connection | None = None
         #: Whether ``current`` was claimed and started here (not only taken off the queue).
         self.started_job = False
+        #: Whether the end of ``current`` is being recorded (by this thread or by
+        #: a shutdown, under the pool's lock: never both).
+        self.ended = False
         #: The id of the job to kill; checked against the job that runs, so a
         #: late dismiss can never hit the next job.
         self.kill_for: str | None = None
@@ -494,6 +497,10 @@ class _Slot:
         if self._kill_requested(request):
             self._killed(request)
             return
+        with pool.lock:
+            if self.ended:
+                return  # a shutdown records it as interrupted
+            self.ended = True
         hooks.finished(request, outcome)
 
     def _killed(self, request: JobRequest) -> None:
@@ -673,6 +680,7 @@ class LocalRunner:
             slot.current = None
             slot.kill_for = None
             slot.started_job = False
+            slot.ended = False
             slot.pid = slot.conn = None
             for held in slot.held:
                 held.release()
@@ -821,7 +829,12 @@ class LocalRunner:
             self.stopping = True
             # Only started jobs are interrupted; one not yet claimed is left
             # for another process to take.
-            busy = [s for s in self.slots if s.current is not None and s.started_job]
+            # One whose end its thread records already is left to it.
+            busy = [
+                s for s in self.slots if s.current is not None and s.started_job and not s.ended
+            ]
+            for slot in busy:
+                slot.ended = True
             requests = [s.current for s in busy if s.current is not None]
         for slot in busy:
             slot.kill()
