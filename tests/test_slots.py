@@ -13,6 +13,8 @@ import concurrent.futures
 import math
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from faults import kill, until
 from servers import start_server
 
 from pygeoapi_prefect.config import ManagerConfig
-from pygeoapi_prefect.execution.slots import SlotFiles
+from pygeoapi_prefect.execution.slots import SlotFiles, shared_gate
 
 PROCESSES: dict[str, str | dict[str, Any]] = {"span": "pygeoapi_test_processes.SpanProcessor"}
 QUIET = {"heartbeat": {"install_automation": False}}
@@ -143,3 +145,40 @@ def test_a_pool_dir_needs_the_server_scope(tmp_path):
         ManagerConfig.model_validate(
             {"local": {"pool_scope": "process", "pool_dir": str(tmp_path)}}
         )
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from pygeoapi_prefect.execution.slots import SlotFiles, shared_gate
+release = shared_gate(SlotFiles(Path(sys.argv[1]), "prefect-write", 1))(30)
+print("held" if release else "none", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_servers_prefect_writes_take_turns_and_a_killed_holder_frees_its_turn(tmp_path):
+    # The write gate that the worker processes of one server share: one turn,
+    # held by another process, is not ours until that process is SIGKILLed.
+    acquire = shared_gate(SlotFiles(tmp_path, "prefect-write", 1))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        assert acquire(0.05) is None
+        holder.kill()
+        holder.wait(10)
+        release = acquire(5)
+        assert release is not None
+        assert acquire(0) is None  # one turn: ours now, until released
+        release()
+        second = acquire(0)
+        assert second is not None
+        second()
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()

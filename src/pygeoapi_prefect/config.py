@@ -177,8 +177,9 @@ class LocalExecutionConfig(_Strict):
             "worker processes of one server are those with the same parent process (the "
             "gunicorn master, the uvicorn supervisor), the same `server.manager` section "
             "and the same `PYGEOAPI_CONFIG`; or those that name the same `pool_dir`. "
-            "`process`: each worker process has a pool of its own (a server of 4 workers "
-            "runs up to 4 x `max_workers` jobs)."
+            "`api_write_concurrency` is then for the whole server too. `process`: each "
+            "worker process has a pool and Prefect write queue of its own (a server of 4 "
+            "workers runs up to 4 x `max_workers` jobs)."
         ),
     )
     pool_dir: str | None = Field(
@@ -958,9 +959,11 @@ class ManagerConfig(_Strict):
         ge=1,
         le=64,
         description=(
-            "Prefect API writes (creating runs, setting states) one pygeoapi process "
-            "sends at once. 1 suits a Prefect server on SQLite, which serialises "
-            "writes and slows down under parallel ones; raise it for PostgreSQL."
+            "Prefect API writes (creating runs, setting states) one pygeoapi server "
+            "sends at once: all its worker processes together with `local.pool_scope: "
+            "server` (the default), each worker process with `pool_scope: process`. 1 suits "
+            "a Prefect server on SQLite, which serialises writes and slows down under "
+            "parallel ones; raise it for PostgreSQL."
         ),
     )
     job_count_cache_seconds: float = Field(

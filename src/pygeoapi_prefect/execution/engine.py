@@ -42,12 +42,12 @@ from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.execution.leases import Leases, new_holder_id
 from pygeoapi_prefect.execution.local import LocalRunner
-from pygeoapi_prefect.execution.slots import server_directory
+from pygeoapi_prefect.execution.slots import SlotFiles, server_directory, shared_gate
 from pygeoapi_prefect.execution.timers import Timers
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.published import PublishedProcesses
 from pygeoapi_prefect.jobs.results import ResultStore
-from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
+from pygeoapi_prefect.prefect.api import PrefectAPI, SharedGate, prefect_settings_api_url
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ class Engine:
                         url,
                         timeout=self.config.api_timeout,
                         write_concurrency=self.config.api_write_concurrency,
+                        shared_writes=self._shared_writes(),
                     )
         return self._api
 
@@ -206,6 +207,13 @@ class Engine:
                     )
             self.start()
         return self._runner
+
+    def _shared_writes(self) -> SharedGate | None:
+        # With one pool per server, its processes share api_write_concurrency too.
+        directory = self._slot_directory()
+        if directory is None:
+            return None
+        return shared_gate(SlotFiles(directory, "prefect-write", self.config.api_write_concurrency))
 
     def _slot_directory(self) -> Path | None:
         # Where the worker processes of this server share their job slots (slots.py).

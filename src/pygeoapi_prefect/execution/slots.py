@@ -30,11 +30,16 @@ import random
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Slot", "SlotFiles", "server_directory"]
+__all__ = ["Slot", "SlotFiles", "server_directory", "shared_gate"]
+
+#: How often a process waiting for a turn of the server's Prefect writes tries again.
+_GATE_POLL_SECONDS = 0.002
 
 #: The folder, under the temporary directory, of the servers' slot directories.
 _ROOT_NAME = "pygeoapi-prefect-slots"
@@ -157,3 +162,28 @@ class SlotFiles:
             finally:
                 os.close(fd)
         return count
+
+
+def shared_gate(files: SlotFiles) -> Callable[[float], Callable[[], None] | None]:
+    """A gate of ``files.count`` turns shared by processes, for :class:`PrefectAPI`'s writes.
+
+    ``acquire(timeout)`` tries every ``_GATE_POLL_SECONDS`` (a Prefect write
+    takes ten times that and more) and returns the release of the turn it got.
+
+    Example::
+
+        acquire = shared_gate(SlotFiles(directory, "prefect-write", 1))
+        release = acquire(5.0)   # None: no turn within 5 s
+    """
+
+    def acquire(timeout: float) -> Callable[[], None] | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            slot = files.take()
+            if slot is not None:
+                return slot.release
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(_GATE_POLL_SECONDS)
+
+    return acquire
