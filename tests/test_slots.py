@@ -151,8 +151,21 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from pygeoapi_prefect.execution.slots import SlotFiles, shared_gate
-release = shared_gate(SlotFiles(Path(sys.argv[1]), "prefect-write", 1))(30)
+release = shared_gate(SlotFiles(Path(sys.argv[1]), "prefect-write", 1))(30, False)
 print("held" if release else "none", flush=True)
+time.sleep(600)
+"""
+
+WAIT_URGENT = """
+import fcntl, os, sys, time
+from pathlib import Path
+from pygeoapi_prefect.execution.slots import SlotFiles, shared_gate
+files = SlotFiles(Path(sys.argv[1]), "prefect-write", 1)
+shared_gate(files)
+# What a waiting create holds while it waits (slots.shared_gate): a shared lock.
+fd = os.open(files.directory / "prefect-write-0-urgent", os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("waiting", flush=True)
 time.sleep(600)
 """
 
@@ -167,16 +180,43 @@ def test_the_servers_prefect_writes_take_turns_and_a_killed_holder_frees_its_tur
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
-        assert acquire(0.05) is None
+        assert acquire(0.05, True) is None
         holder.kill()
         holder.wait(10)
-        release = acquire(5)
+        release = acquire(5, False)
         assert release is not None
-        assert acquire(0) is None  # one turn: ours now, until released
+        assert acquire(0, True) is None  # one turn: ours now, until released
         release()
-        second = acquire(0)
+        second = acquire(0, False)
         assert second is not None
         second()
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_writes_let_a_waiting_create_of_another_process_go_first(tmp_path):
+    files = SlotFiles(tmp_path, "prefect-write", 1)
+    acquire = shared_gate(files)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", WAIT_URGENT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        # The turn is free, but the other process has a create waiting for it.
+        assert holder.stdout.readline().strip() == "waiting"
+        assert files.held() == 0
+        assert acquire(0.05, False) is None  # a state write lets it go first
+        create = acquire(0, True)  # a create of ours goes (with the other one)
+        assert create is not None
+        create()
+        holder.kill()
+        holder.wait(10)
+        release = acquire(5, False)  # its locks went with it
+        assert release is not None
+        release()
     finally:
         holder.kill()
         holder.wait(10)

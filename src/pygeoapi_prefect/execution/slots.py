@@ -164,26 +164,52 @@ class SlotFiles:
         return count
 
 
-def shared_gate(files: SlotFiles) -> Callable[[float], Callable[[], None] | None]:
+def _urgent_waits(path: Path) -> bool:
+    # Whether an urgent writer of some process waits (it holds a shared lock on ``path``).
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def shared_gate(files: SlotFiles) -> Callable[[float, bool], Callable[[], None] | None]:
     """A gate of ``files.count`` turns shared by processes, for :class:`PrefectAPI`'s writes.
 
-    ``acquire(timeout)`` tries every ``_GATE_POLL_SECONDS`` (a Prefect write
-    takes ten times that and more) and returns the release of the turn it got.
+    ``acquire(timeout, urgent)`` tries every ``_GATE_POLL_SECONDS`` (a
+    Prefect write takes ten times that and more) and returns the release of
+    the turn it got. While an urgent writer (creating a job's run, which a
+    client waits for) of any process waits, the others let it go first.
 
     Example::
 
         acquire = shared_gate(SlotFiles(directory, "prefect-write", 1))
-        release = acquire(5.0)   # None: no turn within 5 s
+        release = acquire(5.0, True)   # None: no turn within 5 s
     """
+    urgent_path = files.directory / f"{files.paths[0].name}-urgent"
+    urgent_path.touch(exist_ok=True)
 
-    def acquire(timeout: float) -> Callable[[], None] | None:
+    def acquire(timeout: float, urgent: bool) -> Callable[[], None] | None:
         deadline = time.monotonic() + timeout
-        while True:
-            slot = files.take()
-            if slot is not None:
-                return slot.release
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(_GATE_POLL_SECONDS)
+        waiting = None
+        try:
+            if urgent:
+                # Held shared while we wait: others only test it, for an instant.
+                waiting = os.open(urgent_path, os.O_RDWR | os.O_CLOEXEC)
+                fcntl.flock(waiting, fcntl.LOCK_SH)
+            while True:
+                if urgent or not _urgent_waits(urgent_path):
+                    slot = files.take()
+                    if slot is not None:
+                        return slot.release
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(_GATE_POLL_SECONDS)
+        finally:
+            if waiting is not None:
+                os.close(waiting)
 
     return acquire

@@ -200,9 +200,9 @@ class _WriteGate:
             self._changed.notify_all()
 
 
-#: A gate shared with other processes: ``acquire(timeout)`` returns the
-#: function that releases the turn it got, or None if it got none in time.
-SharedGate = Callable[[float], Callable[[], None] | None]
+#: A gate shared with other processes: ``acquire(timeout, urgent)`` returns
+#: the function that releases the turn it got, or None if it got none in time.
+SharedGate = Callable[[float, bool], Callable[[], None] | None]
 
 
 class PrefectAPI:
@@ -341,7 +341,7 @@ class PrefectAPI:
             )
         shared_release = None
         if gate is not None and self._shared_writes is not None:
-            shared_release = self._shared_writes(max(0.0, gate_deadline - time.monotonic()))
+            shared_release = self._shared_writes(max(0.0, gate_deadline - time.monotonic()), urgent)
             if shared_release is None:
                 gate.release()
                 raise PrefectUnavailable(
