@@ -163,7 +163,7 @@ from pygeoapi_prefect.execution.slots import SlotFiles, shared_gate
 files = SlotFiles(Path(sys.argv[1]), "prefect-write", 1)
 shared_gate(files)
 # What a waiting create holds while it waits (slots.shared_gate): a shared lock.
-fd = os.open(files.directory / "prefect-write-0-urgent", os.O_RDWR)
+fd = os.open(files.directory / "prefect-write-0-urgent", os.O_RDWR | os.O_CREAT)
 fcntl.flock(fd, fcntl.LOCK_SH)
 print("waiting", flush=True)
 time.sleep(600)

@@ -164,8 +164,8 @@ class SlotFiles:
         return count
 
 
-def _urgent_waits(path: Path) -> bool:
-    # Whether an urgent writer of some process waits (it holds a shared lock on ``path``).
+def _waited_on(path: Path) -> bool:
+    # Whether a writer of some process waits (it holds a shared lock on ``path``).
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,40 +176,51 @@ def _urgent_waits(path: Path) -> bool:
     return False
 
 
+def _wait_mark(path: Path) -> int:
+    # Hold a shared lock on ``path`` while waiting (others only test it, for an instant).
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
 def shared_gate(files: SlotFiles) -> Callable[[float, bool], Callable[[], None] | None]:
     """A gate of ``files.count`` turns shared by processes, for :class:`PrefectAPI`'s writes.
 
     ``acquire(timeout, urgent)`` tries every ``_GATE_POLL_SECONDS`` (a
     Prefect write takes ten times that and more) and returns the release of
     the turn it got. While an urgent writer (creating a job's run, which a
-    client waits for) of any process waits, the others let it go first.
+    client waits for) of any process waits, the others let it go first; and
+    a writer that finds others waiting waits one round before it tries, so
+    that the process that just let go of a turn does not take the next one
+    before those that waited (its next write comes at once, theirs poll).
 
     Example::
 
         acquire = shared_gate(SlotFiles(directory, "prefect-write", 1))
         release = acquire(5.0, True)   # None: no turn within 5 s
     """
-    urgent_path = files.directory / f"{files.paths[0].name}-urgent"
-    urgent_path.touch(exist_ok=True)
+    name = files.paths[0].name
+    waiting_path = files.directory / f"{name}-waiting"
+    urgent_path = files.directory / f"{name}-urgent"
 
     def acquire(timeout: float, urgent: bool) -> Callable[[], None] | None:
         deadline = time.monotonic() + timeout
-        waiting = None
+        behind = _waited_on(waiting_path)
+        marks = [_wait_mark(waiting_path)]
         try:
             if urgent:
-                # Held shared while we wait: others only test it, for an instant.
-                waiting = os.open(urgent_path, os.O_RDWR | os.O_CLOEXEC)
-                fcntl.flock(waiting, fcntl.LOCK_SH)
+                marks.append(_wait_mark(urgent_path))
             while True:
-                if urgent or not _urgent_waits(urgent_path):
+                if not behind and (urgent or not _waited_on(urgent_path)):
                     slot = files.take()
                     if slot is not None:
                         return slot.release
+                behind = False
                 if time.monotonic() >= deadline:
                     return None
                 time.sleep(_GATE_POLL_SECONDS)
         finally:
-            if waiting is not None:
-                os.close(waiting)
+            for fd in marks:
+                os.close(fd)
 
     return acquire
