@@ -268,6 +268,31 @@ def _timestamp(value: str) -> float:
 
 FINISHED = ("successful", "failed", "dismissed")
 
+#: Every error answer of the run, by manager, phase, HTTP status and OGC code.
+REFUSALS: Counter[tuple[str, str, str]] = Counter()
+#: The manager being measured (the key of REFUSALS).
+CURRENT = [""]
+
+
+def refusal(phase: str, response: httpx.Response) -> str:
+    """Note an error answer (status and OGC exception code) and describe it for the log."""
+    try:
+        body = response.json()
+        code = str(body.get("code") or body.get("type") or "-")
+        text = str(body.get("description") or body.get("detail") or "")
+    except (ValueError, AttributeError):
+        code, text = "-", response.text
+    REFUSALS[(CURRENT[0], phase, f"{response.status_code} {code}")] += 1
+    return f"{response.status_code} {code}: {text[:200]}"
+
+
+def print_refusals(measured: list[str]) -> None:
+    """One line per manager: its error answers by phase, HTTP status and OGC code."""
+    for name in measured:
+        found = {key: n for key, n in sorted(REFUSALS.items()) if key[0] == name}
+        parts = ", ".join(f"{phase}: {n}x {what}" for (_, phase, what), n in found.items())
+        print(f"error answers of {NAMES[name]}: {parts or 'none'}")
+
 
 def wait_done(url: str, job_ids: list[str], timeout: float = 600) -> dict[str, dict]:
     """Poll the jobs until each has ended (or ``timeout``); their last status documents."""
@@ -306,6 +331,7 @@ def burst(
     process: str = RECORDER,
     inputs: dict[str, Any] | None = None,
     sample_pid: int | None = None,
+    phase: str = "burst",
 ) -> Burst:
     """Submit ``count`` async jobs from ``clients`` threads; check each ran once.
 
@@ -339,7 +365,7 @@ def burst(
                     response = execute(client, True, process, name=name, **(inputs or {}))
                     accepted.append((name, job_id_of(response)))
                 except httpx.HTTPStatusError as exc:  # e.g. 503: Prefect did not answer in time
-                    log(f"  submit {name}: {exc.response.status_code} {exc.response.text[:200]}")
+                    log(f"  submit {name}: {refusal(phase, exc.response)}")
                     refused.append(name)
         return accepted
 
@@ -379,7 +405,12 @@ def sustained(url: str, clients: int, seconds: float) -> tuple[float, list[str],
             while time.monotonic() < deadline:
                 try:
                     ids.append(job_id_of(execute(client, True, RECORDER, name=f"s{index}")))
-                except httpx.HTTPError:
+                except httpx.HTTPStatusError as exc:
+                    log(f"  sustained submit: {refusal('sustained', exc.response)}")
+                    errors[0] += 1
+                except httpx.HTTPError as exc:
+                    log(f"  sustained submit: {exc!r}")
+                    REFUSALS[(CURRENT[0], "sustained", type(exc).__name__)] += 1
                     errors[0] += 1
 
     started = time.monotonic()
@@ -642,21 +673,40 @@ class Phase:
             self.dismiss(client)
             if args.quick:
                 return rows
-            result = burst(self.url, ran, 20, 20)
-            self.stored += 20
-            rows["burst of 20 hello-world, all done (s)"] = result.seconds
-            result = burst(self.url, ran, 20, 20, SLEEPER, {"seconds": 1}, self.pid)
+            if not args.bursts_only:
+                result = burst(self.url, ran, 20, 20, phase="burst of 20")
+                self.stored += 20
+                rows["burst of 20 hello-world, all done (s)"] = result.seconds
+            result = burst(
+                self.url, ran, 20, 20, SLEEPER, {"seconds": 1}, self.pid, "burst of 20 sleep"
+            )
             self.stored += 20
             rows["burst of 20 sleep(1), all done (s)"] = result.seconds
             rows["whole footprint, 20 sleep(1) running (PSS MiB)"] = result.peak_mib
-            self.fill_to(small)
-            self.store_rows(client, f"{small} jobs", job_id)
+            if not args.bursts_only:
+                self.fill_to(small)
+                self.store_rows(client, f"{small} jobs", job_id)
             log(f"  burst of {args.burst} sleep(1) from {args.clients} clients ...")
-            result = burst(self.url, ran, args.burst, args.clients, SLEEPER, {"seconds": 1})
+            result = burst(
+                self.url,
+                ran,
+                args.burst,
+                args.clients,
+                SLEEPER,
+                {"seconds": 1},
+                self.pid,
+                f"burst of {args.burst} sleep",
+            )
             self.stored += args.burst
             rows[f"burst of {args.burst} sleep(1), all done (s)"] = result.seconds
+            rows[f"burst of {args.burst} sleep(1): refused (an error answer)"] = float(
+                result.refused
+            )
+            rows[f"whole footprint, {args.burst} sleep(1) queued (PSS MiB)"] = result.peak_mib
             log(f"  burst of {args.burst} async jobs from {args.clients} clients ...")
-            result = burst(self.url, ran, args.burst, args.clients)
+            result = burst(
+                self.url, ran, args.burst, args.clients, phase=f"burst of {args.burst} hello"
+            )
             self.stored += args.burst
             rows[f"burst of {args.burst} hello-world, all done (s)"] = result.seconds
             rows[f"burst of {args.burst}: lost / run twice / failed"] = float(
@@ -669,6 +719,8 @@ class Phase:
             rows["sustained submissions, 4 clients (jobs/s)"] = rate
             rows["sustained submissions: error answers"] = float(errors)
             wait_done(self.url, ids)
+            if args.bursts_only:
+                return rows
             log(f"  {args.memory_jobs} sync jobs for the memory figures ...")
             half = args.memory_jobs // 2
 
@@ -679,7 +731,7 @@ class Phase:
                             try:
                                 execute(own)
                             except httpx.HTTPStatusError as exc:
-                                log(f"  sync job: {exc.response.status_code}")
+                                log(f"  sync job: {refusal('sync jobs', exc.response)}")
                                 self.errors += 1
 
                 with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -878,6 +930,12 @@ def main() -> None:
         help="the empty-store rows and the dismiss only (a before/after of the request paths)",
     )
     parser.add_argument(
+        "--bursts-only",
+        action="store_true",
+        help="the empty-store rows, the dismiss, the bursts and the sustained submissions only"
+        " (no filling of the stores, no memory rows)",
+    )
+    parser.add_argument(
         "--lean-prefect",
         action="store_true",
         help="start the Prefect server without the services jobs do not need",
@@ -984,6 +1042,7 @@ def main() -> None:
                 folder, manager, module, env, server=args.server, workers=workers
             )
             try:
+                CURRENT[0] = name
                 args.ran_file = str(folder / "ran.txt")
                 rows[name] = Phase(url, process.pid, fill, args, folder).run()
             finally:
@@ -994,6 +1053,8 @@ def main() -> None:
         prefect.stop()
         postgres.stop()
     print_table(rows, args)
+    print()
+    print_refusals(list(rows))
     print(
         f"\nPrefect's POST /flow_runs/ alone (empty server, this client): {floor:.1f} ms median"
         " - the floor of a PrefectManager sync execute"

@@ -303,3 +303,39 @@ class BusyBackgroundProcessor(BaseProcessor):
                 pool.submit(wait)
         started.wait(30)  # every thread of both pools is taken
         return "application/json", {"id": "result", "value": {"busy": threads}}
+
+
+class SpanProcessor(BaseProcessor):
+    """Notes its start and end in the folder ``spans``, sleeping ``seconds`` in between.
+
+    One file per job, ``<name>``: ``<start> <end> <pid> <worker pid>`` (monotonic
+    clock, the same for every process of the machine), written in two steps,
+    so that a job that never ended shows only its start. The worker is the
+    server process whose pool forked the job (the parent of the template).
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(
+            processor_def,
+            _metadata(
+                "span",
+                inputs={
+                    "spans": {"schema": {"type": "string"}},
+                    "name": {"schema": {"type": "string"}},
+                    "seconds": {"schema": {"type": "number", "minimum": 0}, "minOccurs": 0},
+                },
+            ),
+        )
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import os
+
+        template = os.getppid()
+        stat = Path(f"/proc/{template}/stat").read_text()
+        worker = int(stat.rsplit(")", 1)[1].split()[1])
+        path = Path(data["spans"]) / data["name"]
+        start = time.monotonic()
+        path.write_text(f"{start} - {os.getpid()} {worker}")
+        time.sleep(float(data.get("seconds", 0)))
+        path.write_text(f"{start} {time.monotonic()} {os.getpid()} {worker}")
+        return "application/json", {"id": "result", "value": data["name"]}

@@ -119,6 +119,11 @@ def test_no_prefect_api_configured_is_503_naming_the_keys(monkeypatch):
             "server.manager.local.process_limits.buffer",
         ),
         ({"local": {"process_limits": [2]}}, "server.manager.local.process_limits"),
+        ({"local": {"pool_scope": "host"}}, "server.manager.local.pool_scope"),
+        (
+            {"local": {"pool_scope": "process", "pool_dir": "/srv/slots"}},
+            "server.manager.local: Value error, `pool_dir`",
+        ),
         ({"connection": "ftp://x"}, "server.manager.connection"),
         ({"results": "not-a-mapping"}, "server.manager.results"),
         ({"api_timeout": "soon"}, "server.manager.api_timeout"),

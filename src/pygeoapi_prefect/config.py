@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -148,22 +148,63 @@ class LocalExecutionConfig(_Strict):
         ge=1,
         le=256,
         description=(
-            "Async jobs that run at once in this server process (more wait, in order). Each "
+            "Async jobs that run at once on this server (more wait, in order). Each "
             "runs in a process of its own, forked from a template process that imported "
             "pygeoapi and the processors once (copy-on-write: a few MiB per job), and killed "
-            "on dismiss; the pool grows with the work and shrinks when idle. Under gunicorn "
-            "the limit is per worker. Cap CPU-heavy processes with `process_limits`."
+            "on dismiss; the pool grows with the work and shrinks when idle. With "
+            "`pool_scope: server` (the default) the limit is for the whole server, however "
+            "many worker processes it has (gunicorn, uvicorn `--workers`); with "
+            "`pool_scope: process`, for each worker process. Cap CPU-heavy processes with "
+            "`process_limits`."
         ),
     )
     process_limits: dict[str, Annotated[int, Field(ge=1, le=256)]] = Field(
         default_factory=dict,
         description=(
-            "At most this many jobs of a process run at once in this server process, by "
-            "process id (e.g. `{buffer: 2}` for a CPU-heavy process on 2 cores); its further "
-            "jobs wait while other processes' jobs run. Processes not named share "
-            "`max_workers` only."
+            "At most this many jobs of a process run at once on this server (per worker "
+            "process with `pool_scope: process`), by process id (e.g. `{buffer: 2}` for a "
+            "CPU-heavy process on 2 cores); its further jobs wait while other processes' "
+            "jobs run. Processes not named share `max_workers` only."
         ),
     )
+    pool_scope: Literal["server", "process"] = Field(
+        default="server",
+        description=(
+            "What `max_workers` and `process_limits` count. `server`: the jobs of every "
+            "worker process of this server (gunicorn's, uvicorn `--workers`', Django under "
+            "gunicorn): each running job holds one of `max_workers` slot files (an `flock`, "
+            "which the kernel lets go when the job's process ends, killed or not). The "
+            "worker processes of one server are those with the same parent process (the "
+            "gunicorn master, the uvicorn supervisor), the same `server.manager` section "
+            "and the same `PYGEOAPI_CONFIG`; or those that name the same `pool_dir`. "
+            "`api_write_concurrency` is then for the whole server too. `process`: each "
+            "worker process has a pool and Prefect write queue of its own (a server of 4 "
+            "workers runs up to 4 x `max_workers` jobs)."
+        ),
+    )
+    pool_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "With `pool_scope: server`, the local directory of the slot files: every "
+            "process that names it shares one pool, whatever its parent (two servers on "
+            "one host, workers started by a process manager). Default: a directory of "
+            "this server under the temporary directory (`$TMPDIR`), named after its "
+            "parent process and config, and removed by a later server once that parent "
+            "has ended."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _pool_dir_needs_server_scope(self) -> LocalExecutionConfig:
+        if self.pool_dir is not None and self.pool_scope != "server":
+            raise ValueError(
+                "`pool_dir` names the slot files shared by the processes of a server: it "
+                f"needs `pool_scope: server` (got `pool_scope: {self.pool_scope}`)"
+            )
+        return self
+
     idle_seconds: float = Field(
         default=30,
         gt=0,
@@ -929,9 +970,11 @@ class ManagerConfig(_Strict):
         ge=1,
         le=64,
         description=(
-            "Prefect API writes (creating runs, setting states) one pygeoapi process "
-            "sends at once. 1 suits a Prefect server on SQLite, which serialises "
-            "writes and slows down under parallel ones; raise it for PostgreSQL."
+            "Prefect API writes (creating runs, setting states) one pygeoapi server "
+            "sends at once: all its worker processes together with `local.pool_scope: "
+            "server` (the default), each worker process with `pool_scope: process`. 1 suits "
+            "a Prefect server on SQLite, which serialises writes and slows down under "
+            "parallel ones; raise it for PostgreSQL."
         ),
     )
     background_backlog: int = Field(

@@ -222,8 +222,8 @@ def _validate_manager(config: Path, settings: dict[str, Any]) -> None:
     default=2,
     show_default=True,
     type=click.IntRange(min=1),
-    help="gunicorn worker processes; each has its own local job pool "
-    "(server.manager.local.max_workers).",
+    help="gunicorn worker processes; their local job pools share "
+    "server.manager.local.max_workers (per worker with local.pool_scope: process).",
 )
 @click.option(
     "--threads",

@@ -30,23 +30,25 @@ import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.config import ManagerConfig
-from pygeoapi_prefect.errors import PrefectManagerError, PrefectUnavailable
+from pygeoapi_prefect.errors import ConfigError, PrefectManagerError, PrefectUnavailable
 from pygeoapi_prefect.events import EventPublisher
 from pygeoapi_prefect.execution.backlog import Backlog
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.execution.leases import Leases, new_holder_id
 from pygeoapi_prefect.execution.local import LocalRunner
+from pygeoapi_prefect.execution.slots import SlotFiles, server_directory, shared_gate
 from pygeoapi_prefect.execution.timers import Timers
 from pygeoapi_prefect.jobs.counting import CountCache
 from pygeoapi_prefect.jobs.published import PublishedProcesses
 from pygeoapi_prefect.jobs.results import ResultStore
-from pygeoapi_prefect.prefect.api import PrefectAPI, prefect_settings_api_url
+from pygeoapi_prefect.prefect.api import PrefectAPI, SharedGate, prefect_settings_api_url
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,7 @@ class Engine:
                         url,
                         timeout=self.config.api_timeout,
                         write_concurrency=self.config.api_write_concurrency,
+                        shared_writes=self._shared_writes(),
                     )
         return self._api
 
@@ -205,10 +208,37 @@ class Engine:
                         process_limits=local.process_limits,
                         process_confs=self._local_processes(),
                         idle_seconds=local.idle_seconds,
+                        slots=self._slot_directory(),
                         visible_after=local.async_visible_after,
                     )
             self.start()
         return self._runner
+
+    def _shared_writes(self) -> SharedGate | None:
+        # With one pool per server, its processes share api_write_concurrency too.
+        directory = self._slot_directory()
+        if directory is None:
+            return None
+        return shared_gate(SlotFiles(directory, "prefect-write", self.config.api_write_concurrency))
+
+    def _slot_directory(self) -> Path | None:
+        # Where the worker processes of this server share their job slots (slots.py).
+        local = self.config.local
+        if local.pool_scope != "server":
+            return None
+        try:
+            if local.pool_dir is not None:
+                directory = Path(local.pool_dir).expanduser()
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                return directory
+            return server_directory(self.config.model_dump_json())
+        except OSError as exc:
+            key = "pool_dir" if local.pool_dir is not None else "pool_scope"
+            raise ConfigError(
+                f"server.manager.local.{key}: cannot make the directory of the job slots "
+                f"shared by this server's processes ({exc}); name a writable `pool_dir`, or "
+                "set `pool_scope: process`"
+            ) from exc
 
     @property
     def runner_if_started(self) -> LocalRunner | None:

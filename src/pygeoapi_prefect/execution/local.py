@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import pygeoapi_prefect.metrics as metrics
@@ -45,6 +47,7 @@ from pygeoapi_prefect.execution.execute import (
 )
 from pygeoapi_prefect.execution.heartbeat import beating
 from pygeoapi_prefect.execution.joblogs import job_logging
+from pygeoapi_prefect.execution.slots import Slot, SlotFiles
 from pygeoapi_prefect.jobs.results import ResultStore
 from pygeoapi_prefect.prefect.api import ClientOptions, client_options, preset
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
@@ -61,6 +64,8 @@ _FORK = "fork"
 _START_SECONDS = 120.0
 #: How long a killed job's process may take to disappear.
 _GONE_SECONDS = 2.0
+#: How often a process whose jobs wait looks for a slot freed by another process.
+_SLOT_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -233,13 +238,17 @@ def _template_main(
             message = conn.recv()
         except EOFError:
             return
-        if message != _FORK:
+        if not isinstance(message, tuple) or message[0] != _FORK:
             return
         fd = reduction.recv_handle(conn)
+        # The job's slots (locked files): held by the job's process while it
+        # lives, so a slot outlives a killed server only as long as its job.
+        held = [reduction.recv_handle(conn) for _ in range(message[1])]
         try:
             pid = os.fork()
         except OSError as exc:
-            os.close(fd)
+            for own in (fd, *held):
+                os.close(own)
             conn.send(f"could not fork a job process: {exc}")
             continue
         if pid == 0:
@@ -255,7 +264,8 @@ def _template_main(
             finally:
                 logging.shutdown()
                 os._exit(code)
-        os.close(fd)
+        for own in (fd, *held):
+            os.close(own)
         conn.send(pid)
 
 
@@ -324,8 +334,8 @@ class _Template:
             raise RuntimeError(f"the template process did not start within {_START_SECONDS:.0f} s")
         self.ready = True
 
-    def fork(self) -> tuple[int, Connection]:
-        """A new job process and the pool's end of its pipe."""
+    def fork(self, held: list[Slot]) -> tuple[int, Connection]:
+        """A new job process, holding the ``held`` slots too, and the pool's end of its pipe."""
         ours, theirs = socket.socketpair()
         try:
             with self.lock:
@@ -336,8 +346,11 @@ class _Template:
                     self.start()
                 self._wait_ready()
                 assert self.conn is not None
-                self.conn.send(_FORK)
+                fds = [slot.fd for slot in held if slot.fd is not None]
+                self.conn.send((_FORK, len(fds)))
                 reduction.send_handle(self.conn, theirs.fileno(), self.process.pid)
+                for fd in fds:
+                    reduction.send_handle(self.conn, fd, self.process.pid)
                 answer = self.conn.recv()
         except BaseException:
             ours.close()
@@ -386,11 +399,16 @@ class _Slot:
         self.conn: Connection | None = None
         #: Whether ``current`` was claimed and started here (not only taken off the queue).
         self.started_job = False
+        #: Whether the end of ``current`` is being recorded (by this thread or by
+        #: a shutdown, under the pool's lock: never both).
+        self.ended = False
         #: The id of the job to kill; checked against the job that runs, so a
         #: late dismiss can never hit the next job.
         self.kill_for: str | None = None
         #: The metrics of the job in hand.
         self.watch = metrics.watch("")
+        #: The server-wide slots the job in hand holds (with ``local.pool_scope: server``).
+        self.held: list[Slot] = []
         self.thread = threading.Thread(
             target=self._loop, name=f"pygeoapi-prefect-job-{index}", daemon=True
         )
@@ -449,7 +467,7 @@ class _Slot:
         # Forked before the job is Running, so that the request reaches its
         # process right after: a server killed in between leaves a Running
         # job that nothing runs (only the heartbeat automation would end it).
-        pid, conn = pool.template.fork()
+        pid, conn = pool.template.fork(self.held)
         self.pid, self.conn = pid, conn
         if not hooks.started(request):
             conn.send(None)  # the process ends without running anything
@@ -498,6 +516,10 @@ class _Slot:
         if self._kill_requested(request):
             self._killed(request)
             return
+        with pool.lock:
+            if self.ended:
+                return  # a shutdown records it as interrupted
+            self.ended = True
         hooks.finished(request, outcome)
 
     def _shown(self, request: JobRequest, *, announce: bool, record: bool) -> bool:
@@ -530,6 +552,9 @@ class LocalRunner:
         process_limits: at most this many jobs of a process run at once.
         process_confs: processes whose processors the template loads at start.
         idle_seconds: how long a driving thread without work waits before it ends.
+        slots: the directory of the slot files shared by the processes of one
+            server: ``max_workers`` and ``process_limits`` count the jobs of all
+            of them (None: of this process only).
         visible_after: seconds a job runs before it is recorded Running (the
             ``running`` hook); a job that ends sooner never is (0: at its start).
 
@@ -547,6 +572,7 @@ class LocalRunner:
         process_limits: Mapping[str, int] | None = None,
         process_confs: Mapping[str, dict[str, Any]] | None = None,
         idle_seconds: float = 30.0,
+        slots: Path | None = None,
         visible_after: float = 0.0,
     ) -> None:
         store.fs  # noqa: B018 - resolve a block-defined store once, for the template
@@ -575,6 +601,16 @@ class LocalRunner:
         self._count = 0
         #: The metrics of the queued jobs (time in the queue).
         self.watches: dict[str, metrics.JobWatch] = {}
+        #: The server's slot files (None: the limits are this process's own).
+        self.shared: SlotFiles | None = None
+        self._limit_files: dict[str, SlotFiles] = {}
+        if slots is not None:
+            self.shared = SlotFiles(slots, "job", max_workers)
+            for process_id, limit in self.process_limits.items():
+                name = hashlib.sha256(process_id.encode()).hexdigest()[:16]
+                self._limit_files[process_id] = SlotFiles(slots, f"process-{name}", limit)
+        #: The one driving thread that polls for slots freed by other processes.
+        self._seeker: _Slot | None = None
         self.template = _Template(self)
         self._checker = threading.Thread(
             target=self._check_cancellations, name="pygeoapi-prefect-cancel-check", daemon=True
@@ -589,12 +625,31 @@ class LocalRunner:
         limit = self.process_limits.get(request.process_id)
         return limit is None or self._running.get(request.process_id, 0) < limit
 
-    def _take(self) -> JobRequest | None:
-        # The first queued job whose process is under its limit (under the lock).
+    def _take(self, slot: _Slot) -> JobRequest | None:
+        # The first queued job whose process is under its limit (under the
+        # lock), with the server's slots it needs held by ``slot``.
+        if not self._queue:
+            return None
+        job_slot = None
+        if self.shared is not None:
+            job_slot = self.shared.take()
+            if job_slot is None:
+                return None  # the server runs max_workers jobs already
         for request in self._queue:
-            if self._runnable(request):
-                self._queue.remove(request)
-                return request
+            if not self._runnable(request):
+                continue
+            held = [job_slot] if job_slot is not None else []
+            files = self._limit_files.get(request.process_id)
+            if files is not None:
+                limit_slot = files.take()
+                if limit_slot is None:
+                    continue  # at its limit on the server
+                held.append(limit_slot)
+            self._queue.remove(request)
+            slot.held = held
+            return request
+        if job_slot is not None:
+            job_slot.release()
         return None
 
     def _busy(self) -> int:
@@ -609,8 +664,11 @@ class LocalRunner:
                 while True:
                     if not self.taking:
                         break
-                    request = self._take()
+                    request = self._take(slot)
                     if request is not None:
+                        if self._seeker is slot:
+                            self._seeker = None
+                            self._work.notify_all()  # another thread looks for the next slot
                         slot.current = request
                         queued = self.watches.pop(request.job_id, None)
                         slot.watch = queued or metrics.watch(request.process_id)
@@ -619,6 +677,16 @@ class LocalRunner:
                             self._running.get(request.process_id, 0) + 1
                         )
                         return request
+                    if self._queue:
+                        # Jobs wait (for a slot, or their process's limit): no
+                        # thread ends idle while they do.
+                        deadline = time.monotonic() + self.idle_seconds
+                        if self.shared is not None and self._seeker in (None, slot):
+                            # Slots freed by other processes are seen by polling
+                            # (ours wake us at once), by one thread of the pool.
+                            self._seeker = slot
+                            self._work.wait(_SLOT_POLL_SECONDS)
+                            continue
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -627,6 +695,9 @@ class LocalRunner:
                 return None
             finally:
                 self._idle -= 1
+                if self._seeker is slot:
+                    self._seeker = None
+                    self._work.notify_all()
 
     def job_done(self, slot: _Slot, request: JobRequest) -> None:
         """``slot`` is through with ``request`` (run, skipped or failed)."""
@@ -636,7 +707,11 @@ class LocalRunner:
             slot.current = None
             slot.kill_for = None
             slot.started_job = False
+            slot.ended = False
             slot.pid = slot.conn = None
+            for held in slot.held:
+                held.release()
+            slot.held = []
             metrics.pool_busy(-1)
             # A job held back by its process's limit may go now.
             self._work.notify_all()
@@ -781,7 +856,12 @@ class LocalRunner:
             self.stopping = True
             # Only started jobs are interrupted; one not yet claimed is left
             # for another process to take.
-            busy = [s for s in self.slots if s.current is not None and s.started_job]
+            # One whose end its thread records already is left to it.
+            busy = [
+                s for s in self.slots if s.current is not None and s.started_job and not s.ended
+            ]
+            for slot in busy:
+                slot.ended = True
             requests = [s.current for s in busy if s.current is not None]
         for slot in busy:
             slot.kill()

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -207,6 +207,11 @@ class _WriteGate:
             self._changed.notify_all()
 
 
+#: A gate shared with other processes: ``acquire(timeout, urgent)`` returns
+#: the function that releases the turn it got, or None if it got none in time.
+SharedGate = Callable[[float, bool], Callable[[], None] | None]
+
+
 class PrefectAPI:
     """Thread-safe, lazily connected Prefect REST client.
 
@@ -219,16 +224,28 @@ class PrefectAPI:
         api_url: Base URL of the Prefect API, ending in ``/api``.
         timeout: Seconds a request may take; connecting is capped at 3 s.
         write_concurrency: How many writing requests may be in flight at once.
+        shared_writes: a gate the writes pass after this client's own, shared by
+            the processes of one server (their writes in flight at once, together).
 
     """
 
-    def __init__(self, api_url: str, *, timeout: float = 5.0, write_concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        timeout: float = 5.0,
+        write_concurrency: int = 1,
+        shared_writes: SharedGate | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         # A Prefect server on SQLite serialises writes, and badly: measured
         # here, 40 creates from 20 threads took 1.3 s one at a time, 3.2 s
         # two at a time and 3.9 s all at once. Queueing them here is faster.
         self._writes = _WriteGate(write_concurrency)
+        # Each worker process of a server has a client of its own: the same
+        # holds for them all together (execution/slots.py).
+        self._shared_writes = shared_writes
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._flow_ids: dict[str, str] = {}
@@ -337,6 +354,16 @@ class PrefectAPI:
                 f"The Prefect API at {self._shown_url} is too busy ({method} {path} waited "
                 f"{gate_deadline - queued:g} s for its turn); try again later"
             )
+        shared_release = None
+        if gate is not None and self._shared_writes is not None:
+            shared_release = self._shared_writes(max(0.0, gate_deadline - time.monotonic()), urgent)
+            if shared_release is None:
+                gate.release()
+                raise PrefectUnavailable(
+                    f"The Prefect API at {self._shown_url} is too busy ({method} {path} waited "
+                    f"{gate_deadline - queued:g} s for its turn among this server's processes); "
+                    "try again later"
+                )
         waited = time.monotonic() - queued
         timeout: Any = httpx.USE_CLIENT_DEFAULT
         if end is not None:
@@ -351,6 +378,8 @@ class PrefectAPI:
                 # an idempotency key), so try once more on a new connection.
                 return self._http().request(method, path, json=json, timeout=timeout), waited
         finally:
+            if shared_release is not None:
+                shared_release()
             if gate is not None:
                 gate.release()
 
