@@ -20,9 +20,12 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +50,22 @@ def reporting_to(reporter: Reporter | None) -> Iterator[None]:
 _EVENT_WAIT = 1.0
 
 
-def labels_reporter(api_url: str, job_id: str, *, events: dict[str, Any] | None = None) -> Reporter:
+def labels_reporter(
+    api: PrefectAPI | str, job_id: str, *, events: dict[str, Any] | None = None
+) -> Reporter:
     """A reporter that stores progress on the job's flow run.
 
-    With ``events`` (pygeoapi's ``pubsub`` block) each step is also published
+    ``api``: the client of the job's process (shared with its heartbeats and
+    log shipping), or the API URL (a client of its own). With ``events``
+    (pygeoapi's ``pubsub`` block) each step is also published
     (:mod:`pygeoapi_prefect.events`).
     """
     from pygeoapi_prefect.jobs.runs import MESSAGE_LABEL, PROGRESS_LABEL
     from pygeoapi_prefect.prefect.api import PrefectAPI
 
-    api = PrefectAPI(api_url)
+    if isinstance(api, str):
+        api = PrefectAPI(api)
+    api_url = api.api_url
 
     def report(percent: int, message: str | None) -> None:
         labels: dict[str, object] = {PROGRESS_LABEL: percent}
