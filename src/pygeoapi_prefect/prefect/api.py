@@ -27,7 +27,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 import pygeoapi_prefect.metrics as metrics
-from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectRequestFailed, PrefectUnavailable
+from pygeoapi_prefect.errors import (
+    PrefectAuthFailed,
+    PrefectManagerError,
+    PrefectRequestFailed,
+    PrefectUnavailable,
+)
 from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
@@ -303,13 +308,21 @@ class PrefectAPI:
         )
 
     def prepare(self) -> None:
-        """Build the client without connecting: its imports, its TLS context, its code warmed.
+        """Make ready what every request needs, and keep no connection: for a process that forks.
 
-        For a process that forks (the local pool's template): its children
-        then share all that, copy-on-write, and only make their own
-        connection pool (:meth:`_http` makes a new one after a fork).
+        The local pool's template calls it: its job processes then share,
+        copy-on-write, the client's imports, its TLS context and the code of
+        a request already run once (``GET /health``; the interpreter adapts
+        code as it first runs, writing into it, which would copy those pages
+        into every job process). The connection is closed before any fork;
+        a job process makes its own pool (:meth:`_http`).
         """
-        self._http()
+        try:
+            self.request("GET", "/health", budget=2.0)
+        except PrefectManagerError as exc:
+            # Only the warm-up is lost: every job process connects anew anyway.
+            logger.debug("Prefect API %s not reached while preparing: %s", self._shown_url, exc)
+        self.close()
 
     def close(self) -> None:
         """Close the connection pool (it reopens on the next request)."""
