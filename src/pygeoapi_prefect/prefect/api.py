@@ -318,7 +318,8 @@ class PrefectAPI:
         a job process makes its own pool (:meth:`_http`).
         """
         try:
-            self.request("GET", "/health", budget=2.0)
+            # Bounded: a template that waits for an unreachable Prefect delays every job.
+            self.request("GET", "/health", budget=1.0)
         except PrefectManagerError as exc:
             # Only the warm-up is lost: every job process connects anew anyway.
             logger.debug("Prefect API %s not reached while preparing: %s", self._shown_url, exc)
