@@ -63,19 +63,17 @@ def labels_reporter(
     from pygeoapi_prefect.jobs.runs import MESSAGE_LABEL, PROGRESS_LABEL
     from pygeoapi_prefect.prefect.api import PrefectAPI
 
-    if isinstance(api, str):
-        api = PrefectAPI(api)
-    api_url = api.api_url
+    client = PrefectAPI(api) if isinstance(api, str) else api
 
     def report(percent: int, message: str | None) -> None:
         labels: dict[str, object] = {PROGRESS_LABEL: percent}
         if message is not None:
             labels[MESSAGE_LABEL] = message
-        api.update_labels(job_id, labels)
+        client.update_labels(job_id, labels)
         if events:
             from pygeoapi_prefect.events import publisher_for
 
-            sent = publisher_for(events, api_url).publish(
+            sent = publisher_for(events, client).publish(
                 "progress", job_id, progress=percent, message=message
             )
             if sent is not None:
