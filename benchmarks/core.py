@@ -63,6 +63,17 @@ SLEEPER = "sleeper"
 NAMES = {"tinydb": "TinyDB", "postgresql": "PostgreSQL", "prefect": "Prefect"}
 
 
+def apply_options(manager: dict[str, Any], options: list[str]) -> None:
+    """Set each ``KEY=YAML`` of ``--manager-option`` (dotted keys) in ``manager``."""
+    for option in options:
+        key, _, value = option.partition("=")
+        *parents, leaf = key.split(".")
+        target = manager
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
+
+
 def write_config(folder: Path, port: int, manager: dict, processors: dict | None = None) -> Path:
     config = yaml.safe_load((ROOT / "example-config.yml").read_text())
     for process_id, processor in (processors or {}).items():
@@ -920,13 +931,7 @@ def main() -> None:
             "name": "pygeoapi_prefect.manager.PrefectManager",
             "results": {"url": str(work / "prefect-results")},
         }
-        for option in args.manager_option:
-            key, _, value = option.partition("=")
-            *parents, leaf = key.split(".")
-            target = prefect_manager
-            for parent in parents:
-                target = target.setdefault(parent, {})
-            target[leaf] = yaml.safe_load(value)
+        apply_options(prefect_manager, args.manager_option)
         (work / "postgresql").mkdir()
         managers = {
             "tinydb": (

@@ -63,11 +63,32 @@ def test_async_hello_world(pygeoapi, prefect_api):
     assert document["progress"] == 100
     run = prefect_api.read_flow_run(job_id)
     assert run["state_type"] == "COMPLETED"
-    assert run["start_time"] and run["end_time"]
+    assert run["end_time"]
+    assert document["created"] <= document["started"] <= document["finished"]
 
     results = pygeoapi.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
     assert results.status_code == 200
     assert results.json() == {"id": "echo", "value": "Hello Async!"}
+
+
+def _state_types(prefect_api, job_id: str) -> list[str]:
+    states = prefect_api.request("GET", f"/flow_run_states/?flow_run_id={job_id}").json()
+    return [s["type"] for s in sorted(states, key=lambda s: s["timestamp"])]
+
+
+def test_a_short_async_job_is_not_recorded_running_but_a_longer_one_is(pygeoapi, prefect_api):
+    # local.async_visible_after (0.25 s): a job that ends sooner goes from
+    # Pending straight to Completed (one Prefect write fewer); one that runs
+    # longer is recorded Running while it runs, with its start time.
+    short = pygeoapi.execute("hello-world", {"name": "quick"}, asynchronous=True).json()["jobID"]
+    long = pygeoapi.execute("sleep", {"seconds": 1.5}, asynchronous=True).json()["jobID"]
+    running = pygeoapi.wait_for(long, "running")
+    assert running["started"]
+    pygeoapi.wait_for(short, "successful")
+    pygeoapi.wait_for(long, "successful")
+    assert _state_types(prefect_api, short) == ["PENDING", "COMPLETED"]
+    assert _state_types(prefect_api, long) == ["PENDING", "RUNNING", "COMPLETED"]
+    assert prefect_api.read_flow_run(long)["start_time"]
 
 
 def test_async_only_process_runs_async_without_asking(pygeoapi):

@@ -10,7 +10,7 @@ import pytest
 from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.errors import ConfigError
 from pygeoapi_prefect.execution.heartbeat import HEARTBEAT_EVENT, heartbeat_event, zombie_automation
-from pygeoapi_prefect.prefect.api import _WriteGate
+from pygeoapi_prefect.prefect.api import EXTRA, NORMAL, URGENT, _WriteGate
 from pygeoapi_prefect.prefect.states import running_transition_id
 
 NAME = "pygeoapi_prefect.manager.PrefectManager"
@@ -55,19 +55,29 @@ def test_automation_watches_our_heartbeats_of_job_runs():
     assert event["resource"]["prefect.resource.id"] == "prefect.flow-run.0b8f"
 
 
-def test_write_gate_lets_urgent_writers_first_in_arrival_order():
+def test_write_gate_goes_by_rank_then_in_arrival_order():
+    # Creates (what a client waits for) first, then a job's own steps, then
+    # the Prefect UI's extras (run names, summaries), each rank in its order.
     gate = _WriteGate(1)
     assert gate.acquire(1)
     order: list[str] = []
 
-    def writer(name: str, urgent: bool) -> None:
-        assert gate.acquire(10, urgent=urgent)
+    def writer(name: str, rank: int) -> None:
+        assert gate.acquire(10, rank=rank)
         order.append(name)
         gate.release()
 
     threads = []
-    for name, urgent in [("state-1", False), ("create-1", True), ("create-2", True)]:
-        thread = threading.Thread(target=writer, args=(name, urgent))
+    arrivals = [
+        ("name-1", EXTRA),
+        ("state-1", NORMAL),
+        ("create-1", URGENT),
+        ("name-2", EXTRA),
+        ("state-2", NORMAL),
+        ("create-2", URGENT),
+    ]
+    for name, rank in arrivals:
+        thread = threading.Thread(target=writer, args=(name, rank))
         thread.start()
         threads.append(thread)
         deadline = time.monotonic() + 10
@@ -77,7 +87,7 @@ def test_write_gate_lets_urgent_writers_first_in_arrival_order():
     gate.release()
     for thread in threads:
         thread.join(10)
-    assert order == ["create-1", "create-2", "state-1"]
+    assert order == ["create-1", "create-2", "state-1", "state-2", "name-1", "name-2"]
 
 
 def test_write_gate_gives_up_after_its_time():

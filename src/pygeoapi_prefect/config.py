@@ -183,6 +183,17 @@ class LocalExecutionConfig(_Strict):
             "once, in its final state, which saves a Prefect API call."
         ),
     )
+    async_visible_after: float = Field(
+        default=0.25,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds after which a still-running async job is recorded in Prefect as "
+            "Running. A faster job goes from Pending straight to its final state, which "
+            "saves one Prefect write per job (its `started` is then its end time); "
+            "0 records every job Running before it runs."
+        ),
+    )
     cancel_check_seconds: float = Field(
         default=1.0,
         gt=0,

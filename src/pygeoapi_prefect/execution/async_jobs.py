@@ -111,7 +111,7 @@ def submit(
     )
     if engine.config.prefect_ui.run_names:
         run_page.in_background(
-            engine.background().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
+            engine.extras().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
         )
     logger.debug("job %s of process %s accepted", job_id, process_id)
     return job_id
@@ -121,6 +121,9 @@ def local_hooks(engine: Engine) -> JobHooks:
     """The local pool's hooks, recording each step of a job in Prefect."""
     return JobHooks(
         started=lambda request: _started(engine, request),
+        running=lambda request, announce, record: _running(
+            engine, request, announce=announce, record=record
+        ),
         finished=lambda request, outcome: _finished(engine, request, outcome),
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
         killed=lambda request: _killed(engine, request),
@@ -137,16 +140,34 @@ def _started(engine: Engine, request: JobRequest) -> bool:
     if not won.won:
         _lost_claim(engine, request.process_id, job_id, won.holder)
         return False
-    result = persist(engine.api.set_state, job_id, running(job_id))
-    if result.get("status") in (REJECTED, "ABORT"):
+    return True
+
+
+def _running(engine: Engine, request: JobRequest, *, announce: bool, record: bool) -> bool:
+    # The job runs (claimed here). Recorded Running at once only if its
+    # subscriber waits for that, else once it outlived local.async_visible_after:
+    # a shorter job goes from Pending to its end, one write fewer.
+    job_id = request.job_id
+    if record:
+        result = persist(engine.api.set_state, job_id, running(job_id))
+        refused = result.get("status") in (REJECTED, "ABORT")
         current = (result.get("state") or {}).get("type")
+    else:
+        # Not recorded yet, but a job dismissed while it was queued must not
+        # start: one read (cheaper than a write, and parallel on SQLite).
+        run = persist(engine.api.read_flow_run, job_id)
+        current = run.get("state_type") if run is not None else "CANCELLED"
+        refused = current != "PENDING"
+    if refused:
         if current in ("CANCELLING", "CANCELLED"):
-            logger.info("job %s was dismissed before it started", job_id)
+            logger.info("job %s was dismissed before it ran", job_id)
             metrics.job_finished(request.process_id, "dismissed")
             finish_cancelled(engine, job_id, request.result_key)
         else:
             logger.info("job %s is %s elsewhere: not run here", job_id, current)
         return False
+    if not announce:
+        return True
     started = job_event(engine, "running", job_id)
     if started is not None:
         # Before the job's own progress events (sent by its worker process), within a bound.
@@ -219,7 +240,7 @@ def summarise(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         jobs_url=request.jobs_url,
     )
     run_page.in_background(
-        engine.background().submit,
+        engine.extras().submit,
         lambda: run_page.write_summary(engine.api, request.job_id, markdown),
     )
 

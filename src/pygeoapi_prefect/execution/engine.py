@@ -87,6 +87,7 @@ class Engine:
         self._runner: LocalRunner | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._recorder: ThreadPoolExecutor | None = None
+        self._extras: ThreadPoolExecutor | None = None
         self._leases: Leases | None = None
         self._started = False
         self._stopping = threading.Event()
@@ -200,6 +201,7 @@ class Engine:
                         process_limits=local.process_limits,
                         process_confs=self._local_processes(),
                         idle_seconds=local.idle_seconds,
+                        visible_after=local.async_visible_after,
                     )
             self.start()
         return self._runner
@@ -218,6 +220,22 @@ class Engine:
                         max_workers=4, thread_name_prefix="pygeoapi-prefect"
                     )
         return self._threads
+
+    def extras(self) -> ThreadPoolExecutor:
+        """The thread of the Prefect UI's extras (run names, summaries).
+
+        Their writes go after every other write (``PrefectAPI`` ranks them
+        last, and they may wait long for their turn under a burst), so they
+        have threads of their own: never the ones a job count waits for.
+        """
+        if self._extras is None:
+            with self._lock:
+                if self._extras is None:
+                    self._extras = ThreadPoolExecutor(
+                        max_workers=max(1, min(4, self.config.api_write_concurrency)),
+                        thread_name_prefix="pygeoapi-prefect-extras",
+                    )
+        return self._extras
 
     def first_start(self, job_id: str) -> bool:
         """True the first time this process starts the job, False ever after.
@@ -351,8 +369,9 @@ class Engine:
             self._leases.release()
         # Callbacks of the jobs that just ended, for a bounded time (callbacks.drain_seconds).
         self.callbacks.close(self.config.callbacks.drain_seconds)
-        if self._threads is not None:
-            self._threads.shutdown(wait=False)
+        for threads in (self._threads, self._extras):
+            if threads is not None:
+                threads.shutdown(wait=False)
         if self.events is not None:
             self.events.flush(2.0)  # the last steps' events, briefly
             self.events.close()

@@ -73,8 +73,12 @@ class JobHooks:
     """What the pool calls as a job moves on (all from the pool's threads).
 
     Attributes:
-        started: called before the job runs; returning False skips it (it was
-            dismissed meanwhile).
+        started: called before the job runs (its claim); returning False skips it.
+        running: optional, ``running(request, announce, record)``: called as the
+            job starts (``announce``: its events and callbacks) and, if it was
+            not recorded Running then, once more after ``visible_after`` (a job
+            that ends sooner is never recorded Running: one Prefect write
+            fewer); returning False kills it (it was dismissed meanwhile).
         finished: called with the outcome once the job has run.
         cancelled_elsewhere: polled while the job runs; True kills it.
         killed: called after a job's process was killed on dismissal.
@@ -88,6 +92,7 @@ class JobHooks:
     cancelled_elsewhere: Callable[[JobRequest], bool]
     killed: Callable[[JobRequest], None]
     cancelled_among: Callable[[list[JobRequest]], set[str]] | None = None
+    running: Callable[[JobRequest, bool, bool], bool] | None = None
 
 
 #: The final message of a job whose pygeoapi instance stopped while it ran.
@@ -495,11 +500,25 @@ class _Slot:
         if self._kill_requested(request):
             self._killed(request)
             return
+        # Recorded Running before it runs if someone waits for that (an
+        # inProgressUri callback) or visible_after is 0; else only if it still
+        # runs after visible_after.
+        recorded = pool.visible_after <= 0 or bool((request.subscriber or {}).get("inProgressUri"))
+        shown_at = time.monotonic() + pool.visible_after
+        if not self._shown(request, announce=True, record=recorded):
+            conn.send(None)
+            self.kill()
+            return
         conn.send(request)
         while True:
             if self._kill_requested(request):
                 self._killed(request)
                 return
+            if not recorded and time.monotonic() >= shown_at:
+                recorded = True
+                if not self._shown(request, announce=False, record=True):
+                    self.kill()
+                    return
             try:
                 if conn.poll(_POLL_SECONDS):
                     outcome: Outcome = conn.recv()
@@ -520,6 +539,10 @@ class _Slot:
             self._killed(request)
             return
         hooks.finished(request, outcome)
+
+    def _shown(self, request: JobRequest, *, announce: bool, record: bool) -> bool:
+        running = self.pool.hooks.running
+        return running is None or running(request, announce, record)
 
     def _killed(self, request: JobRequest) -> None:
         self.kill()
@@ -547,6 +570,8 @@ class LocalRunner:
         process_limits: at most this many jobs of a process run at once.
         process_confs: processes whose processors the template loads at start.
         idle_seconds: how long a driving thread without work waits before it ends.
+        visible_after: seconds a job runs before it is recorded Running (the
+            ``running`` hook); a job that ends sooner never is (0: at its start).
 
     """
 
@@ -562,6 +587,7 @@ class LocalRunner:
         process_limits: Mapping[str, int] | None = None,
         process_confs: Mapping[str, dict[str, Any]] | None = None,
         idle_seconds: float = 30.0,
+        visible_after: float = 0.0,
     ) -> None:
         store.fs  # noqa: B018 - resolve a block-defined store once, for the template
         self.store = store
@@ -571,6 +597,7 @@ class LocalRunner:
         self.process_limits = dict(process_limits or {})
         self.process_confs = dict(process_confs or {})
         self.idle_seconds = idle_seconds
+        self.visible_after = visible_after
         self.stopping = False
         #: False once the process stops: queued jobs are left for others.
         self.taking = True

@@ -106,7 +106,8 @@ def write_summary(api: PrefectAPI, job_id: str, markdown: str) -> None:
                 "data": markdown,
                 "description": "The pygeoapi job of this flow run",
                 "flow_run_id": job_id,
-            }
+            },
+            extra=True,
         )
     except PrefectManagerError as exc:
         logger.warning("summary of job %s not written: %s", job_id, exc)

@@ -162,7 +162,7 @@ class _Record:
 
             job_id = self.job_id
             in_background(
-                self.engine.background().submit,
+                self.engine.extras().submit,
                 lambda: name_run(self.engine.api, self.process_id, job_id),
             )
         config = self.engine.config
@@ -269,10 +269,11 @@ class _Record:
         from pygeoapi_prefect.execution.run_page import in_background, name_run
 
         engine = self.engine
-        submit = engine.background().submit
         if not named and engine.config.prefect_ui.run_names:
-            in_background(submit, lambda: name_run(engine.api, self.process_id, job_id))
-        ship_in_background(submit, engine.api, self.logs, job_id)
+            in_background(
+                engine.extras().submit, lambda: name_run(engine.api, self.process_id, job_id)
+            )
+        ship_in_background(engine.background().submit, engine.api, self.logs, job_id)
         if self.outcome is not None:
             request = JobRequest(
                 job_id,

@@ -163,6 +163,10 @@ def job_from_flow_run(run: dict[str, Any]) -> dict[str, Any]:
     state = run.get("state") or {}
     status = STATUS_BY_STATE[str(run.get("state_type") or state.get("type"))]
     labels = run.get("labels") or {}
+    if status is JobStatus.accepted and _percent(labels.get(PROGRESS_LABEL)) > 0:
+        # Progress comes from the job's own process: it runs, though a local
+        # job is recorded Running only after local.async_visible_after.
+        status = JobStatus.running
     updated = state.get("timestamp") or run.get("updated") or run["created"]
     finished = (run.get("end_time") or updated) if status in _TERMINAL else ""
     started = run.get("start_time") or ""

@@ -51,6 +51,10 @@ __all__ = [
 #: Pauses before retrying a 503 (each stretched by up to 2x at random; the
 #: last one repeats until the request's time is up).
 _RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
+#: Seconds an *extra* write (the Prefect UI's run name and summary) may wait
+#: for its turn: it goes after every job's own writes, so under a burst it
+#: waits until the burst's states are written.
+EXTRA_WAIT = 60.0
 
 #: Prefect's own refusal of a state transition (e.g. to Running after a cancel).
 REJECTED = "REJECT"
@@ -180,8 +184,13 @@ def _tls_context(verify: bool, cafile: str | None) -> ssl.SSLContext:
     return context
 
 
+#: The write gate's ranks: what a client waits for (creating a job's run),
+#: a job's own steps (claims, states, labels), and the Prefect UI's extras.
+URGENT, NORMAL, EXTRA = 0, 1, 2
+
+
 class _WriteGate:
-    """A first-come, first-served semaphore whose urgent callers go before the others.
+    """A first-come, first-served semaphore whose callers go by rank, then in order.
 
     First come, first served: with a plain semaphore an unlucky writer could
     lose the race again and again and run out of time under load.
@@ -190,25 +199,23 @@ class _WriteGate:
     def __init__(self, slots: int) -> None:
         self._changed = threading.Condition()
         self._free = slots
-        self._queues: tuple[collections.deque[object], collections.deque[object]] = (
-            collections.deque(),
-            collections.deque(),
+        self._queues: tuple[collections.deque[object], ...] = tuple(
+            collections.deque() for _ in (URGENT, NORMAL, EXTRA)
         )
 
-    def _first(self, ticket: object, urgent: bool) -> bool:
-        urgent_queue, other_queue = self._queues
-        if urgent:
-            return urgent_queue[0] is ticket
-        return not urgent_queue and other_queue[0] is ticket
+    def _first(self, ticket: object, rank: int) -> bool:
+        if any(self._queues[higher] for higher in range(rank)):
+            return False
+        return self._queues[rank][0] is ticket
 
-    def acquire(self, timeout: float, *, urgent: bool = False) -> bool:
+    def acquire(self, timeout: float, *, rank: int = NORMAL) -> bool:
         deadline = time.monotonic() + timeout
         ticket = object()
-        queue = self._queues[0 if urgent else 1]
+        queue = self._queues[rank]
         with self._changed:
             queue.append(ticket)
             try:
-                while self._free == 0 or not self._first(ticket, urgent):
+                while self._free == 0 or not self._first(ticket, rank):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -353,7 +360,14 @@ class PrefectAPI:
             ) from exc
 
     def _send(
-        self, method: str, path: str, json: Any, gate_deadline: float, end: float | None = None
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        gate_deadline: float,
+        end: float | None = None,
+        *,
+        extra: bool = False,
     ) -> tuple[httpx.Response, float]:
         # Returns the answer and the seconds spent waiting for the write gate.
         gate = (
@@ -361,11 +375,12 @@ class PrefectAPI:
         )
         # Creating a job's run is what a client waits for: it goes first.
         urgent = method == "POST" and path.endswith(("/flow_runs/", "/create_flow_run", "/flows/"))
+        rank = URGENT if urgent else EXTRA if extra else NORMAL
         queued = time.monotonic()
-        if gate is not None and not gate.acquire(max(0.0, gate_deadline - queued), urgent=urgent):
+        if gate is not None and not gate.acquire(max(0.0, gate_deadline - queued), rank=rank):
             raise PrefectUnavailable(
                 f"The Prefect API at {self._shown_url} is too busy ({method} {path} waited "
-                f"{self.timeout:g} s for its turn); try again later"
+                f"{gate_deadline - queued:g} s for its turn); try again later"
             )
         waited = time.monotonic() - queued
         timeout: Any = httpx.USE_CLIENT_DEFAULT
@@ -392,13 +407,16 @@ class PrefectAPI:
         json: Any = None,
         allow_404: bool = False,
         budget: float | None = None,
+        extra: bool = False,
     ) -> httpx.Response:
         """Send one request, timed and counted (:mod:`pygeoapi_prefect.metrics`).
 
         See :meth:`_request`.
         """
         with metrics.prefect_call(method, path):
-            return self._request(method, path, json=json, allow_404=allow_404, budget=budget)
+            return self._request(
+                method, path, json=json, allow_404=allow_404, budget=budget, extra=extra
+            )
 
     def _request(
         self,
@@ -408,6 +426,7 @@ class PrefectAPI:
         json: Any = None,
         allow_404: bool = False,
         budget: float | None = None,
+        extra: bool = False,
     ) -> httpx.Response:
         """Send one request; map transport errors and error answers onto ours.
 
@@ -419,18 +438,19 @@ class PrefectAPI:
         to ``timeout`` more: at most twice ``timeout`` in all, unless a
         ``budget`` (seconds, for everything) is given: a request in which a
         client waits for its answer passes what is left of its own bound.
-        A 404 is returned only where the caller expects one.
+        A 404 is returned only where the caller expects one. An ``extra``
+        write (the Prefect UI's niceties) waits for its turn after every
+        other write, up to :data:`EXTRA_WAIT`.
         """
         started = time.monotonic()
+        turn = EXTRA_WAIT if extra else self.timeout
         end = None if budget is None else started + max(0.0, budget)
         waited = 0.0
         attempt = 0
         while True:
-            gate_deadline = (
-                started + self.timeout if end is None else min(started + self.timeout, end)
-            )
+            gate_deadline = started + turn if end is None else min(started + turn, end)
             with self._errors(f"{method} {path}"):
-                response, queued = self._send(method, path, json, gate_deadline, end)
+                response, queued = self._send(method, path, json, gate_deadline, end, extra=extra)
             waited += queued
             deadline = started + waited + self.timeout if end is None else end
             if response.status_code != 503:
@@ -631,8 +651,8 @@ class PrefectAPI:
         return int(self._json("POST", "/flow_runs/count", {"flow_runs": flow_runs}))
 
     def rename_flow_run(self, flow_run_id: str, name: str) -> None:
-        """Give the flow run a new name (what the Prefect UI shows)."""
-        self.request("PATCH", f"/flow_runs/{flow_run_id}", json={"name": name})
+        """Give the flow run a new name (what the Prefect UI shows): an extra write."""
+        self.request("PATCH", f"/flow_runs/{flow_run_id}", json={"name": name}, extra=True)
 
     # -- logs and artifacts ------------------------------------------------
 
@@ -654,6 +674,11 @@ class PrefectAPI:
         )
         return logs
 
-    def create_artifact(self, artifact: dict[str, Any], *, budget: float | None = None) -> None:
-        """Create an artifact (Prefect ``ArtifactCreate``: key, type, data, flow_run_id...)."""
-        self.request("POST", "/artifacts/", json=artifact, budget=budget)
+    def create_artifact(
+        self, artifact: dict[str, Any], *, budget: float | None = None, extra: bool = False
+    ) -> None:
+        """Create an artifact (Prefect ``ArtifactCreate``: key, type, data, flow_run_id...).
+
+        ``extra``: it goes after every other write (a summary the UI shows).
+        """
+        self.request("POST", "/artifacts/", json=artifact, budget=budget, extra=extra)
