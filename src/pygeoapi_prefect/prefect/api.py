@@ -27,12 +27,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 import pygeoapi_prefect.metrics as metrics
-from pygeoapi_prefect.errors import (
-    PrefectAuthFailed,
-    PrefectManagerError,
-    PrefectRequestFailed,
-    PrefectUnavailable,
-)
+from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectRequestFailed, PrefectUnavailable
 from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
@@ -315,22 +310,19 @@ class PrefectAPI:
         )
 
     def prepare(self) -> None:
-        """Make ready what every request needs, and keep no connection: for a process that forks.
+        """Make ready what every client needs, without a client: for a process that forks.
 
         The local pool's template calls it: its job processes then share,
-        copy-on-write, the client's imports, its TLS context and the code of
-        a request already run once (``GET /health``; the interpreter adapts
-        code as it first runs, writing into it, which would copy those pages
-        into every job process). The connection is closed before any fork;
-        a job process makes its own pool (:meth:`_http`).
+        copy-on-write, the transport's imports (httpcore, h11, certifi) and
+        the TLS context, instead of each making them after its fork. No
+        client is made here, so no connection can cross a fork; a job
+        process makes its own pool (:meth:`_http`).
         """
-        try:
-            # Bounded: a template that waits for an unreachable Prefect delays every job.
-            self.request("GET", "/health", budget=1.0)
-        except PrefectManagerError as exc:
-            # Only the warm-up is lost: every job process connects anew anyway.
-            logger.debug("Prefect API %s not reached while preparing: %s", self._shown_url, exc)
-        self.close()
+        import httpcore  # noqa: F401 - imported by httpx's transport on its first client
+
+        options = _PRESET[0] if _PRESET else client_options()
+        verify = options.verify and urlsplit(self.api_url).scheme == "https"
+        _tls_context(verify, options.cafile if verify else None)
 
     def close(self) -> None:
         """Close the connection pool (it reopens on the next request)."""
