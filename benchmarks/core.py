@@ -51,8 +51,11 @@ from pygeoapi_prefect.prefect.api import PrefectAPI  # noqa: E402
 from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
 
 SERVE = """
-import sys
+import os, sys
 from werkzeug.serving import make_server
+if os.environ.get("BENCH_MEMORY_DUMPS"):
+    import memdump  # benchmarks/memdump.py: tracemalloc, dumps on SIGUSR1/SIGUSR2
+    memdump.install(os.environ["BENCH_MEMORY_DUMPS"])
 module = __import__(sys.argv[1], fromlist=["APP"])
 make_server("127.0.0.1", int(sys.argv[2]), module.APP, threaded=True).serve_forever()
 """

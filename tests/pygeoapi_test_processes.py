@@ -305,3 +305,45 @@ class ClientsProcessor(BaseProcessor):
         }
         Path(data["note"]).write_text(json.dumps(note), encoding="utf-8")
         return "application/json", {"id": "result", "value": note}
+
+
+class BusyBackgroundProcessor(BaseProcessor):
+    """Occupies every thread of its server's background pools until the file ``release`` exists.
+
+    Run sync, in the server process: it hands the engine's pools (the UI
+    extras' and the other background work's) one call a thread that waits
+    for ``release`` (at most ``seconds``, 120 by default), so that the work
+    queued after it waits, as it does when Prefect's write slots are busy
+    with jobs. The calls go straight to the pools, past the engine's
+    backlog, which counts only what the server itself queues.
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        inputs = {
+            "release": {"schema": {"type": "string"}},
+            "seconds": {"schema": {"type": "number", "minimum": 0}, "minOccurs": 0},
+        }
+        super().__init__(processor_def, _metadata("busy-background", inputs=inputs))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import threading
+
+        from pygeoapi_prefect.execution import engine as engines
+
+        release = Path(data["release"])
+        deadline = time.monotonic() + float(data.get("seconds", 120))
+        (engine,) = engines._ENGINES.values()
+        pools = [engine.extras(), engine.background()]
+        threads = sum(pool._max_workers for pool in pools)
+        started = threading.Barrier(threads + 1)
+
+        def wait() -> None:
+            started.wait(30)
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        for pool in pools:
+            for _ in range(pool._max_workers):
+                pool.submit(wait)
+        started.wait(30)  # every thread of both pools is taken
+        return "application/json", {"id": "result", "value": {"busy": threads}}

@@ -934,6 +934,20 @@ class ManagerConfig(_Strict):
             "writes and slows down under parallel ones; raise it for PostgreSQL."
         ),
     )
+    background_backlog: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Prefect writes made off the request path (run names, summary artifacts, "
+            "sync jobs' log lines) that may wait at once in one pygeoapi process. They "
+            "share the write slots (`api_write_concurrency`) with the jobs' own writes, "
+            "which go first, so under sustained load they fall behind; past this many, "
+            "run names and summaries are skipped (counted in "
+            "`pygeoapi_prefect_background_skipped_total`) and a sync job's log lines "
+            "are sent by its request. Bounds the memory they hold (a few KB each)."
+        ),
+    )
     job_count_cache_seconds: float = Field(
         default=0.0,
         ge=0,

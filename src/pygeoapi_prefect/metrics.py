@@ -51,6 +51,8 @@ __all__ = [
     "OUTCOMES",
     "PREFIX",
     "JobWatch",
+    "background_pending",
+    "background_skipped",
     "callback_delivered",
     "child_exit",
     "enable",
@@ -186,6 +188,20 @@ class _Metrics:
             PREFIX + "pool_busy_workers",
             "Worker processes of the local pools busy with a job now",
             multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.background_pending = Gauge(
+            PREFIX + "background_pending",
+            "Prefect writes off the request path (run names, summary artifacts, sync "
+            "jobs' log lines) waiting or under way now (at most "
+            "server.manager.background_backlog per server process)",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.background_skipped = Counter(
+            PREFIX + "background_skipped",
+            "Prefect writes off the request path refused because the backlog was full "
+            "(run names and summaries skipped; log lines sent by the request instead)",
             registry=registry,
         )
         self.api_seconds = Histogram(
@@ -388,6 +404,20 @@ def pool_busy(change: int) -> None:
     """A pool worker took a job (+1) or is free again (-1)."""
     if _metrics is not None:
         _metrics.pool_busy.inc(change)
+
+
+@_quiet
+def background_pending(change: int) -> None:
+    """A write off the request path was queued (+1) or is done (-1)."""
+    if _metrics is not None:
+        _metrics.background_pending.inc(change)
+
+
+@_quiet
+def background_skipped() -> None:
+    """A write off the request path was refused: the backlog was full."""
+    if _metrics is not None:
+        _metrics.background_skipped.inc()
 
 
 # -- Prefect API and callbacks ----------------------------------------------------

@@ -110,9 +110,8 @@ def submit(
         )
     )
     if engine.config.prefect_ui.run_names:
-        run_page.in_background(
-            engine.extras().submit, lambda: run_page.name_run(engine.api, process_id, job_id)
-        )
+        api = engine.api
+        run_page.in_background(engine.backlog, lambda: run_page.name_run(api, process_id, job_id))
     logger.debug("job %s of process %s accepted", job_id, process_id)
     return job_id
 
@@ -239,10 +238,9 @@ def summarise(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         inputs=request.inputs,
         jobs_url=request.jobs_url,
     )
-    run_page.in_background(
-        engine.extras().submit,
-        lambda: run_page.write_summary(engine.api, request.job_id, markdown),
-    )
+    # Only what the write needs: the closure waits in the backlog.
+    api, job_id = engine.api, request.job_id
+    run_page.in_background(engine.backlog, lambda: run_page.write_summary(api, job_id, markdown))
 
 
 def _killed(engine: Engine, request: JobRequest) -> None:

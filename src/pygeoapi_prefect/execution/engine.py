@@ -37,6 +37,7 @@ import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.config import ManagerConfig
 from pygeoapi_prefect.errors import PrefectManagerError, PrefectUnavailable
 from pygeoapi_prefect.events import EventPublisher
+from pygeoapi_prefect.execution.backlog import Backlog
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.execution.leases import Leases, new_holder_id
@@ -75,6 +76,9 @@ class Engine:
         self.name = f"{socket.gethostname()} pid {self.pid}"
         self.callbacks = CallbackPolicy.from_config(config.callbacks)
         self.timers = Timers()
+        #: Prefect writes off the request path (names, summaries, log lines), bounded;
+        #: the UI's extras run on their own threads (:meth:`extras`).
+        self.backlog = Backlog(lambda call: self.extras().submit(call), config.background_backlog)
         self.counts = CountCache(config.job_count_cache_seconds)
         self.published = PublishedProcesses(config.publish)
         self.deployment_ids: dict[str, str] = {}

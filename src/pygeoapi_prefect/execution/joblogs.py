@@ -40,6 +40,7 @@ from pygeoapi_prefect.errors import PrefectManagerError
 
 if TYPE_CHECKING:
     from pygeoapi_prefect.config import ManagerConfig
+    from pygeoapi_prefect.execution.backlog import Backlog
     from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
@@ -461,9 +462,16 @@ def shipping(api: PrefectAPI | str | None, log: JobLog) -> Iterator[JobLog]:
 
 
 def ship_in_background(
-    submit: Callable[..., Any], api: PrefectAPI, log: JobLog, job_id: str
+    backlog: Backlog,
+    submit: Callable[[Callable[[], None]], Any],
+    api: PrefectAPI,
+    log: JobLog,
+    job_id: str,
 ) -> None:
-    """Send a finished sync job's lines off the request path (``submit``: an executor's)."""
+    """Send a finished sync job's lines off the request path, or here if ``backlog`` is full.
+
+    ``submit``: the executor's that sends them (not the UI extras' threads).
+    """
     log.job_id = job_id
     log.close()
     if not log.kept_lines and not log.dropped_lines:
@@ -477,10 +485,17 @@ def ship_in_background(
         logger.warning("log lines of sync job %s were not sent", job_id)
 
     try:
-        submit(send)
+        queued = backlog.offer(
+            send, f"the log lines of job {job_id} (sent by the request)", submit=submit
+        )
     except RuntimeError:
         # The engine is stopping: its background pool takes nothing more.
         logger.warning("log lines of job %s not sent: the server is stopping", job_id)
+        return
+    if not queued:
+        # Too many writes wait already: this request sends them, within the job's bound.
+        if not ship(api, log, budget=log.limits.flush_seconds):
+            logger.warning("log lines of sync job %s were not sent", job_id)
 
 
 # -- reading ----------------------------------------------------------------

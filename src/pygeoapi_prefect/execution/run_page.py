@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pygeoapi_prefect.errors import PrefectManagerError
 
 if TYPE_CHECKING:
+    from pygeoapi_prefect.execution.backlog import Backlog
     from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
@@ -113,8 +114,8 @@ def write_summary(api: PrefectAPI, job_id: str, markdown: str) -> None:
         logger.warning("summary of job %s not written: %s", job_id, exc)
 
 
-def in_background(submit: Callable[..., Any], *steps: Callable[[], None]) -> None:
-    """Run the steps one after the other in ``submit``'s thread (never on the request path)."""
+def in_background(backlog: Backlog, *steps: Callable[[], None]) -> None:
+    """Run the steps one after the other off the request path (skipped if ``backlog`` is full)."""
 
     def run() -> None:
         for step in steps:
@@ -124,7 +125,7 @@ def in_background(submit: Callable[..., Any], *steps: Callable[[], None]) -> Non
                 logger.exception("Prefect UI step failed")
 
     try:
-        submit(run)
+        backlog.offer(run, "a run name or summary for the Prefect UI (skipped)")
     except RuntimeError:
         # The engine is stopping (its background pool is shut down): the run's
         # name and summary are extras, never worth failing the job over.

@@ -160,11 +160,8 @@ class _Record:
         if self.engine.config.prefect_ui.run_names:
             from pygeoapi_prefect.execution.run_page import in_background, name_run
 
-            job_id = self.job_id
-            in_background(
-                self.engine.extras().submit,
-                lambda: name_run(self.engine.api, self.process_id, job_id),
-            )
+            api, process_id, job_id = self.engine.api, self.process_id, self.job_id
+            in_background(self.engine.backlog, lambda: name_run(api, process_id, job_id))
         config = self.engine.config
         with self._lock:
             # At once: a sync job is recorded only once it has run a while, and
@@ -269,11 +266,11 @@ class _Record:
         from pygeoapi_prefect.execution.run_page import in_background, name_run
 
         engine = self.engine
+        # The closures wait in the backlog: they hold what they write, never the record.
+        api, process_id = engine.api, self.process_id
         if not named and engine.config.prefect_ui.run_names:
-            in_background(
-                engine.extras().submit, lambda: name_run(engine.api, self.process_id, job_id)
-            )
-        ship_in_background(engine.background().submit, engine.api, self.logs, job_id)
+            in_background(engine.backlog, lambda: name_run(api, process_id, job_id))
+        ship_in_background(engine.backlog, engine.background().submit, api, self.logs, job_id)
         if self.outcome is not None:
             request = JobRequest(
                 job_id,

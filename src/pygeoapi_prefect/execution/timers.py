@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["TimerHandle", "Timers"]
 
 
+def _nothing() -> None:
+    return None
+
+
 class TimerHandle:
     """One delayed call; :meth:`cancel` stops it unless it has started."""
 
@@ -34,6 +38,8 @@ class TimerHandle:
         with self._lock:
             if self._state == "armed":
                 self._state = "cancelled"
+                # The heap keeps the handle until it reaches the front: not what it would call.
+                self._call = _nothing
             return self._state == "cancelled"
 
     def _claim(self) -> bool:
