@@ -263,6 +263,50 @@ class ChattyProcessor(BaseProcessor):
         return "application/json", {"id": "result", "value": {"marker": marker}}
 
 
+class ClientsProcessor(BaseProcessor):
+    """Reports progress, logs a line, waits ``seconds``, then notes its process's HTTP clients.
+
+    Writes ``{"clients": n, "pools": n, "pid": pid}`` to the file ``note``:
+    the httpx clients and httpcore connection pools alive in the job's
+    process once its heartbeats, progress and log shipping have all spoken.
+    """
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(
+            processor_def,
+            _metadata(
+                "clients",
+                inputs={
+                    "note": {"schema": {"type": "string"}},
+                    "seconds": {"schema": {"type": "number", "minimum": 0}, "minOccurs": 0},
+                },
+            ),
+        )
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import gc
+        import json
+        import logging
+        import os
+
+        import httpcore
+        import httpx
+
+        from pygeoapi_prefect import report_progress
+
+        report_progress(10, "counting clients")
+        logging.getLogger("tests.clients").warning("a line for the job's log")
+        time.sleep(float(data.get("seconds", 1.5)))
+        alive = gc.get_objects()
+        note = {
+            "clients": sum(isinstance(o, httpx.Client) for o in alive),
+            "pools": sum(isinstance(o, httpcore.ConnectionPool) for o in alive),
+            "pid": os.getpid(),
+        }
+        Path(data["note"]).write_text(json.dumps(note), encoding="utf-8")
+        return "application/json", {"id": "result", "value": note}
+
+
 class BusyBackgroundProcessor(BaseProcessor):
     """Occupies every thread of its server's background pools until the file ``release`` exists.
 

@@ -292,6 +292,44 @@ def test_thread_capture_ignores_other_threads():
     assert [line["message"] for line in log.take()] == ["this job's", "this job's print"]
 
 
+def test_a_whole_process_capture_leaves_the_hosts_handlers_at_their_level():
+    # A job's process lets its root logger down to the job's level (INFO);
+    # the handler the host put on the root (e.g. Prefect's console, when a
+    # flow process made the template import Prefect) still shows only what
+    # it showed before: WARNING and up, and what a logger with a level of its
+    # own lets through.
+    class Seen(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    root = logging.getLogger()
+    host = Seen()
+    level = root.level
+    chatty = logging.getLogger("tests.chatty")
+    root.addHandler(host)
+    root.setLevel(logging.WARNING)
+    chatty.setLevel(logging.DEBUG)
+    log = JobLog(LogLimits(level=logging.INFO))
+    try:
+        with capturing(log, this_thread_only=False):
+            logging.getLogger("tests.job").info("info of the job")
+            logging.getLogger("tests.job").warning("warning of the job")
+            chatty.debug("debug of a logger set to DEBUG")
+        logging.getLogger("tests.job").info("info after the job")
+    finally:
+        root.removeHandler(host)
+        root.setLevel(level)
+        chatty.setLevel(logging.NOTSET)
+    assert host.messages == ["warning of the job", "debug of a logger set to DEBUG"]
+    assert host.filters == []
+    log.job_id = "job"
+    assert [line["message"] for line in log.take()] == ["info of the job", "warning of the job"]
+
+
 # -- failed jobs' results, and results that are not there (yet) -------------------
 
 

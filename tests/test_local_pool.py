@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -208,3 +209,60 @@ def test_jobs_forked_from_the_template_write_to_s3(s3):
     for job_id in jobs:
         _, output = store.read(job_id)
         assert output == {"id": "echo", "value": "Hello fork!"}
+
+
+CLIENTS = {"type": "process", "processor": {"name": "pygeoapi_test_processes.ClientsProcessor"}}
+
+
+def test_a_job_process_talks_to_prefect_through_one_client(tmp_path, prefect_server, prefect_api):
+    # Heartbeats, progress and log shipping of a job share one HTTP client
+    # (one connection pool, one TLS context): each of its own cost a job
+    # process a few MiB (benchmarks/job_memory.py). The job's process counts
+    # the clients alive in it once all three have spoken to the real server.
+    from pygeoapi_prefect.jobs.runs import PROGRESS_LABEL
+    from pygeoapi_prefect.prefect.states import state
+
+    run = prefect_api.create_flow_run(
+        flow_name="one-client-test", state=state("RUNNING"), tags=["one-client-test"]
+    )
+    calls = Calls()
+    note = tmp_path / "clients.json"
+    runner = LocalRunner(
+        ResultStore(tmp_path.as_uri()),
+        calls.hooks(),
+        max_workers=1,
+        api_url=prefect_server.api_url,
+        heartbeat_seconds=0.2,
+        process_confs={"clients": CLIENTS},
+    )
+    try:
+        runner.submit(JobRequest(run["id"], "clients", CLIENTS, {"note": str(note)}))
+        # Let go of once its end is recorded (a moment after the hook returns).
+        _until(lambda: calls.finished and not runner.holds(run["id"]), "the job", 120)
+    finally:
+        runner.shutdown()
+    assert [outcome.ok for _, outcome in calls.finished] == [True]
+    counted = json.loads(note.read_text())
+    assert counted["pid"] not in (os.getpid(), None)
+    assert (counted["clients"], counted["pools"]) == (1, 1)
+    # All three went through it: the progress label and the log line are in Prefect.
+    assert prefect_api.read_flow_run(run["id"])["labels"][PROGRESS_LABEL] == 10
+    logs = prefect_api.read_logs(run["id"], limit=50, offset=0)
+    assert any(line["message"] == "a line for the job's log" for line in logs)
+
+    def beats() -> list[dict]:
+        # Prefect stores events a moment after it took them.
+        found = prefect_api.request(
+            "POST",
+            "/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["pygeoapi.job.heartbeat"]},
+                    "resource": {"id": [f"prefect.flow-run.{run['id']}"]},
+                },
+                "limit": 5,
+            },
+        ).json()
+        return list(found["events"])
+
+    _until(beats, "the job's heartbeats in Prefect", 60)

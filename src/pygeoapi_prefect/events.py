@@ -34,11 +34,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.urls import without_credentials
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
 
@@ -389,15 +392,21 @@ _PUBLISHERS: dict[tuple[int, str], EventPublisher] = {}
 _LOCK = threading.Lock()
 
 
-def publisher_for(settings: dict[str, Any], api_url: str) -> EventPublisher:
-    """This process's publisher for a broker, reading runs from ``api_url`` (workers)."""
+def publisher_for(settings: dict[str, Any], api: PrefectAPI | str) -> EventPublisher:
+    """This process's publisher for a broker, reading runs through ``api`` (workers, job processes).
+
+    ``api``: the client of the process (a local job's, shared with its
+    heartbeats and log shipping), or the API URL (a client of its own).
+    """
+    api_url = api if isinstance(api, str) else api.api_url
     key = (os.getpid(), json.dumps(settings, sort_keys=True, default=str) + api_url)
     with _LOCK:
         publisher = _PUBLISHERS.get(key)
         if publisher is None:
-            from pygeoapi_prefect.prefect.api import PrefectAPI
+            if isinstance(api, str):
+                from pygeoapi_prefect.prefect.api import PrefectAPI
 
-            api = PrefectAPI(api_url)
+                api = PrefectAPI(api)
             publisher = _PUBLISHERS[key] = EventPublisher(
                 settings, api.read_flow_run, ui_url=api.flow_run_url
             )

@@ -20,9 +20,12 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.prefect.api import PrefectAPI
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +50,30 @@ def reporting_to(reporter: Reporter | None) -> Iterator[None]:
 _EVENT_WAIT = 1.0
 
 
-def labels_reporter(api_url: str, job_id: str, *, events: dict[str, Any] | None = None) -> Reporter:
+def labels_reporter(
+    api: PrefectAPI | str, job_id: str, *, events: dict[str, Any] | None = None
+) -> Reporter:
     """A reporter that stores progress on the job's flow run.
 
-    With ``events`` (pygeoapi's ``pubsub`` block) each step is also published
+    ``api``: the client of the job's process (shared with its heartbeats and
+    log shipping), or the API URL (a client of its own). With ``events``
+    (pygeoapi's ``pubsub`` block) each step is also published
     (:mod:`pygeoapi_prefect.events`).
     """
     from pygeoapi_prefect.jobs.runs import MESSAGE_LABEL, PROGRESS_LABEL
     from pygeoapi_prefect.prefect.api import PrefectAPI
 
-    api = PrefectAPI(api_url)
+    client = PrefectAPI(api) if isinstance(api, str) else api
 
     def report(percent: int, message: str | None) -> None:
         labels: dict[str, object] = {PROGRESS_LABEL: percent}
         if message is not None:
             labels[MESSAGE_LABEL] = message
-        api.update_labels(job_id, labels)
+        client.update_labels(job_id, labels)
         if events:
             from pygeoapi_prefect.events import publisher_for
 
-            sent = publisher_for(events, api_url).publish(
+            sent = publisher_for(events, client).publish(
                 "progress", job_id, progress=percent, message=message
             )
             if sent is not None:

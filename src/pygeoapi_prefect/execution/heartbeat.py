@@ -72,9 +72,9 @@ def heartbeat_event(flow_run_id: str) -> dict[str, Any]:
     }
 
 
-def _beat(api: PrefectAPI, flow_run_id: str) -> None:
+def _beat(api: PrefectAPI, flow_run_id: str, budget: float) -> None:
     try:
-        api.request("POST", "/events", json=[heartbeat_event(flow_run_id)])
+        api.request("POST", "/events", json=[heartbeat_event(flow_run_id)], budget=budget)
     except PrefectManagerError as exc:
         # A missed beat is made good by the next; only a long silence counts.
         logger.warning("heartbeat of job %s not sent: %s", flow_run_id, exc)
@@ -82,7 +82,7 @@ def _beat(api: PrefectAPI, flow_run_id: str) -> None:
 
 @contextmanager
 def beating(
-    api_url: str | None,
+    api: PrefectAPI | str | None,
     flow_run_id: str,
     interval: float | None,
     *,
@@ -90,20 +90,24 @@ def beating(
 ) -> Iterator[None]:
     """Send heartbeats for ``flow_run_id`` from a thread while the block runs.
 
-    Nothing is sent when ``api_url`` or ``interval`` is missing. The thread
+    ``api``: the client of the job's process (shared with its progress and
+    log shipping), or the API URL (a client of its own, closed at the end).
+    Nothing is sent when ``api`` or ``interval`` is missing. The thread
     dies with the process, which is the point: a killed process stops beating.
     The first beat comes after ``first`` seconds (at most ``interval``).
     """
-    if not api_url or not interval:
+    if not api or not interval:
         yield
         return
-    api = PrefectAPI(api_url, timeout=min(5.0, interval))
+    own = isinstance(api, str)
+    client = PrefectAPI(api, timeout=min(5.0, interval)) if isinstance(api, str) else api
+    budget = min(5.0, interval)
     stop = threading.Event()
 
     def loop() -> None:
         wait = min(first, interval)
         while not stop.wait(wait):
-            _beat(api, flow_run_id)
+            _beat(client, flow_run_id, budget)
             wait = interval
 
     thread = threading.Thread(target=loop, name=f"heartbeat-{flow_run_id}", daemon=True)
@@ -113,7 +117,8 @@ def beating(
     finally:
         stop.set()
         thread.join(1.0)
-        api.close()
+        if own:
+            client.close()
 
 
 #: Heartbeat interval of deployed processes when the worker sets none.

@@ -281,6 +281,31 @@ class _Tee(io.TextIOBase):
 _HANDLER = _Handler()
 
 
+class _AsBefore(logging.Filter):
+    """On the host's root handlers while a job let the root level down: what they showed before.
+
+    A job's INFO lines (its HTTP requests among them) go to Prefect, not to
+    the server's console at a level its operator did not set; and a process
+    whose root handler is Prefect's (a flow process loaded Prefect) need not
+    render each of them (rich's console, copy-on-write pages of each job).
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        # A logger with a level of its own was not governed by the root's.
+        logger_ = logging.getLogger(record.name)
+        while logger_.parent is not None:
+            if logger_.level != logging.NOTSET:
+                return True
+            logger_ = logger_.parent
+        return False
+
+
 def _install() -> None:
     # Once per process; again if someone replaced the streams since.
     root = logging.getLogger()
@@ -298,13 +323,16 @@ def capturing(log: JobLog, *, this_thread_only: bool) -> Iterator[JobLog]:
 
     ``this_thread_only``: a sync job in a request thread, beside other requests;
     otherwise the whole process is the job's, and its root logger is let down
-    to the job's level for the time of the job.
+    to the job's level for the time of the job (the root's other handlers
+    still show only what they showed before, :class:`_AsBefore`).
     """
     if not log.limits.enabled:
         yield log
         return
     root = logging.getLogger()
     level = root.level
+    as_before = _AsBefore(level)
+    filtered: list[logging.Handler] = []
     with _lock:
         _install()
         if this_thread_only:
@@ -312,6 +340,10 @@ def capturing(log: JobLog, *, this_thread_only: bool) -> Iterator[JobLog]:
         else:
             _whole_process.append(log)
             if root.level > log.limits.level or root.level == logging.NOTSET:
+                if root.level > log.limits.level:
+                    filtered = [h for h in root.handlers if h is not _HANDLER]
+                    for handler in filtered:
+                        handler.addFilter(as_before)
                 root.setLevel(log.limits.level)
     try:
         yield log
@@ -322,6 +354,8 @@ def capturing(log: JobLog, *, this_thread_only: bool) -> Iterator[JobLog]:
             else:
                 _whole_process.remove(log)
                 root.setLevel(level)
+                for handler in filtered:
+                    handler.removeFilter(as_before)
         log.close()
 
 
@@ -395,18 +429,22 @@ def shipping_meanwhile(api: PrefectAPI, log: JobLog) -> Iterator[JobLog]:
 
 
 @contextlib.contextmanager
-def shipping(api_url: str | None, log: JobLog) -> Iterator[JobLog]:
+def shipping(api: PrefectAPI | str | None, log: JobLog) -> Iterator[JobLog]:
     """Send ``log``'s lines every :data:`SHIP_SECONDS` while inside, the rest at the end.
 
-    The end waits for Prefect at most ``log.limits.flush_seconds``; lines it
+    ``api``: the client of the job's process (shared with its heartbeats and
+    progress), or the API URL (a client of its own, closed at the end). The
+    end waits for Prefect at most ``log.limits.flush_seconds``; lines it
     does not take by then are dropped (and logged here).
     """
-    if not api_url or not log.limits.enabled:
+    if not api or not log.limits.enabled:
         yield log
         return
-    from pygeoapi_prefect.prefect.api import PrefectAPI
+    own = isinstance(api, str)
+    if isinstance(api, str):
+        from pygeoapi_prefect.prefect.api import PrefectAPI
 
-    api = PrefectAPI(api_url, timeout=max(1.0, log.limits.flush_seconds))
+        api = PrefectAPI(api, timeout=max(1.0, log.limits.flush_seconds))
     done = threading.Event()
     thread = _ship_every(api, log, done)
     try:
@@ -419,7 +457,8 @@ def shipping(api_url: str | None, log: JobLog) -> Iterator[JobLog]:
             left = len(log.take())
             if left:
                 logger.warning("%d log lines of job %s were not sent", left, log.job_id)
-        api.close()
+        if own:
+            api.close()
 
 
 def ship_in_background(
@@ -486,8 +525,11 @@ def read_job_logs(api: PrefectAPI, job_id: str, *, limit: int, offset: int) -> l
 
 
 @contextlib.contextmanager
-def job_logging(api_url: str | None, job_id: str, limits: LogLimits) -> Iterator[JobLog]:
-    """A job that has its process to itself: capture everything, ship as it goes."""
+def job_logging(api: PrefectAPI | str | None, job_id: str, limits: LogLimits) -> Iterator[JobLog]:
+    """A job that has its process to itself: capture everything, ship as it goes.
+
+    ``api``: the client of the job's process, or the API URL (see :func:`shipping`).
+    """
     log = JobLog(limits, job_id)
-    with shipping(api_url, log), capturing(log, this_thread_only=False):
+    with shipping(api, log), capturing(log, this_thread_only=False):
         yield log

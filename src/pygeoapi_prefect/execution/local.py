@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -49,7 +50,7 @@ from pygeoapi_prefect.execution.heartbeat import beating
 from pygeoapi_prefect.execution.joblogs import job_logging
 from pygeoapi_prefect.execution.slots import Slot, SlotFiles
 from pygeoapi_prefect.jobs.results import ResultStore
-from pygeoapi_prefect.prefect.api import ClientOptions, client_options, preset
+from pygeoapi_prefect.prefect.api import ClientOptions, PrefectAPI, client_options, preset
 from pygeoapi_prefect.progress import labels_reporter, reporting_to
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ _START_SECONDS = 120.0
 _GONE_SECONDS = 2.0
 #: How often a process whose jobs wait looks for a slot freed by another process.
 _SLOT_POLL_SECONDS = 0.02
+#: A folder, set by benchmarks/job_memory.py only: each job process traces
+#: what Python allocates after its fork and writes it there (``<pid>.json``)
+#: when its processor returns. Tracing costs memory and time: never in production.
+TRACE_ENV = "PYGEOAPI_PREFECT_TRACE_JOBS"
 
 
 @dataclass(frozen=True)
@@ -99,22 +104,20 @@ class JobHooks:
 INTERRUPTED = "Interrupted: the pygeoapi instance running the job was stopped; submit the job again"
 
 
-def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) -> None:
+def _record_alone(api: PrefectAPI | None, request: JobRequest, outcome: Outcome) -> None:
     """Record a job's end from its own process, whose pygeoapi is gone.
 
     The pool thread that would have done it died with its server (SIGKILL):
     the job's output is in the store, and only its state is left to set
     (retried through an outage, as every step of an accepted job).
     """
-    if not api_url:
+    if api is None:
         return
     from pygeoapi_prefect.errors import PrefectManagerError
     from pygeoapi_prefect.execution.persist import persist
     from pygeoapi_prefect.jobs.runs import DEFAULT_MIMETYPE, MIMETYPE_LABEL
-    from pygeoapi_prefect.prefect.api import PrefectAPI
     from pygeoapi_prefect.prefect.states import WITHOUT_SERVER, state
 
-    api = PrefectAPI(api_url)
     # Named so that the job watcher publishes and counts this end: no server did.
     if outcome.ok:
         final = state("COMPLETED", "Job complete", name=f"Completed{WITHOUT_SERVER}")
@@ -129,35 +132,65 @@ def _record_alone(api_url: str | None, request: JobRequest, outcome: Outcome) ->
         logger.error("could not record the end of job %s: %s", request.job_id, exc)
 
 
+def _trace_start() -> set[str] | None:
+    # Right after the fork: the modules the template had, and tracing from here.
+    if not os.environ.get(TRACE_ENV):
+        return None
+    import tracemalloc
+
+    tracemalloc.start()
+    return set(sys.modules)
+
+
+def _trace_dump(before: set[str] | None) -> None:
+    # While the job's clients and threads still live: what was allocated since the fork.
+    if before is None:
+        return
+    import json
+    import tracemalloc
+    from pathlib import Path
+
+    stats = tracemalloc.take_snapshot().statistics("lineno")
+    report = {
+        "traced": sum(stat.size for stat in stats),
+        "top": [[str(stat.traceback[0]), stat.size, stat.count] for stat in stats[:20]],
+        "imported": sorted(set(sys.modules) - before),
+        "handlers": [repr(handler) for handler in logging.getLogger().handlers],
+        "prefect_in_template": "prefect" in before,
+    }
+    (Path(os.environ[TRACE_ENV]) / f"{os.getpid()}.json").write_text(json.dumps(report))
+
+
 @dataclass
 class _Preloaded:
     store: ResultStore
-    api_url: str | None
+    #: The one Prefect client of every job process (heartbeats, progress, log
+    #: shipping), built here: a child makes only its own connection pool.
+    api: PrefectAPI | None
     heartbeat_seconds: float | None
     processors: dict[str, Any]
 
 
 def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
     # In a child of the template: run one job, send its outcome, end.
+    traced = _trace_start()
     try:
         request: JobRequest | None = conn.recv()
     except EOFError:
         return
     if request is None:
         return
-    api_url = preloaded.api_url
+    api = preloaded.api
     try:
         processor = preloaded.processors.get(request.process_id)
         if processor is None:
             processor = load_processor(request.process_conf)
         processor.set_job_id(request.job_id)
-        reporter = (
-            labels_reporter(api_url, request.job_id, events=request.events) if api_url else None
-        )
+        reporter = labels_reporter(api, request.job_id, events=request.events) if api else None
         with (
-            beating(api_url, request.job_id, preloaded.heartbeat_seconds),
+            beating(api, request.job_id, preloaded.heartbeat_seconds),
             reporting_to(reporter),
-            job_logging(api_url, request.job_id, request.logs),
+            job_logging(api, request.job_id, request.logs),
         ):
             outcome = run_job(
                 processor,
@@ -169,6 +202,7 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
                 references=request.references,
                 process_conf=request.process_conf,
             )
+            _trace_dump(traced)
         if outcome.ok:
             store_outcome(
                 preloaded.store,
@@ -186,7 +220,7 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
         conn.send(outcome)
     except OSError:
         # Our pygeoapi was killed while the job ran: finish it ourselves.
-        _record_alone(api_url, request, outcome)
+        _record_alone(api, request, outcome)
 
 
 def _template_main(
@@ -209,11 +243,17 @@ def _template_main(
     if client is not None:
         # The jobs' heartbeats and progress reports never import Prefect for its settings.
         preset(client)
+    api = None
+    if api_url:
+        # Heartbeats, progress and log shipping may write at once, as when
+        # each had a client of its own.
+        api = PrefectAPI(api_url, write_concurrency=3)
+        api.prepare()
 
     store = ResultStore(store_url, storage_options)
     store.fs  # noqa: B018 - the filesystem's imports, once
     processors: dict[str, Any] = {}
-    preloaded = _Preloaded(store, api_url, heartbeat_seconds, processors)
+    preloaded = _Preloaded(store, api, heartbeat_seconds, processors)
     # Children end on their own and are reaped by the kernel; the pool
     # watches them through their pipes and by pid.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)

@@ -14,6 +14,7 @@ import collections
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -159,6 +160,25 @@ def preset(options: ClientOptions) -> None:
     _PRESET[:] = [options]
 
 
+#: One TLS context per (verify, CA bundle) and process, shared by every
+#: client: each context loads its CA bundle (a MiB or more, milliseconds);
+#: one made before a fork serves the children (it holds no connection).
+_TLS_CONTEXTS: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+
+
+def _tls_context(verify: bool, cafile: str | None) -> ssl.SSLContext:
+    key = (verify, cafile)
+    context = _TLS_CONTEXTS.get(key)
+    if context is None:
+        if verify and cafile:
+            context = ssl.create_default_context(cafile=cafile)
+        else:
+            # httpx's own: certifi's bundle (or SSL_CERT_FILE), or no checks.
+            context = httpx.create_ssl_context(verify=verify)
+        context = _TLS_CONTEXTS.setdefault(key, context)
+    return context
+
+
 #: The write gate's ranks: what a client waits for (creating a job's run),
 #: a job's own steps (claims, states, labels), and the Prefect UI's extras.
 URGENT, NORMAL, EXTRA = 0, 1, 2
@@ -247,6 +267,8 @@ class PrefectAPI:
         # holds for them all together (execution/slots.py).
         self._shared_writes = shared_writes
         self._client: httpx.Client | None = None
+        #: The process that made ``_client`` (a forked child makes its own).
+        self._pid = 0
         self._lock = threading.Lock()
         self._flow_ids: dict[str, str] = {}
 
@@ -269,10 +291,14 @@ class PrefectAPI:
         return f"{self.ui_url}/runs/flow-run/{flow_run_id}"
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
+        if self._client is None or self._pid != os.getpid():
             with self._lock:
-                if self._client is None:
+                if self._client is None or self._pid != os.getpid():
+                    # A client made before a fork holds the parent's
+                    # connections: never used here (nor closed: they are the
+                    # parent's). A new pool, on the TLS context made before.
                     self._client = self._build_client()
+                    self._pid = os.getpid()
         return self._client
 
     def _build_client(self) -> httpx.Client:
@@ -284,18 +310,14 @@ class PrefectAPI:
             # user:password in the URL: sent as basic auth, but kept out of
             # the base URL, which httpx writes into every log line.
             auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-        # Plain HTTP needs no TLS context (loading the CA bundle costs each
+        # Plain HTTP needs no certificates (loading the CA bundle costs each
         # process a few MiB and milliseconds).
-        verify: Any = options.verify and parts.scheme == "https"
-        if verify and options.cafile:
-            import ssl
-
-            verify = ssl.create_default_context(cafile=options.cafile)
+        verify = options.verify and parts.scheme == "https"
         return httpx.Client(
             base_url=without_credentials(self.api_url),
             headers=headers,
             auth=auth,
-            verify=verify,
+            verify=_tls_context(verify, options.cafile if verify else None),
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 3.0)),
             # Expire idle connections before the server's keep-alive (5 s by
             # default) closes them under us.
@@ -304,12 +326,27 @@ class PrefectAPI:
             ),
         )
 
+    def prepare(self) -> None:
+        """Make ready what every client needs, without a client: for a process that forks.
+
+        The local pool's template calls it: its job processes then share,
+        copy-on-write, the transport's imports (httpcore, h11, certifi) and
+        the TLS context, instead of each making them after its fork. No
+        client is made here, so no connection can cross a fork; a job
+        process makes its own pool (:meth:`_http`).
+        """
+        import httpcore  # noqa: F401 - imported by httpx's transport on its first client
+
+        options = _PRESET[0] if _PRESET else client_options()
+        verify = options.verify and urlsplit(self.api_url).scheme == "https"
+        _tls_context(verify, options.cafile if verify else None)
+
     def close(self) -> None:
         """Close the connection pool (it reopens on the next request)."""
         with self._lock:
-            if self._client is not None:
+            if self._client is not None and self._pid == os.getpid():
                 self._client.close()
-                self._client = None
+            self._client = None
 
     @property
     def _shown_url(self) -> str:
