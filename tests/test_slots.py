@@ -66,6 +66,13 @@ def submit(base_url: str, folder: Path, name: str, seconds: float) -> str:
     return str(answer.json()["jobID"])
 
 
+def all_successful(server, jobs: list[str]) -> None:
+    for job_id in jobs:
+        assert server.wait_for(job_id, "successful", "failed", timeout=120)["status"] == (
+            "successful"
+        )
+
+
 def test_four_workers_run_at_most_max_workers_jobs_at_once(prefect_server, tmp_path):
     folder = tmp_path / "spans"
     folder.mkdir()
@@ -86,10 +93,7 @@ def test_four_workers_run_at_most_max_workers_jobs_at_once(prefect_server, tmp_p
             jobs = list(
                 pool.map(lambda i: submit(server.base_url, folder, f"job-{i}", 1.0), range(count))
             )
-        for job_id in jobs:
-            assert server.wait_for(job_id, "successful", "failed", timeout=120)["status"] == (
-                "successful"
-            )
+        all_successful(server, jobs)
     finally:
         server.stop()
     ran = spans(folder)
@@ -128,10 +132,7 @@ def test_a_killed_worker_and_its_jobs_leak_no_slot(prefect_server, tmp_path):
         until(lambda: slots.held() == 0, 30, "the killed jobs' slots were let go")
         names = [f"next-{index}" for index in range(2 * limit)]
         jobs = [submit(server.base_url, folder, name, 0.5) for name in names]
-        for job_id in jobs:
-            assert server.wait_for(job_id, "successful", "failed", timeout=120)["status"] == (
-                "successful"
-            )
+        all_successful(server, jobs)
     finally:
         server.stop()
     ran = spans(folder)
