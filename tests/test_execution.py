@@ -63,7 +63,8 @@ def test_async_hello_world(pygeoapi, prefect_api):
     assert document["progress"] == 100
     run = prefect_api.read_flow_run(job_id)
     assert run["state_type"] == "COMPLETED"
-    assert run["end_time"]
+    assert run["start_time"] and run["end_time"]
+    assert _state_types(prefect_api, job_id) == ["PENDING", "RUNNING", "COMPLETED"]
     assert document["created"] <= document["started"] <= document["finished"]
 
     results = pygeoapi.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
@@ -76,10 +77,13 @@ def _state_types(prefect_api, job_id: str) -> list[str]:
     return [s["type"] for s in sorted(states, key=lambda s: s["timestamp"])]
 
 
-def test_a_short_async_job_is_not_recorded_running_but_a_longer_one_is(pygeoapi, prefect_api):
-    # local.async_visible_after (0.25 s): a job that ends sooner goes from
+def test_a_short_async_job_is_not_recorded_running_but_a_longer_one_is(
+    pygeoapi_factory, prefect_api
+):
+    # local.async_visible_after 0.25 s: a job that ends sooner goes from
     # Pending straight to Completed (one Prefect write fewer); one that runs
     # longer is recorded Running while it runs, with its start time.
+    pygeoapi = pygeoapi_factory(manager={"local": {"async_visible_after": 0.25}})
     short = pygeoapi.execute("hello-world", {"name": "quick"}, asynchronous=True).json()["jobID"]
     long = pygeoapi.execute("sleep", {"seconds": 1.5}, asynchronous=True).json()["jobID"]
     running = pygeoapi.wait_for(long, "running")

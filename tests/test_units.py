@@ -80,6 +80,19 @@ def test_running_job_progress_from_labels():
     assert job["finished"] == ""
 
 
+def test_a_pending_run_whose_process_reported_progress_is_running():
+    # local.async_visible_after: the job runs before it is recorded Running;
+    # progress comes from its own process, so it shows running with it.
+    job = job_from_flow_run(
+        run("PENDING", labels={"pygeoapi.progress": "50", "pygeoapi.message": "halfway"})
+    )
+    assert job["status"] == "running"
+    assert job["progress"] == 50 and job["message"] == "halfway"
+    assert job_from_flow_run(run("PENDING", labels={"pygeoapi.progress": 0}))["status"] == (
+        "accepted"
+    )
+
+
 def test_failed_job_keeps_prefect_message():
     job = job_from_flow_run(run("FAILED", message="boom", end_time="2026-01-01T00:00:04.000000Z"))
     assert job["status"] == "failed"

@@ -225,14 +225,15 @@ class LocalExecutionConfig(_Strict):
         ),
     )
     async_visible_after: float = Field(
-        default=0.25,
+        default=0.0,
         ge=0,
         le=3600,
         description=(
             "Seconds after which a still-running async job is recorded in Prefect as "
-            "Running. A faster job goes from Pending straight to its final state, which "
-            "saves one Prefect write per job (its `started` is then its end time); "
-            "0 records every job Running before it runs."
+            "Running; 0 (the default) records every job Running before it runs. With "
+            "more, a faster job goes from Pending straight to its final state (one "
+            "Prefect write fewer; its `started` is then its end time), at the price of "
+            "one read before it runs."
         ),
     )
     cancel_check_seconds: float = Field(

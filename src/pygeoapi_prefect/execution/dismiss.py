@@ -52,13 +52,15 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
     deferred = False
     if jobs.job_from_flow_run(run)["status"] in (JobStatus.accepted.value, JobStatus.running.value):
         runner = engine.runner_if_started
+        claimed = runner is not None and runner.claimed(flow_run_id)
         if runner is not None and runner.holds(flow_run_id) and runner.dismiss(flow_run_id):
             # This process's: its process group is killed (or it is off the
             # queue), so it ends Cancelled at once. A running job was claimed
-            # here, so nobody else starts it: its state can follow the answer.
-            # A queued one is Cancelled first, so that another process that
+            # here (recorded Running or not yet, local.async_visible_after),
+            # so nobody else starts it: its state can follow the answer. A
+            # queued one is Cancelled first, so that another process that
             # queued it too is refused Running by Prefect.
-            deferred = run.get("state_type") == "RUNNING"
+            deferred = claimed or run.get("state_type") == "RUNNING"
             if not deferred:
                 engine.api.set_state(flow_run_id, cancelled, force=True)
         else:

@@ -843,6 +843,14 @@ class LocalRunner:
         with self.lock:
             return job_id in self.held
 
+    def claimed(self, job_id: str) -> bool:
+        """Whether the job was claimed here and runs here (maybe not recorded Running yet)."""
+        with self.lock:
+            return any(
+                s.started_job and s.current is not None and s.current.job_id == job_id
+                for s in self.slots
+            )
+
     def running_count(self) -> int:
         """How many jobs run here now."""
         with self.lock:
