@@ -30,11 +30,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from core import apply_options, log, write_config  # noqa: E402
+from core import apply_options, start_lean_prefect, write_config  # noqa: E402
 
 import pygeoapi_prefect.metrics as metrics  # noqa: E402
 from pygeoapi_prefect.prefect.api import PrefectAPI  # noqa: E402
-from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
+from pygeoapi_prefect.prefect.server import free_port  # noqa: E402
 
 Call = tuple[str, str, float]
 _calls: list[Call] = []
@@ -99,11 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-calls-"))
-    prefect = PrefectServer(
-        work / "prefect-home", port=free_port(), disabled_services=UNUSED_SERVICES
-    )
-    log(f"starting a Prefect server in {work} ...")
-    prefect.start(timeout=120)
+    prefect = start_lean_prefect(work)
     try:
         manager: dict[str, Any] = {
             "name": "pygeoapi_prefect.manager.PrefectManager",

@@ -66,6 +66,16 @@ SLEEPER = "sleeper"
 NAMES = {"tinydb": "TinyDB", "postgresql": "PostgreSQL", "prefect": "Prefect"}
 
 
+def start_lean_prefect(work: Path) -> PrefectServer:
+    """A started Prefect server in ``work`` without the services jobs do not need."""
+    prefect = PrefectServer(
+        work / "prefect-home", port=free_port(), disabled_services=UNUSED_SERVICES
+    )
+    log(f"starting a Prefect server in {work} ...")
+    prefect.start(timeout=120)
+    return prefect
+
+
 def apply_options(manager: dict[str, Any], options: list[str]) -> None:
     """Set each ``KEY=YAML`` of ``--manager-option`` (dotted keys) in ``manager``."""
     for option in options:

@@ -41,12 +41,12 @@ from core import (  # noqa: E402 - the benchmark's own helpers, after its path
     execute,
     log,
     pss_tree_mib,
+    start_lean_prefect,
     start_pygeoapi,
     wait_done,
 )
 
 from pygeoapi_prefect.execution.local import TRACE_ENV  # noqa: E402
-from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
 
 KIB = 1024.0
 
@@ -209,11 +209,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-jobmem-"))
-    prefect = PrefectServer(
-        work / "prefect-home", port=free_port(), disabled_services=UNUSED_SERVICES
-    )
-    log(f"starting a Prefect server in {work} ...")
-    prefect.start(timeout=120)
+    prefect = start_lean_prefect(work)
     try:
         env = dict(os.environ) | {
             "PREFECT_API_URL": prefect.api_url,

@@ -35,10 +35,9 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from core import execute, log, median_ms, start_pygeoapi  # noqa: E402
+from core import execute, log, median_ms, start_lean_prefect, start_pygeoapi  # noqa: E402
 
 import pygeoapi_prefect.metrics as metrics  # noqa: E402
-from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
 
 
 def hook_costs_us() -> dict[str, float]:
@@ -89,11 +88,7 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="pygeoapi-prefect-bench-metrics-"))
-    prefect = PrefectServer(
-        work / "prefect-home", port=free_port(), disabled_services=UNUSED_SERVICES
-    )
-    log(f"starting a Prefect server in {work} ...")
-    prefect.start(timeout=120)
+    prefect = start_lean_prefect(work)
     base_env = dict(os.environ) | {
         "PREFECT_API_URL": prefect.api_url,
         "PREFECT_HOME": str(work / "home"),
