@@ -94,6 +94,7 @@ class Engine:
         self._threads: ThreadPoolExecutor | None = None
         self._recorder: ThreadPoolExecutor | None = None
         self._extras: ThreadPoolExecutor | None = None
+        self._slots: Path | None = None
         self._leases: Leases | None = None
         self._started = False
         self._stopping = threading.Event()
@@ -222,16 +223,20 @@ class Engine:
         return shared_gate(SlotFiles(directory, "prefect-write", self.config.api_write_concurrency))
 
     def _slot_directory(self) -> Path | None:
-        # Where the worker processes of this server share their job slots (slots.py).
+        # Where the worker processes of this server share their job slots
+        # (slots.py): made (and stale ones cleared) once, for the API's
+        # write turns and the pool alike.
         local = self.config.local
         if local.pool_scope != "server":
             return None
+        if self._slots is not None:
+            return self._slots
         try:
             if local.pool_dir is not None:
                 directory = Path(local.pool_dir).expanduser()
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                return directory
-            return server_directory(self.config.model_dump_json())
+            else:
+                directory = server_directory(self.config.model_dump_json())
         except OSError as exc:
             key = "pool_dir" if local.pool_dir is not None else "pool_scope"
             raise ConfigError(
@@ -239,6 +244,8 @@ class Engine:
                 f"shared by this server's processes ({exc}); name a writable `pool_dir`, or "
                 "set `pool_scope: process`"
             ) from exc
+        self._slots = directory
+        return directory
 
     @property
     def runner_if_started(self) -> LocalRunner | None:
