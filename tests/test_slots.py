@@ -10,11 +10,13 @@ leave no slot behind.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,7 @@ def test_a_pool_dir_needs_the_server_scope(tmp_path):
 
 HOLD = """
 import sys, time
+from collections.abc import Iterator
 from pathlib import Path
 from pygeoapi_prefect.execution.slots import SlotFiles, shared_gate
 release = shared_gate(SlotFiles(Path(sys.argv[1]), "prefect-write", 1))(30, False)
@@ -159,6 +162,7 @@ time.sleep(600)
 
 WAIT_URGENT = """
 import fcntl, os, sys, time
+from collections.abc import Iterator
 from pathlib import Path
 from pygeoapi_prefect.execution.slots import SlotFiles, shared_gate
 files = SlotFiles(Path(sys.argv[1]), "prefect-write", 1)
@@ -171,14 +175,26 @@ time.sleep(600)
 """
 
 
+@contextlib.contextmanager
+def other_process(script: str, folder: Path) -> Iterator[subprocess.Popen[str]]:
+    """``script`` in a Python process of its own (its stdout a pipe), killed at the end."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def test_the_servers_prefect_writes_take_turns_and_a_killed_holder_frees_its_turn(tmp_path):
     # The write gate that the worker processes of one server share: one turn,
     # held by another process, is not ours until that process is SIGKILLed.
     acquire = shared_gate(SlotFiles(tmp_path, "prefect-write", 1))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
+    with other_process(HOLD, tmp_path) as holder:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
         assert acquire(0.05, True) is None
@@ -191,20 +207,12 @@ def test_the_servers_prefect_writes_take_turns_and_a_killed_holder_frees_its_tur
         second = acquire(0, False)
         assert second is not None
         second()
-    finally:
-        holder.kill()
-        holder.wait(10)
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 def test_writes_let_a_waiting_create_of_another_process_go_first(tmp_path):
     files = SlotFiles(tmp_path, "prefect-write", 1)
     acquire = shared_gate(files)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", WAIT_URGENT, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
+    with other_process(WAIT_URGENT, tmp_path) as holder:
         assert holder.stdout is not None
         # The turn is free, but the other process has a create waiting for it.
         assert holder.stdout.readline().strip() == "waiting"
@@ -218,8 +226,3 @@ def test_writes_let_a_waiting_create_of_another_process_go_first(tmp_path):
         release = acquire(5, False)  # its locks went with it
         assert release is not None
         release()
-    finally:
-        holder.kill()
-        holder.wait(10)
-        if holder.stdout is not None:
-            holder.stdout.close()
