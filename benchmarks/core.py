@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from postgres import Postgres  # noqa: E402 - tests/postgres.py: Debian's PostgreSQL
 
+from pygeoapi_prefect.execution import seed as seeds  # noqa: E402
 from pygeoapi_prefect.prefect.api import PrefectAPI  # noqa: E402
 from pygeoapi_prefect.prefect.server import UNUSED_SERVICES, PrefectServer, free_port  # noqa: E402
 
@@ -225,8 +226,12 @@ def pss_tree_mib(pid: int) -> float:
 
 
 def _is_multiprocessing(pid: int) -> bool:
-    # Spawned by multiprocessing, or forked from such a process (a fork keeps the command line).
-    return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    # The local pool's template and job processes: spawned by multiprocessing
+    # (or forked from such a process: a fork keeps the command line), or
+    # forked from the server, named by their command name (execution/seed.py).
+    if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        return True
+    return Path(f"/proc/{pid}/comm").read_text().strip() in (seeds.NAME, seeds.JOB_NAME)
 
 
 def server_rss_mib(pid: int) -> float:

@@ -11,6 +11,8 @@ from typing import Any
 
 from conftest import Pygeoapi, server_env, spawn_serve, wait_serving
 
+from pygeoapi_prefect.execution import seed as seeds
+
 #: Short heartbeat settings, so that the tests see a dead job within seconds.
 FAST_HEARTBEAT = {"interval": 1, "zombie_timeout": 10}
 FINISHED = ("successful", "failed", "dismissed")
@@ -20,24 +22,23 @@ def workers(pid: int) -> list[int]:
     """The local pool's job processes under the pygeoapi process ``pid``.
 
     Each server process (a gunicorn worker of ``pygeoapi-prefect serve``)
-    spawns one template process (``spawn_main`` in its command line), which
-    forks a process per running job (the same command line): a job process
-    is a ``spawn_main`` process whose parent is one too.
+    has one template process, forked from it or spawned, which forks a
+    process per running job; each is named by its command name
+    (``execution/seed.py``: ``pygeoapi-job``).
     """
 
-    def spawned(process: int) -> bool:
+    def named(process: int) -> bool:
         try:
-            return b"spawn_main" in (Path("/proc") / str(process) / "cmdline").read_bytes()
+            return (Path("/proc") / str(process) / "comm").read_text().strip() == seeds.JOB_NAME
         except OSError:
             return False
 
-    found, todo = [], [(pid, False)]
+    found, todo = [], [pid]
     while todo:
-        current, parent_spawned = todo.pop()
-        here = spawned(current)
-        if here and parent_spawned:
+        current = todo.pop()
+        if named(current):
             found.append(current)
-        todo.extend((child, here) for child in children(current))
+        todo.extend(children(current))
     return found
 
 

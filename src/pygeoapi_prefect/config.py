@@ -196,6 +196,20 @@ class LocalExecutionConfig(_Strict):
         ),
     )
 
+    template_start: Literal["fork", "spawn"] = Field(
+        default="fork",
+        description=(
+            "How a server process starts the template that forks its job processes. "
+            "`fork`: a copy of the server process, forked while the app is imported (only "
+            "the main thread exists then), shares the server's memory copy-on-write; the "
+            "server's imported objects are then frozen out of the garbage collector "
+            "(`gc.freeze()`) so that the pages stay shared. A process that already runs "
+            "other threads at that point spawns instead. `spawn`: a fresh interpreter "
+            "that imports pygeoapi and the processors again (54-84 MiB more per server "
+            "process)."
+        ),
+    )
+
     @model_validator(mode="after")
     def _pool_dir_needs_server_scope(self) -> LocalExecutionConfig:
         if self.pool_dir is not None and self.pool_scope != "server":

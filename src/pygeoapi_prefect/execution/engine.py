@@ -38,6 +38,7 @@ import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.config import ManagerConfig
 from pygeoapi_prefect.errors import ConfigError, PrefectManagerError, PrefectUnavailable
 from pygeoapi_prefect.events import EventPublisher
+from pygeoapi_prefect.execution import seed as seeds
 from pygeoapi_prefect.execution.backlog import Backlog
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
@@ -470,10 +471,23 @@ def _after_fork_in_child() -> None:
     # The parent's threads do not exist here and its sockets and pipes are
     # shared: keep its engines out of reach (unclosed), and start afresh. Its
     # exit and signal hooks are inherited with the fork: they stay installed.
+    # The local pool's template and its job processes are forks too: no engine.
+    if seeds.forked_from_seed():
+        return
     _INHERITED.extend(_ENGINES.values())
     _ENGINES.clear()
     for config, pubsub in _AUTOSTART:
+        _plant(config)
         engine_for(config).use_pubsub(pubsub).start()
+
+
+def _plant(config: ManagerConfig) -> None:
+    # Before any thread of ours starts: the pool's template forked from this process.
+    if config.local.template_start == "fork" and not seeds.plant():
+        logger.info(
+            "the local pool's template is spawned: this process runs other threads "
+            "already (server.manager.local.template_start)"
+        )
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -552,4 +566,5 @@ def autostart(manager: Any) -> None:
     if _in_preloading_gunicorn_master():
         logger.info("gunicorn --preload: the engine starts in each worker after the fork")
         return
+    _plant(config)
     engine_for(config).use_pubsub(pubsub).start()

@@ -2,9 +2,10 @@
 
 A Python thread cannot be stopped, so async jobs run in separate processes.
 Starting a Python process per job costs seconds of imports and ~100 MiB;
-forking the threaded web server is unsafe. So the pool starts one
-*template* process (with ``spawn``), which imports pygeoapi and the
-config's processors once and then only forks: each job runs in a fresh
+forking the threaded web server is unsafe. So the pool has one
+*template* process, forked from the server before it served (``seed.py``)
+or else spawned, which loads the config's processors once and then only
+forks: each job runs in a fresh
 child of the template, sharing the template's memory copy-on-write (a few
 MiB of its own), and is killed with its process group on dismiss. The pool
 grows with the work (one driving thread per running job, up to
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pygeoapi_prefect.metrics as metrics
+from pygeoapi_prefect.execution import seed as seeds
 from pygeoapi_prefect.execution.execute import (
     JobRequest,
     Outcome,
@@ -234,6 +236,7 @@ def _template_main(
 ) -> None:
     # The template: import once, then fork a child per job, on request.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server, which stops us
+    seeds.name_process(seeds.NAME)
     # The parent starts us as a daemon (so it never waits for us at exit),
     # but a processor may start processes of its own, which multiprocessing
     # refuses to a daemon: inside this process and its children, we are not one.
@@ -298,6 +301,7 @@ def _template_main(
                 # Our own process group, so that a dismiss kills whatever the job started too.
                 os.setsid()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                seeds.name_process(seeds.JOB_NAME)
                 _job_main(Connection(fd), preloaded)
             except BaseException:  # noqa: BLE001 - the pool sees the pipe close
                 code = 1
@@ -342,18 +346,23 @@ class _Template:
         self.start()
 
     def start(self) -> None:
+        args = (
+            self.pool.store.url,
+            self.pool.store.storage_options,
+            self.pool.api_url,
+            self.pool.heartbeat_seconds,
+            self.pool.process_confs,
+            client_options() if self.pool.api_url else None,
+        )
+        # The server's own copy, forked before it served (seed.py), if it has one.
+        seed = seeds.take()
+        if seed is not None:
+            self.process, self.conn, self.ready = seed, seed.grow(_template_main, *args), False
+            return
         parent, child = _CTX.Pipe()
         process = _CTX.Process(
             target=_template_main,
-            args=(
-                child,
-                self.pool.store.url,
-                self.pool.store.storage_options,
-                self.pool.api_url,
-                self.pool.heartbeat_seconds,
-                self.pool.process_confs,
-                client_options() if self.pool.api_url else None,
-            ),
+            args=(child, *args),
             name="pygeoapi-prefect-template",
             daemon=True,
         )
