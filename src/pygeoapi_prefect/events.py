@@ -403,11 +403,10 @@ def publisher_for(settings: dict[str, Any], api: PrefectAPI | str) -> EventPubli
     with _LOCK:
         publisher = _PUBLISHERS.get(key)
         if publisher is None:
-            if isinstance(api, str):
-                from pygeoapi_prefect.prefect.api import PrefectAPI
+            from pygeoapi_prefect.prefect.api import client_of
 
-                api = PrefectAPI(api)
+            client = client_of(api)
             publisher = _PUBLISHERS[key] = EventPublisher(
-                settings, api.read_flow_run, ui_url=api.flow_run_url
+                settings, client.read_flow_run, ui_url=client.flow_run_url
             )
     return publisher

@@ -61,9 +61,9 @@ def labels_reporter(
     (:mod:`pygeoapi_prefect.events`).
     """
     from pygeoapi_prefect.jobs.runs import MESSAGE_LABEL, PROGRESS_LABEL
-    from pygeoapi_prefect.prefect.api import PrefectAPI
+    from pygeoapi_prefect.prefect.api import client_of
 
-    client = PrefectAPI(api) if isinstance(api, str) else api
+    client = client_of(api)
 
     def report(percent: int, message: str | None) -> None:
         labels: dict[str, object] = {PROGRESS_LABEL: percent}

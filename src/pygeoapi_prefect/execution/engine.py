@@ -253,15 +253,20 @@ class Engine:
         """The local pool if this process has one (dismiss looks there)."""
         return self._runner
 
+    def _executor(self, name: str, workers: int, prefix: str) -> ThreadPoolExecutor:
+        # The thread pool kept in attribute ``name``, made on first use.
+        pool: ThreadPoolExecutor | None = getattr(self, name)
+        if pool is None:
+            with self._lock:
+                pool = getattr(self, name)
+                if pool is None:
+                    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
+                    setattr(self, name, pool)
+        return pool
+
     def background(self) -> ThreadPoolExecutor:
         """A few threads for work off the request path (counts, callbacks' status)."""
-        if self._threads is None:
-            with self._lock:
-                if self._threads is None:
-                    self._threads = ThreadPoolExecutor(
-                        max_workers=4, thread_name_prefix="pygeoapi-prefect"
-                    )
-        return self._threads
+        return self._executor("_threads", 4, "pygeoapi-prefect")
 
     def extras(self) -> ThreadPoolExecutor:
         """The thread of the Prefect UI's extras (run names, summaries).
@@ -270,14 +275,8 @@ class Engine:
         last, and they may wait long for their turn under a burst), so they
         have threads of their own: never the ones a job count waits for.
         """
-        if self._extras is None:
-            with self._lock:
-                if self._extras is None:
-                    self._extras = ThreadPoolExecutor(
-                        max_workers=max(1, min(4, self.config.api_write_concurrency)),
-                        thread_name_prefix="pygeoapi-prefect-extras",
-                    )
-        return self._extras
+        workers = max(1, min(4, self.config.api_write_concurrency))
+        return self._executor("_extras", workers, "pygeoapi-prefect-extras")
 
     def first_start(self, job_id: str) -> bool:
         """True the first time this process starts the job, False ever after.
@@ -296,13 +295,7 @@ class Engine:
 
     def recorder(self) -> ThreadPoolExecutor:
         """Threads that write deferred sync records while Prefect is out of reach."""
-        if self._recorder is None:
-            with self._lock:
-                if self._recorder is None:
-                    self._recorder = ThreadPoolExecutor(
-                        max_workers=2, thread_name_prefix="pygeoapi-prefect-recorder"
-                    )
-        return self._recorder
+        return self._executor("_recorder", 2, "pygeoapi-prefect-recorder")
 
     # -- life cycle -----------------------------------------------------------
 

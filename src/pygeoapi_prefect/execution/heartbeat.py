@@ -27,7 +27,7 @@ from typing import Any
 
 from pygeoapi_prefect.errors import PrefectManagerError
 from pygeoapi_prefect.jobs.runs import JOB_TAG
-from pygeoapi_prefect.prefect.api import PrefectAPI
+from pygeoapi_prefect.prefect.api import PrefectAPI, borrowed
 
 logger = logging.getLogger(__name__)
 
@@ -99,26 +99,23 @@ def beating(
     if not api or not interval:
         yield
         return
-    own = isinstance(api, str)
-    client = PrefectAPI(api, timeout=min(5.0, interval)) if isinstance(api, str) else api
     budget = min(5.0, interval)
-    stop = threading.Event()
+    with borrowed(api, timeout=budget) as client:
+        stop = threading.Event()
 
-    def loop() -> None:
-        wait = min(first, interval)
-        while not stop.wait(wait):
-            _beat(client, flow_run_id, budget)
-            wait = interval
+        def loop() -> None:
+            wait = min(first, interval)
+            while not stop.wait(wait):
+                _beat(client, flow_run_id, budget)
+                wait = interval
 
-    thread = threading.Thread(target=loop, name=f"heartbeat-{flow_run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(1.0)
-        if own:
-            client.close()
+        thread = threading.Thread(target=loop, name=f"heartbeat-{flow_run_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(1.0)
 
 
 #: Heartbeat interval of deployed processes when the worker sets none.

@@ -440,25 +440,21 @@ def shipping(api: PrefectAPI | str | None, log: JobLog) -> Iterator[JobLog]:
     if not api or not log.limits.enabled:
         yield log
         return
-    own = isinstance(api, str)
-    if isinstance(api, str):
-        from pygeoapi_prefect.prefect.api import PrefectAPI
+    from pygeoapi_prefect.prefect.api import borrowed
 
-        api = PrefectAPI(api, timeout=max(1.0, log.limits.flush_seconds))
-    done = threading.Event()
-    thread = _ship_every(api, log, done)
-    try:
-        yield log
-    finally:
-        done.set()
-        thread.join(log.limits.flush_seconds)
-        log.close()
-        if not ship(api, log, budget=log.limits.flush_seconds):
-            left = len(log.take())
-            if left:
-                logger.warning("%d log lines of job %s were not sent", left, log.job_id)
-        if own:
-            api.close()
+    with borrowed(api, timeout=max(1.0, log.limits.flush_seconds)) as client:
+        done = threading.Event()
+        thread = _ship_every(client, log, done)
+        try:
+            yield log
+        finally:
+            done.set()
+            thread.join(log.limits.flush_seconds)
+            log.close()
+            if not ship(client, log, budget=log.limits.flush_seconds):
+                left = len(log.take())
+                if left:
+                    logger.warning("%d log lines of job %s were not sent", left, log.job_id)
 
 
 def ship_in_background(

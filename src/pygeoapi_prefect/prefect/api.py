@@ -36,6 +36,8 @@ __all__ = [
     "ClientOptions",
     "PrefectAPI",
     "authorization_header",
+    "borrowed",
+    "client_of",
     "client_options",
     "credentials_hint",
     "credentials_setting",
@@ -703,3 +705,23 @@ class PrefectAPI:
         ``extra``: it goes after every other write (a summary the UI shows).
         """
         self.request("POST", "/artifacts/", json=artifact, budget=budget, extra=extra)
+
+
+def client_of(api: PrefectAPI | str, *, timeout: float = 5.0) -> PrefectAPI:
+    """``api`` itself, or a client of its own for an API URL (with ``timeout``).
+
+    A local job's process hands its one client to its heartbeats, progress
+    and log shipping; a deployed flow on a Prefect worker hands them the URL.
+    """
+    return PrefectAPI(api, timeout=timeout) if isinstance(api, str) else api
+
+
+@contextmanager
+def borrowed(api: PrefectAPI | str, *, timeout: float = 5.0) -> Iterator[PrefectAPI]:
+    """:func:`client_of` ``api`` while inside; a client made for a URL is closed at the end."""
+    client = client_of(api, timeout=timeout)
+    try:
+        yield client
+    finally:
+        if client is not api:
+            client.close()
