@@ -42,6 +42,22 @@ def workers(pid: int) -> list[int]:
     return found
 
 
+def booted_workers(master: int) -> list[int]:
+    """The worker processes of the server ``master`` that have imported the app.
+
+    A worker forks its pool's template as it imports the app (``seed.py``),
+    so a booted worker is one with a child of that name.
+    """
+
+    def named(process: int) -> bool:
+        try:
+            return (Path("/proc") / str(process) / "comm").read_text().strip() == seeds.NAME
+        except OSError:
+            return False
+
+    return [worker for worker in children(master) if any(map(named, children(worker)))]
+
+
 def children(pid: int) -> list[int]:
     """The ids of the live processes whose parent is ``pid`` (from /proc)."""
     found = []

@@ -7,12 +7,14 @@ processes from ``/proc``.
 
 from __future__ import annotations
 
-import socket
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faults import children, kill, until
-from servers import KINDS, start_server
+from servers import KINDS, Served, start_server
 from test_slots import PROCESSES, QUIET, spans, submit
 
 from pygeoapi_prefect.execution import seed as seeds
@@ -26,6 +28,16 @@ def _parent(pid: int) -> int:
     return int(_proc(pid, "stat").rsplit(b")", 1)[1].split()[1])
 
 
+def _listening_ports() -> set[int]:
+    # The local ports of the IPv4 TCP sockets in LISTEN state (0A), whoever holds them.
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":
+            found.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         return _proc(pid, "stat").rsplit(b")", 1)[1].split()[0] != b"Z"
@@ -33,17 +45,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_the_template_is_a_fork_of_the_server_process(kind, prefect_server, tmp_path):
+@contextlib.contextmanager
+def one_job(
+    kind: str, prefect_url: str, tmp_path: Path, seconds: float, **options: Any
+) -> Iterator[tuple[Served, int, int]]:
+    """A ``kind`` server running one span job: (the server, the job's pid, its worker's pid)."""
     folder = tmp_path / "spans"
     folder.mkdir()
     server = start_server(
-        kind, tmp_path / "server", prefect_server.api_url, processes=PROCESSES, manager=QUIET
+        kind, tmp_path / "server", prefect_url, processes=PROCESSES, **{"manager": QUIET, **options}
     )
+    job = None
     try:
-        submit(server.base_url, folder, "job", 30)
+        submit(server.base_url, folder, "job", seconds)
         until(lambda: spans(folder), 60, "the job started")
         [(_, _, job, worker)] = spans(folder).values()
+        yield server, job, worker
+    finally:
+        if job is not None:
+            kill(job)
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_template_is_a_fork_of_the_server_process(kind, prefect_server, tmp_path):
+    with one_job(kind, prefect_server.api_url, tmp_path, 30) as (server, job, worker):
         template = _parent(job)
         assert _proc(job, "comm").decode().strip() == seeds.JOB_NAME
         assert _proc(template, "comm").decode().strip() == seeds.NAME
@@ -53,61 +79,38 @@ def test_the_template_is_a_fork_of_the_server_process(kind, prefect_server, tmp_
         assert _proc(template, "cmdline") == _proc(worker, "cmdline")
         assert _parent(template) == worker
         assert worker in children(server.process.pid)
-    finally:
-        server.stop()
 
 
 def test_a_spawned_template_when_the_config_asks_for_one(prefect_server, tmp_path):
-    folder = tmp_path / "spans"
-    folder.mkdir()
-    server = start_server(
-        "gunicorn",
-        tmp_path / "server",
-        prefect_server.api_url,
-        processes=PROCESSES,
-        manager={"local": {"max_workers": 1, "template_start": "spawn"}, **QUIET},
-    )
-    try:
-        job_id = submit(server.base_url, folder, "job", 0)
-        assert server.wait_for(job_id, "successful", "failed", timeout=60)["status"] == (
-            "successful"
-        )
-        [(_, _, _, worker)] = spans(folder).values()
-        [template] = [pid for pid in children(worker) if b"spawn_main" in _proc(pid, "cmdline")]
+    manager = {"local": {"max_workers": 1, "template_start": "spawn"}, **QUIET}
+    with one_job("gunicorn", prefect_server.api_url, tmp_path, 30, manager=manager) as (
+        _,
+        job,
+        worker,
+    ):
+        template = _parent(job)
+        assert _parent(template) == worker
+        assert b"spawn_main" in _proc(template, "cmdline")
         assert _proc(template, "comm").decode().strip() == seeds.NAME
-    finally:
-        server.stop()
 
 
 def test_a_job_that_outlives_its_server_leaves_the_port_free(prefect_server, tmp_path):
     # The template is a copy of a worker, listening socket included: it and
     # the jobs it forks must not keep the server's port bound after the
     # server has gone, or the server could not start again on it.
-    folder = tmp_path / "spans"
-    folder.mkdir()
-    server = start_server(
-        "gunicorn",
-        tmp_path / "server",
-        prefect_server.api_url,
-        workers=1,
-        processes=PROCESSES,
-        manager=QUIET,
-    )
-    job = None
-    try:
-        submit(server.base_url, folder, "long", 120)
-        until(lambda: spans(folder), 60, "the long job started")
-        [(_, _, job, worker)] = spans(folder).values()
+    with one_job("gunicorn", prefect_server.api_url, tmp_path, 120, workers=1) as (
+        server,
+        job,
+        worker,
+    ):
         port = int(server.base_url.rsplit(":", 1)[1])
-        kill(server.process.pid)
-        kill(worker)
-        until(lambda: not _alive(worker), 10, "the worker ended")
+        for pid in (server.process.pid, worker):
+            kill(pid)
+        until(lambda: not _alive(server.process.pid) and not _alive(worker), 10, "the server ended")
         assert _alive(job)  # its own session: the job outlives its server
-        with socket.socket() as again:
-            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            again.bind(("127.0.0.1", port))
-            again.listen()
-    finally:
-        if job is not None:
-            kill(job)
-        server.stop()
+        # Nothing listens there any more, within a moment: a killed process
+        # shows as a zombie while its threads still end, its files open.
+        # (Not a bind: the job's own connection to Prefect, opened now that
+        # its server has gone, may have been given the freed port as its
+        # ephemeral local port.)
+        until(lambda: port not in _listening_ports(), 10, "the port let go")

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from faults import kill, until
+from faults import booted_workers, kill, until
 from servers import start_server
 
 from pygeoapi_prefect.config import ManagerConfig
@@ -91,6 +91,10 @@ def test_four_workers_run_at_most_max_workers_jobs_at_once(prefect_server, tmp_p
         extra=("--worker-class", "sync"),
     )
     try:
+        # Every worker can take submissions before the burst (the first to
+        # boot answers the readiness check; on a loaded machine the others
+        # may still be importing the app for the whole burst).
+        until(lambda: len(booted_workers(server.process.pid)) == 4, 60, "the 4 workers booted")
         with concurrent.futures.ThreadPoolExecutor(count) as pool:
             jobs = list(
                 pool.map(lambda i: submit(server.base_url, folder, f"job-{i}", 1.0), range(count))
