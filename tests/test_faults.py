@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,23 @@ def _all_finished(server, job_ids):
     return None
 
 
-def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_server):
+def _heartbeats_since(prefect_api, job_id: str, since: datetime) -> int:
+    found = prefect_api.request(
+        "POST",
+        "/events/filter",
+        json={
+            "filter": {
+                "occurred": {"since": since.isoformat()},
+                "event": {"name": ["pygeoapi.job.heartbeat"]},
+                "resource": {"id": [f"prefect.flow-run.{job_id}"]},
+            },
+            "limit": 50,
+        },
+    ).json()
+    return len(found["events"])
+
+
+def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_server, prefect_api):
     """SIGTERM, then SIGKILL, of a pygeoapi with queued and running jobs."""
     server = pygeoapi_factory(
         manager={"local": ONE_WORKER, "heartbeat": FAST_HEARTBEAT, "recovery": QUICK_RECOVERY}
@@ -102,12 +119,22 @@ def test_restart_runs_queued_jobs_and_keeps_results(pygeoapi_factory, prefect_se
         second = _submit(server, 1, 8)
         server.wait_for(second[0], "running")
         second += _submit(server, 2, 1)
-        kill(server.process.pid)
+        servers = [server.process.pid, *children(server.process.pid)]
+        for pid in servers:
+            kill(pid)
         server.process.wait(10)
+        until(lambda: not any(_alive(pid) for pid in servers[1:]), 10, "the server's processes")
+        alone = datetime.now(UTC)
         server.client.close()
         server = restart(server, prefect_server.api_url)
         done = until(lambda: _all_finished(server, second), 60, "jobs after a SIGKILL restart")
         assert [done[j]["status"] for j in second] == ["successful"] * 3
+        # Its server gone, the job sent its heartbeats itself (relay.py).
+        until(
+            lambda: _heartbeats_since(prefect_api, second[0], alone) >= 2,
+            30,
+            "heartbeats of the job that outlived its server",
+        )
         for job_id in second:
             assert (
                 server.client.get(f"/jobs/{job_id}/results", params={"f": "json"}).status_code

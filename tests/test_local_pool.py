@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from pygeoapi_prefect.execution import relay
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
 from pygeoapi_prefect.execution.local import JobHooks, LocalRunner
 from pygeoapi_prefect.jobs.results import ResultStore
@@ -214,10 +218,15 @@ def test_jobs_forked_from_the_template_write_to_s3(s3):
 CLIENTS = {"type": "process", "processor": {"name": "pygeoapi_test_processes.ClientsProcessor"}}
 
 
-def test_a_job_process_talks_to_prefect_through_one_client(tmp_path, prefect_server, prefect_api):
+@pytest.mark.parametrize("relayed", [False, True], ids=["own client", "relayed"])
+def test_a_job_process_talks_to_prefect_through_one_client_or_none(
+    relayed, tmp_path, prefect_server, prefect_api
+):
     # Heartbeats, progress and log shipping of a job share one HTTP client
     # (one connection pool, one TLS context): each of its own cost a job
-    # process a few MiB (benchmarks/job_memory.py). The job's process counts
+    # process a few MiB (benchmarks/job_memory.py). With the pool's
+    # ``reported`` hook (the engine's), the job's process has no client at
+    # all: its pool thread sends them (relay.py). The job's process counts
     # the clients alive in it once all three have spoken to the real server.
     from pygeoapi_prefect.jobs.runs import PROGRESS_LABEL
     from pygeoapi_prefect.prefect.states import state
@@ -226,10 +235,19 @@ def test_a_job_process_talks_to_prefect_through_one_client(tmp_path, prefect_ser
         flow_name="one-client-test", state=state("RUNNING"), tags=["one-client-test"]
     )
     calls = Calls()
+    hooks = calls.hooks()
+    served: list[str] = []
+    if relayed:
+
+        def reported(request: JobRequest, message: tuple) -> None:
+            served.append(f"{message[1]} {message[2]}")
+            relay.serve(prefect_api, request.job_id, message)
+
+        hooks = dataclasses.replace(hooks, reported=reported)
     note = tmp_path / "clients.json"
     runner = LocalRunner(
         ResultStore(tmp_path.as_uri()),
-        calls.hooks(),
+        hooks,
         max_workers=1,
         api_url=prefect_server.api_url,
         heartbeat_seconds=0.2,
@@ -244,7 +262,11 @@ def test_a_job_process_talks_to_prefect_through_one_client(tmp_path, prefect_ser
     assert [outcome.ok for _, outcome in calls.finished] == [True]
     counted = json.loads(note.read_text())
     assert counted["pid"] not in (os.getpid(), None)
-    assert (counted["clients"], counted["pools"]) == (1, 1)
+    assert (counted["clients"], counted["pools"]) == ((0, 0) if relayed else (1, 1))
+    if relayed:
+        # Each kind of report went through the pool.
+        kinds = {f"PATCH /flow_runs/{run['id']}/labels", "POST /events", "POST /logs/"}
+        assert kinds <= set(served)
     # All three went through it: the progress label and the log line are in Prefect.
     assert prefect_api.read_flow_run(run["id"])["labels"][PROGRESS_LABEL] == 10
     logs = prefect_api.read_logs(run["id"], limit=50, offset=0)

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pygeoapi_prefect.metrics as metrics
-from pygeoapi_prefect.execution import run_page
+from pygeoapi_prefect.execution import relay, run_page
 from pygeoapi_prefect.execution.execute import JobRequest, Outcome
 from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
@@ -127,6 +127,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
         killed=lambda request: _killed(engine, request),
         cancelled_among=lambda requests: _cancelled_among(engine, requests),
+        reported=lambda request, message: relay.serve(engine.api, request.job_id, message),
     )
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pygeoapi_prefect.metrics as metrics
+from pygeoapi_prefect.execution import relay
 from pygeoapi_prefect.execution import seed as seeds
 from pygeoapi_prefect.execution.execute import (
     JobRequest,
@@ -91,6 +92,9 @@ class JobHooks:
         killed: called after a job's process was killed on dismissal.
         cancelled_among: optional, the same check for all running jobs at once
             (one Prefect read for the whole pool): the ids of those to kill.
+        reported: optional, sends a write the job's process relayed while it
+            ran (``relay.py``: heartbeats, progress, log lines), in order and
+            before ``finished``; without it the job's process sends them itself.
 
     """
 
@@ -100,6 +104,7 @@ class JobHooks:
     killed: Callable[[JobRequest], None]
     cancelled_among: Callable[[list[JobRequest]], set[str]] | None = None
     running: Callable[[JobRequest, bool, bool], bool] | None = None
+    reported: Callable[[JobRequest, tuple[Any, ...]], None] | None = None
 
 
 #: The final message of a job whose pygeoapi instance stopped while it ran.
@@ -177,12 +182,16 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
     # In a child of the template: run one job, send its outcome, end.
     traced = _trace_start()
     try:
-        request: JobRequest | None = conn.recv()
+        message: tuple[JobRequest, bool] | None = conn.recv()
     except EOFError:
         return
-    if request is None:
+    if message is None:
         return
+    request, relayed = message
     api = preloaded.api
+    send = relay.pipe_sender(conn)
+    if relayed and isinstance(api, relay.RelayedAPI):
+        api.relay_through(send)
     try:
         processor = preloaded.processors.get(request.process_id)
         if processor is None:
@@ -218,9 +227,7 @@ def _job_main(conn: Connection, preloaded: _Preloaded) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the pool, never lost
         logger.exception("failed to run job %s", request.job_id)
         outcome = Outcome(ok=False, message=f"{exc.__class__.__name__}: {exc}")
-    try:
-        conn.send(outcome)
-    except OSError:
+    if not send(outcome):
         # Our pygeoapi was killed while the job ran: finish it ourselves.
         _record_alone(api, request, outcome)
 
@@ -250,7 +257,7 @@ def _template_main(
     if api_url:
         # Heartbeats, progress and log shipping may write at once, as when
         # each had a client of its own.
-        api = PrefectAPI(api_url, write_concurrency=3)
+        api = relay.RelayedAPI(api_url, write_concurrency=3)
         api.prepare()
 
     store = ResultStore(store_url, storage_options)
@@ -536,7 +543,7 @@ class _Slot:
             conn.send(None)
             self.kill()
             return
-        conn.send(request)
+        conn.send((request, hooks.reported is not None))
         while True:
             if self._kill_requested(request):
                 self._killed(request)
@@ -548,7 +555,11 @@ class _Slot:
                     return
             try:
                 if conn.poll(_POLL_SECONDS):
-                    outcome: Outcome = conn.recv()
+                    message = conn.recv()
+                    if hooks.reported is not None and relay.is_relayed(message):
+                        hooks.reported(request, message)
+                        continue
+                    outcome: Outcome = message
                     break
             except (EOFError, OSError):
                 if pool.stopping:
