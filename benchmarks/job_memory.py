@@ -4,8 +4,8 @@
 
 Starts a Prefect server and a pygeoapi server with PrefectManager the way
 benchmarks/core.py does (its helpers), runs ``--jobs`` async jobs of the
-``sleeper`` process at once (each sleeps ``--seconds``: its heartbeat, log
-shipping and progress clients all get their turn) and samples every job
+``sleeper`` process at once (each sleeps ``--seconds``: its heartbeats and
+log shipping get their turn, relayed by its server since relay.py) and samples every job
 process every 0.25 s while it runs, keeping its largest sample. It prints
 one row per job process, then the medians, the template and the server.
 

@@ -67,9 +67,13 @@ def one_job(
         server.stop()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "gunicorn --preload"])
 def test_the_template_is_a_fork_of_the_server_process(kind, prefect_server, tmp_path):
-    with one_job(kind, prefect_server.api_url, tmp_path, 30) as (server, job, worker):
+    # --preload: the app is imported in gunicorn's master; each worker forks
+    # its own seed right after its fork (the engine's fork hook).
+    kind, *extra = kind.split()
+    url = prefect_server.api_url
+    with one_job(kind, url, tmp_path, 30, extra=tuple(extra)) as (server, job, worker):
         template = _parent(job)
         assert _proc(job, "comm").decode().strip() == seeds.JOB_NAME
         assert _proc(template, "comm").decode().strip() == seeds.NAME
