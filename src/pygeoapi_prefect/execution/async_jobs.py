@@ -127,7 +127,7 @@ def local_hooks(engine: Engine) -> JobHooks:
         cancelled_elsewhere=lambda request: _cancelled_elsewhere(engine, request),
         killed=lambda request: _killed(engine, request),
         cancelled_among=lambda requests: _cancelled_among(engine, requests),
-        reported=lambda request, message: relay.serve(engine.api, request.job_id, message),
+        reported=lambda request, message: relay.serve(engine.reports, request.job_id, message),
     )
 
 

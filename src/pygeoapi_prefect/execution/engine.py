@@ -90,6 +90,7 @@ class Engine:
         )
         self._lock = threading.RLock()
         self._api: PrefectAPI | None = None
+        self._reports: PrefectAPI | None = None
         self._store: ResultStore | None = None
         self._runner: LocalRunner | None = None
         self._threads: ThreadPoolExecutor | None = None
@@ -161,6 +162,26 @@ class Engine:
                         shared_writes=self._shared_writes(),
                     )
         return self._api
+
+    @property
+    def reports(self) -> PrefectAPI:
+        """The client that sends the local jobs' relayed reports (heartbeats, progress, logs).
+
+        Not :attr:`api`: a job process that sent them itself had a client of
+        its own, outside ``api_write_concurrency``; behind the server's write
+        turns (creates first), a burst of submissions delayed each job's end
+        by its log lines (its pool thread sends them before the end).
+        """
+        if self._reports is None:
+            api = self.api
+            with self._lock:
+                if self._reports is None:
+                    self._reports = PrefectAPI(
+                        api.api_url,
+                        timeout=self.config.api_timeout,
+                        write_concurrency=self.config.local.max_workers,
+                    )
+        return self._reports
 
     @property
     def store(self) -> ResultStore:
@@ -410,8 +431,9 @@ class Engine:
         if self.events is not None:
             self.events.flush(2.0)  # the last steps' events, briefly
             self.events.close()
-        if self._api is not None:
-            self._api.close()
+        for api in (self._api, self._reports):
+            if api is not None:
+                api.close()
 
 
 # -- the process-wide registry ------------------------------------------------
