@@ -104,3 +104,5 @@ def serve(api: PrefectAPI, job_id: str, message: tuple[Any, ...]) -> None:
         api.request(method, path, json=json, budget=budget)
     except PrefectManagerError as exc:
         logger.warning("report of job %s not sent (%s %s): %s", job_id, method, path, exc)
+    except Exception:  # noqa: BLE001 - a report lost must never fail the job
+        logger.exception("report of job %s not sent (%s %s)", job_id, method, path)
