@@ -172,7 +172,8 @@ def _trace_dump(before: set[str] | None) -> None:
 class _Preloaded:
     store: ResultStore
     #: The one Prefect client of every job process (heartbeats, progress, log
-    #: shipping), built here: a child makes only its own connection pool.
+    #: shipping), built here: it relays them to the server while the job's
+    #: pipe is open (relay.py); a child alone makes only its own connection pool.
     api: PrefectAPI | None
     heartbeat_seconds: float | None
     processors: dict[str, Any]

@@ -312,14 +312,11 @@ class PrefectAPI:
             # user:password in the URL: sent as basic auth, but kept out of
             # the base URL, which httpx writes into every log line.
             auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-        # Plain HTTP needs no certificates (loading the CA bundle costs each
-        # process a few MiB and milliseconds).
-        verify = options.verify and parts.scheme == "https"
         return httpx.Client(
             base_url=without_credentials(self.api_url),
             headers=headers,
             auth=auth,
-            verify=_tls_context(verify, options.cafile if verify else None),
+            verify=self._tls(options),
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 3.0)),
             # Expire idle connections before the server's keep-alive (5 s by
             # default) closes them under us.
@@ -339,9 +336,13 @@ class PrefectAPI:
         """
         import httpcore  # noqa: F401 - imported by httpx's transport on its first client
 
-        options = _PRESET[0] if _PRESET else client_options()
+        self._tls(_PRESET[0] if _PRESET else client_options())
+
+    def _tls(self, options: ClientOptions) -> ssl.SSLContext:
+        # Plain HTTP needs no certificates (loading the CA bundle costs each
+        # process a few MiB and milliseconds).
         verify = options.verify and urlsplit(self.api_url).scheme == "https"
-        _tls_context(verify, options.cafile if verify else None)
+        return _tls_context(verify, options.cafile if verify else None)
 
     def close(self) -> None:
         """Close the connection pool (it reopens on the next request)."""
