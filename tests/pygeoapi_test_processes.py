@@ -334,7 +334,7 @@ class BusyBackgroundProcessor(BaseProcessor):
         deadline = time.monotonic() + float(data.get("seconds", 120))
         (engine,) = engines._ENGINES.values()
         pools = [engine.extras(), engine.background()]
-        threads = sum(pool._max_workers for pool in pools)
+        threads = sum(pool.workers for pool in pools)
         started = threading.Barrier(threads + 1)
 
         def wait() -> None:
@@ -343,7 +343,7 @@ class BusyBackgroundProcessor(BaseProcessor):
                 time.sleep(0.05)
 
         for pool in pools:
-            for _ in range(pool._max_workers):
+            for _ in range(pool.workers):
                 pool.submit(wait)
         started.wait(30)  # every thread of both pools is taken
         return "application/json", {"id": "result", "value": {"busy": threads}}

@@ -24,6 +24,7 @@ from faults import (
     with_environment,
     workers,
 )
+from servers import start_server
 from workers import start_process_worker
 
 from pygeoapi_prefect.cli.main import cli
@@ -236,3 +237,26 @@ def test_killed_flow_run_under_a_prefect_worker_fails_the_job(
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_sigterm_to_a_server_with_workers_interrupts_their_running_jobs(
+    tmp_path, prefect_server, prefect_api, kind
+):
+    # The master passes SIGTERM to its workers; each closes its engine (uvicorn:
+    # the app's lifespan, as its workers end without atexit): the running job
+    # is killed after local.shutdown_grace and recorded failed, not left to
+    # run on alone and end successful.
+    server = start_server(kind, tmp_path, prefect_server.api_url, manager={"local": ONE_WORKER})
+    try:
+        (job_id,) = _submit(server, 1, 30)
+        server.wait_for(job_id, "running")
+        processes = children(server.process.pid)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        until(lambda: not any(_alive(pid) for pid in processes), 10, "the server's processes")
+    finally:
+        server.stop()
+    run = prefect_api.request("GET", f"/flow_runs/{job_id}").json()
+    assert run["state"]["type"] == "FAILED", run["state"]
+    assert "pygeoapi instance running the job was stopped" in run["state"]["message"]

@@ -8,6 +8,7 @@ OGC 503, and no job accepted before it is lost.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 import httpx
@@ -97,3 +98,32 @@ def test_prefect_outage_answers_503_and_loses_no_job(tmp_path_factory, kind):
         client.close()
         server.stop()
         prefect.stop()
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_a_server_stopped_during_an_outage_stops_within_its_drain(tmp_path_factory, kind):
+    # Each worker has sync records deferred (Prefect is out of reach). On
+    # SIGTERM they are retried for server.manager.drain_seconds, given up with an
+    # ERROR, and every worker exits by itself: none is killed by its server.
+    server = start_server(
+        kind,
+        tmp_path_factory.mktemp(f"stop-{kind}"),
+        f"http://127.0.0.1:{free_port()}/api",
+        manager={"drain_seconds": 1},
+    )
+    try:
+        for n in range(6):
+            response = server.execute("hello-world", {"name": str(n)})
+            assert response.status_code == 200, response.text
+        until(lambda: "record deferred" in server.log_path.read_text(), 10, "a deferred record")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    log = server.log_path.read_text()
+    logger.info("%s stopped in %.1f s", kind, elapsed)
+    assert "not retried: this process is stopping (server.manager.drain_seconds)" in log
+    assert "could not be recorded" in log
+    assert "SIGKILL" not in log and "WORKER TIMEOUT" not in log

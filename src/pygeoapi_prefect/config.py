@@ -1006,6 +1006,22 @@ class ManagerConfig(_Strict):
             "are sent by its request. Bounds the memory they hold (a few KB each)."
         ),
     )
+    drain_seconds: float = Field(
+        default=5,
+        ge=0,
+        le=60,
+        description=(
+            "Seconds a stopping server process goes on with the Prefect writes still "
+            "waiting, once its running jobs have stopped (`local.shutdown_grace`): "
+            "records of sync jobs deferred by an outage, steps of accepted jobs retried "
+            "through one, run names and summaries. What is left then is abandoned, with "
+            "a WARNING: an async job left Pending or Running is taken up by recovery "
+            "(its lease and heartbeat lapse), a sync job whose record was never written "
+            "is lost from the job list (its client had the result). Keep "
+            "`local.shutdown_grace` + this below the server's graceful timeout "
+            "(gunicorn: 30 s)."
+        ),
+    )
     job_count_cache_seconds: float = Field(
         default=0.0,
         ge=0,

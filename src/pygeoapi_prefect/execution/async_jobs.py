@@ -21,7 +21,6 @@ from pygeoapi_prefect.execution.joblogs import limits_from
 from pygeoapi_prefect.execution.leases import HOLDER_LABEL, claim
 from pygeoapi_prefect.execution.local import JobHooks
 from pygeoapi_prefect.execution.notify import EVENT_WAIT, job_event, notify_results, notify_status
-from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.prefect.api import REJECTED
 from pygeoapi_prefect.prefect.states import running, state
@@ -136,7 +135,7 @@ def _started(engine: Engine, request: JobRequest) -> bool:
     if not engine.first_start(job_id):
         logger.info("job %s was started by this process already: not again", job_id)
         return False
-    won = persist(claim, engine.api, job_id, engine.holder, name=engine.name)
+    won = engine.persist(claim, engine.api, job_id, engine.holder, name=engine.name)
     if not won.won:
         _lost_claim(engine, request.process_id, job_id, won.holder)
         return False
@@ -149,13 +148,13 @@ def _running(engine: Engine, request: JobRequest, *, announce: bool, record: boo
     # a shorter job goes from Pending to its end, one write fewer.
     job_id = request.job_id
     if record:
-        result = persist(engine.api.set_state, job_id, running(job_id))
+        result = engine.persist(engine.api.set_state, job_id, running(job_id))
         refused = result.get("status") in (REJECTED, "ABORT")
         current = (result.get("state") or {}).get("type")
     else:
         # Not recorded yet, but a job dismissed while it was queued must not
         # start: one read (cheaper than a write, and parallel on SQLite).
-        run = persist(engine.api.read_flow_run, job_id)
+        run = engine.persist(engine.api.read_flow_run, job_id)
         current = run.get("state_type") if run is not None else "CANCELLED"
         refused = current != "PENDING"
     if refused:
@@ -202,15 +201,16 @@ def _finished(engine: Engine, request: JobRequest, outcome: Outcome) -> None:
         if outcome.mimetype != jobs.DEFAULT_MIMETYPE:
             # Progress 100 follows from Completed; only a media type other
             # than the default costs a write of its own.
-            persist(engine.api.update_labels, job_id, {jobs.MIMETYPE_LABEL: outcome.mimetype})
+            labels = {jobs.MIMETYPE_LABEL: outcome.mimetype}
+            engine.persist(engine.api.update_labels, job_id, labels)
         final = state("COMPLETED", "Job complete")
     else:
         error = jobs.error_label(outcome.http_status, outcome.ogc_code)
         if error:
             # What GET /jobs/{id}/results answers; only a status of the process's own costs a write.
-            persist(engine.api.update_labels, job_id, error)
+            engine.persist(engine.api.update_labels, job_id, error)
         final = state("FAILED", outcome.message)
-    if persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
+    if engine.persist(engine.api.set_state, job_id, final).get("status") == REJECTED:
         # Cancelled in Prefect after the last check: the output goes.
         metrics.job_finished(request.process_id, "dismissed")
         finish_cancelled(engine, job_id, request.result_key)

@@ -10,7 +10,6 @@ from pygeoapi.util import JobStatus
 
 from pygeoapi_prefect.errors import PrefectManagerError
 from pygeoapi_prefect.execution.notify import job_event
-from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.exchange import current_exchange
 from pygeoapi_prefect.jobs.listing import read_job_run
@@ -83,6 +82,6 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
 def _cancel(engine: Engine, flow_run_id: str, cancelled: dict[str, Any]) -> None:
     # In the recorder: retried through an outage, as every accepted job's step.
     try:
-        persist(engine.api.set_state, flow_run_id, cancelled, force=True)
+        engine.persist(engine.api.set_state, flow_run_id, cancelled, force=True)
     except PrefectManagerError as exc:
         logger.error("dismissed job %s not recorded Cancelled in Prefect: %s", flow_run_id, exc)

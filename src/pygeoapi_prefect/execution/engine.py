@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import concurrent.futures.thread  # noqa: F401 - its fork hook first (see below)
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import signal
 import socket
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -41,9 +42,11 @@ from pygeoapi_prefect.events import EventPublisher
 from pygeoapi_prefect.execution import seed as seeds
 from pygeoapi_prefect.execution.backlog import Backlog
 from pygeoapi_prefect.execution.callbacks import CallbackPolicy
+from pygeoapi_prefect.execution.daemons import DaemonPool
 from pygeoapi_prefect.execution.heartbeat import ensure_zombie_automation
 from pygeoapi_prefect.execution.leases import Leases, new_holder_id
 from pygeoapi_prefect.execution.local import LocalRunner
+from pygeoapi_prefect.execution.persist import Retries
 from pygeoapi_prefect.execution.slots import SlotFiles, server_directory, shared_gate
 from pygeoapi_prefect.execution.timers import Timers
 from pygeoapi_prefect.jobs.counting import CountCache
@@ -58,6 +61,10 @@ __all__ = ["Engine", "autostart", "close_all", "engine_for", "engine_key"]
 #: How many started job ids a process remembers (a job reaches a process
 #: twice only within seconds: its takeover scans).
 _STARTED_MEMORY = 100_000
+
+
+#: Seconds a stopping engine waits past the retries' end for their last log lines.
+_LAST_WORDS = 0.5
 
 
 class Engine:
@@ -83,6 +90,9 @@ class Engine:
         #: the UI's extras run on their own threads (:meth:`extras`).
         self.backlog = Backlog(lambda call: self.extras().submit(call), config.background_backlog)
         self.counts = CountCache(config.job_count_cache_seconds)
+        #: Job steps retried through a Prefect outage, cut short once this process stops.
+        self.retries = Retries()
+        self.persist = self.retries.persist
         self.published = PublishedProcesses(config.publish)
         self.deployment_ids: dict[str, str] = {}
         self._configured = collections.OrderedDict(
@@ -93,9 +103,9 @@ class Engine:
         self._reports: PrefectAPI | None = None
         self._store: ResultStore | None = None
         self._runner: LocalRunner | None = None
-        self._threads: ThreadPoolExecutor | None = None
-        self._recorder: ThreadPoolExecutor | None = None
-        self._extras: ThreadPoolExecutor | None = None
+        self._threads: DaemonPool | None = None
+        self._recorder: DaemonPool | None = None
+        self._extras: DaemonPool | None = None
         self._slots: Path | None = None
         self._leases: Leases | None = None
         self._started = False
@@ -274,22 +284,22 @@ class Engine:
         """The local pool if this process has one (dismiss looks there)."""
         return self._runner
 
-    def _executor(self, name: str, workers: int, prefix: str) -> ThreadPoolExecutor:
+    def _executor(self, name: str, workers: int, prefix: str) -> DaemonPool:
         # The thread pool kept in attribute ``name``, made on first use.
-        pool: ThreadPoolExecutor | None = getattr(self, name)
+        pool: DaemonPool | None = getattr(self, name)
         if pool is None:
             with self._lock:
                 pool = getattr(self, name)
                 if pool is None:
-                    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
+                    pool = DaemonPool(workers, prefix)
                     setattr(self, name, pool)
         return pool
 
-    def background(self) -> ThreadPoolExecutor:
+    def background(self) -> DaemonPool:
         """A few threads for work off the request path (counts, callbacks' status)."""
         return self._executor("_threads", 4, "pygeoapi-prefect")
 
-    def extras(self) -> ThreadPoolExecutor:
+    def extras(self) -> DaemonPool:
         """The thread of the Prefect UI's extras (run names, summaries).
 
         Their writes go after every other write (``PrefectAPI`` ranks them
@@ -314,7 +324,7 @@ class Engine:
                 self._started_jobs.popitem(last=False)
             return True
 
-    def recorder(self) -> ThreadPoolExecutor:
+    def recorder(self) -> DaemonPool:
         """Threads that write deferred sync records while Prefect is out of reach."""
         return self._executor("_recorder", 2, "pygeoapi-prefect-recorder")
 
@@ -411,23 +421,45 @@ class Engine:
     def begin_shutdown(self) -> None:
         """Stop taking jobs (safe in a signal handler: no lock, no I/O)."""
         self._stopping.set()
+        self.retries.stop_within(self.config.local.shutdown_grace + self.config.drain_seconds)
         runner = self._runner
         if runner is not None:
             runner.stop_taking()
 
     def close(self) -> None:
-        """Let running jobs finish (``local.shutdown_grace``), hand queued ones over, close."""
+        """Let running jobs finish (``local.shutdown_grace``), hand queued ones over, close.
+
+        The Prefect writes still waiting then get ``drain_seconds`` more;
+        what is left is abandoned, with a WARNING.
+        """
         self.begin_shutdown()  # the recovery loop sees it and ends (a daemon: not waited for)
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(grace=self.config.local.shutdown_grace)
+        drain = self.config.drain_seconds
+        self.retries.stop_within(drain)
+        deadline = time.monotonic() + drain
         if self._leases is not None:
             self._leases.release()
         # Callbacks of the jobs that just ended, for a bounded time (callbacks.drain_seconds).
         self.callbacks.close(self.config.callbacks.drain_seconds)
-        for threads in (self._threads, self._extras):
-            if threads is not None:
-                threads.shutdown(wait=False)
+        # A moment past the retries' end, for a step given up to log which job it leaves.
+        left = {
+            name: threads.close(deadline + _LAST_WORDS)
+            for name, threads in (
+                ("recorded", self._recorder),
+                ("background", self._threads),
+                ("UI extras", self._extras),
+            )
+            if threads is not None
+        }
+        if any(left.values()):
+            logger.warning(
+                "stopping: Prefect writes abandoned after %.1f s "
+                "(server.manager.drain_seconds): %s",
+                drain,
+                ", ".join(f"{count} {name}" for name, count in left.items() if count),
+            )
         if self.events is not None:
             self.events.flush(2.0)  # the last steps' events, briefly
             self.events.close()
@@ -505,6 +537,10 @@ def _plant(config: ManagerConfig) -> None:
         )
 
 
+# The hook may fork again (the seed, under gunicorn --preload). A fork hook
+# registered after it would still hold its lock then: concurrent.futures
+# holds its shutdown lock across every fork and frees it in the child only
+# in its own hook. Imported at the top of this module, it registers first.
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 

@@ -44,7 +44,6 @@ from pygeoapi_prefect.execution.joblogs import (
     shipping_meanwhile,
 )
 from pygeoapi_prefect.execution.notify import job_event, notify_status
-from pygeoapi_prefect.execution.persist import persist
 from pygeoapi_prefect.execution.timers import TimerHandle
 from pygeoapi_prefect.jobs import runs as jobs
 from pygeoapi_prefect.jobs.answers import (
@@ -313,7 +312,7 @@ class _Record:
                 self.requested_outputs,
             )
         except PrefectManagerError:
-            persist(
+            self.engine.persist(
                 self.engine.api.set_state,
                 job_id,
                 state("FAILED", "The job's output could not be stored"),
@@ -345,20 +344,20 @@ class _Record:
         named = job_id is not None
         try:
             if job_id is None:
-                job_id = persist(self._create, final, labels, None)
+                job_id = self.engine.persist(self._create, final, labels, None)
                 if outcome.ok:
                     self._store(job_id, outcome)
                 job_event(self.engine, _KIND[final["type"]], job_id, run=self.run)
             else:
                 if outcome.ok and outcome.mimetype != jobs.DEFAULT_MIMETYPE:
-                    persist(
+                    self.engine.persist(
                         self.engine.api.update_labels,
                         job_id,
                         {jobs.MIMETYPE_LABEL: outcome.mimetype},
                     )
                 if not outcome.ok and labels:
-                    persist(self.engine.api.update_labels, job_id, labels)
-                persist(self.engine.api.set_state, job_id, final)
+                    self.engine.persist(self.engine.api.update_labels, job_id, labels)
+                self.engine.persist(self.engine.api.set_state, job_id, final)
                 job_event(self.engine, _KIND[final["type"]], job_id, message=final.get("message"))
             logger.info("sync job %s of %s recorded after a delay", job_id, self.process_id)
             self.recorded(job_id, named=named)

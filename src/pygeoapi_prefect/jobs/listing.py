@@ -8,8 +8,8 @@ the processes a manager serves; they hold no state of their own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -60,6 +60,12 @@ for _state_type, _status in jobs.STATUS_BY_STATE.items():
     STATES_BY_STATUS.setdefault(_status, []).append(_state_type)
 
 
+class Threads(Protocol):
+    """Threads that run a call off the request path (the engine's ``DaemonPool``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]: ...  # noqa: D102
+
+
 class Backend(Protocol):
     """What reading jobs needs of the process's engine."""
 
@@ -71,7 +77,7 @@ class Backend(Protocol):
 
     counts: CountCache
 
-    def background(self) -> ThreadPoolExecutor: ...  # noqa: D102
+    def background(self) -> Threads: ...  # noqa: D102
 
 
 def _owner_tag(query: JobQuery, caller: Caller | None) -> str | None | bool:

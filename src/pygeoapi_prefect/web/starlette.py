@@ -12,15 +12,23 @@ request under ``/processes``, ``/jobs`` and ``/conformance`` to
 copy of the request's context (the manager's calls block), and sends its
 answer; pygeoapi serves every other route.
 
+The app's lifespan closes the engine when the server shuts down (running
+jobs get ``local.shutdown_grace``, waiting writes ``drain_seconds``): uvicorn's
+workers import the app inside their signal capture and end by raising the
+captured SIGTERM again with the default action, so no ``atexit`` hook of
+theirs runs.
+
 Like pygeoapi's app, importing this module reads ``PYGEOAPI_CONFIG`` and
 ``PYGEOAPI_OPENAPI``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
@@ -28,7 +36,7 @@ from pygeoapi.starlette_app import APP, api_
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pygeoapi_prefect.execution.engine import autostart
+from pygeoapi_prefect.execution.engine import autostart, close_all
 from pygeoapi_prefect.web.contract import DISCARD_BYTES, Contract, WebRequest, WebResponse
 
 logger = logging.getLogger(__name__)
@@ -124,10 +132,24 @@ async def _send(answer: WebResponse, send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+def _closing(previous: Any) -> Any:
+    # pygeoapi's lifespan, then the engine's close (it blocks: in a thread).
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with previous(app) as state:
+            try:
+                yield state
+            finally:
+                await anyio.to_thread.run_sync(close_all)
+
+    return lifespan
+
+
 #: The contract answering this app's process and job routes.
 CONTRACT = Contract(api_)
 # The innermost middleware: pygeoapi's own (CORS, strict slashes) wrap it.
 APP.user_middleware.append(Middleware(ContractMiddleware, contract=CONTRACT))
+APP.router.lifespan_context = _closing(APP.router.lifespan_context)
 
 # The engine (pool, recovery, leases) starts in the process that serves.
 autostart(api_.manager)
