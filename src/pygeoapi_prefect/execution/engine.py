@@ -447,7 +447,7 @@ class Engine:
         left = {
             name: threads.close(deadline + _LAST_WORDS)
             for name, threads in (
-                ("recorded", self._recorder),
+                ("deferred records", self._recorder),
                 ("background", self._threads),
                 ("UI extras", self._extras),
             )
