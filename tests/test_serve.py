@@ -13,7 +13,8 @@ import yaml
 from conftest import pygeoapi_config, server_env, spawn_serve, start_pygeoapi, wait_serving
 from faults import children
 
-from pygeoapi_prefect.cli.serve import plan_serve
+from pygeoapi_prefect.cli.serve import plan_serve, stop_note
+from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.prefect.server import free_port, prefect_answers
 
 
@@ -175,3 +176,17 @@ def test_two_workers_serve_and_sigterm_stops_every_process(tmp_path, prefect_ser
         time.sleep(0.1)
     assert not left, f"still running after SIGTERM: {left}"
     assert "Shutting down: Master" in server.log_path.read_text()
+
+
+def test_a_graceful_timeout_shorter_than_the_stop_gets_a_warning():
+    manager = load_config({"name": "pygeoapi_prefect.manager.PrefectManager"})
+    assert stop_note(manager, 30) is None  # 20 s grace + 5 s drain, within gunicorn's default
+    note = stop_note(manager, 10)
+    assert note is not None
+    assert "server.manager.local.shutdown_grace (20 s)" in note
+    assert "drain_seconds (5 s)" in note and "--graceful-timeout (10 s)" in note
+    longer = load_config(
+        {"name": "x", "local": {"shutdown_grace": 1}, "callbacks": {"drain_seconds": 9}}
+    )
+    assert stop_note(longer, 10) is not None  # the longer of the two drains counts
+    assert stop_note(longer, 11) is None

@@ -18,10 +18,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import click
+
+if TYPE_CHECKING:
+    from pygeoapi_prefect.config import ManagerConfig
 
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.cli.common import (
@@ -178,14 +181,29 @@ def _write_served_config(config: Path, target: Path, url: str) -> None:
         ) from exc
 
 
-def _validate_manager(config: Path, settings: dict[str, Any]) -> None:
+def _validate_manager(config: Path, settings: dict[str, Any]) -> ManagerConfig | None:
     # In the master, for a clear message: the workers would only fail to boot.
     manager = settings["server"].get("manager") or {}
     if isinstance(manager, dict) and str(manager.get("name", "")).endswith("PrefectManager"):
         from pygeoapi_prefect.config import load_config
 
         with config_errors(config):
-            load_config({**manager, "processes": {}})
+            return load_config({**manager, "processes": {}})
+    return None
+
+
+def stop_note(manager: ManagerConfig, graceful_timeout: int) -> str | None:
+    """A warning when a stopping worker would be killed before it has stopped its jobs."""
+    grace = manager.local.shutdown_grace
+    drain = max(manager.drain_seconds, manager.callbacks.drain_seconds)
+    if grace + drain < graceful_timeout:
+        return None
+    return (
+        f"warning: server.manager.local.shutdown_grace ({grace:g} s) + drain_seconds "
+        f"({drain:g} s) reach --graceful-timeout ({graceful_timeout} s): gunicorn kills a "
+        "stopping worker before its running jobs are recorded as interrupted and its "
+        "waiting writes are done"
+    )
 
 
 @click.command(
@@ -279,7 +297,10 @@ def serve(
     plan = plan_serve(config, openapi.resolve() if openapi else None, host, port)
     for note in plan.notes:
         click.echo(note, err=True)
-    _validate_manager(config, _settings(plan.config))
+    manager = _validate_manager(config, _settings(plan.config))
+    stopping = stop_note(manager, graceful_timeout) if manager is not None else None
+    if stopping:
+        click.echo(stopping, err=True)
     if not openapi_is_current(plan.config, plan.openapi):
         click.echo(f"generating {plan.openapi.name} from {plan.config.name}", err=True)
         with config_errors(plan.config):

@@ -516,11 +516,30 @@ class _Slot:
             logger.exception("could not record the failure of job %s", request.job_id)
 
     def _run(self, request: JobRequest) -> None:
+        started = self._start(request)
+        if started is None:
+            return
+        outcome = self._outcome(request, *started)
+        if outcome is None:
+            return
+        if self._kill_requested(request):
+            self._killed(request)
+            return
+        with self.pool.lock:
+            if self.ended:
+                return  # a shutdown records it as interrupted
+            self.ended = True
+        self.pool.hooks.finished(request, outcome)
+
+    def _start(self, request: JobRequest) -> tuple[Connection, bool, float] | None:
+        # Fork the job's process, claim the job, hand it over. Returns the
+        # job's pipe, whether it is recorded Running yet and when it must be;
+        # None if it does not run here (its process is gone then).
         pool = self.pool
         hooks = pool.hooks
         pool.template.wait_ready()
         if not pool.taking:
-            return  # stopping while the template started: left Pending for others
+            return None  # stopping while the template started: left Pending for others
         # Forked before the job is Running, so that the request reaches its
         # process right after: a server killed in between leaves a Running
         # job that nothing runs (only the heartbeat automation would end it).
@@ -529,12 +548,12 @@ class _Slot:
         if not hooks.started(request):
             conn.send(None)  # the process ends without running anything
             self.kill()
-            return
+            return None
         self.started_job = True
         self.watch.start()
         if self._kill_requested(request):
             self._killed(request)
-            return
+            return None
         # Recorded Running before it runs if someone waits for that (an
         # inProgressUri callback) or visible_after is 0; else only if it still
         # runs after visible_after.
@@ -543,17 +562,27 @@ class _Slot:
         if not self._shown(request, announce=True, record=recorded):
             conn.send(None)
             self.kill()
-            return
+            return None
         conn.send((request, hooks.reported is not None))
+        return conn, recorded, shown_at
+
+    def _outcome(
+        self, request: JobRequest, conn: Connection, recorded: bool, shown_at: float
+    ) -> Outcome | None:
+        # What the job's process sends last, its reports relayed before it;
+        # None if the end is not for this thread to record (killed, dismissed,
+        # refused Running, or the pool stopping).
+        pool = self.pool
+        hooks = pool.hooks
         while True:
             if self._kill_requested(request):
                 self._killed(request)
-                return
+                return None
             if not recorded and time.monotonic() >= shown_at:
                 recorded = True
                 if not self._shown(request, announce=False, record=True):
                     self.kill()
-                    return
+                    return None
             try:
                 if conn.poll(_POLL_SECONDS):
                     message = conn.recv()
@@ -561,27 +590,18 @@ class _Slot:
                         hooks.reported(request, message)
                         continue
                     outcome: Outcome = message
-                    break
+                    return outcome
             except (EOFError, OSError):
                 if pool.stopping:
-                    return  # shutdown() records the job
+                    return None  # shutdown() records the job
                 if self._kill_requested(request):
                     self._killed(request)
-                    return
-                outcome = Outcome(
+                    return None
+                self.kill()
+                return Outcome(
                     ok=False,
                     message="The worker process running the job died (killed, or out of memory)",
                 )
-                self.kill()
-                break
-        if self._kill_requested(request):
-            self._killed(request)
-            return
-        with pool.lock:
-            if self.ended:
-                return  # a shutdown records it as interrupted
-            self.ended = True
-        hooks.finished(request, outcome)
 
     def _shown(self, request: JobRequest, *, announce: bool, record: bool) -> bool:
         running = self.pool.hooks.running
