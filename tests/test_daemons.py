@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
 
+from pygeoapi_prefect.config import load_config
 from pygeoapi_prefect.errors import PrefectUnavailable
 from pygeoapi_prefect.execution.daemons import DaemonPool
+from pygeoapi_prefect.execution.engine import Engine
 from pygeoapi_prefect.execution.persist import Retries
 
 
@@ -93,3 +96,20 @@ def test_retries_stop_within_keeps_the_earliest_end():
     assert retries.stop_by == first
     retries.stop_within(0)
     assert retries.stop_by < first
+
+
+def test_a_write_deferred_after_the_engine_closed_is_dropped_with_an_error(caplog, tmp_path):
+    engine = Engine(
+        load_config(
+            {"name": "pygeoapi_prefect.manager.PrefectManager", "results": {"url": str(tmp_path)}}
+        )
+    )
+    done = threading.Event()
+    engine.record_later(done.set)
+    assert done.wait(10)
+    engine.close()
+    later = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="pygeoapi_prefect.execution.engine"):
+        engine.record_later(later.set)  # a request that ended after the close: it answers
+    assert "is dropped: this process has stopped" in caplog.text
+    assert not later.wait(0.5)

@@ -75,7 +75,7 @@ def dismiss(engine: Engine, processes: Mapping[str, Any], job_id: str) -> None:
     tags = [t for t in run.get("tags") or [] if t != jobs.JOB_TAG]
     engine.api.update_tags(flow_run_id, [jobs.DISMISSED_TAG, *tags])
     if deferred:
-        engine.recorder().submit(_cancel, engine, flow_run_id, cancelled)
+        engine.record_later(_cancel, engine, flow_run_id, cancelled)
     logger.info("dismissed job %s", flow_run_id)
 
 

@@ -31,6 +31,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -327,6 +328,22 @@ class Engine:
     def recorder(self) -> DaemonPool:
         """Threads that write deferred sync records while Prefect is out of reach."""
         return self._executor("_recorder", 2, "pygeoapi-prefect-recorder")
+
+    def record_later(self, call: Callable[..., Any], *args: Any) -> None:
+        """Run a deferred Prefect write on the recorder threads.
+
+        A request that ends while this engine closes (uvicorn cancels the
+        requests that outlive its graceful timeout; their threads go on)
+        finds the threads closed: the write is dropped with an ERROR, and
+        the request still answers.
+        """
+        try:
+            self.recorder().submit(call, *args)
+        except RuntimeError:
+            logger.error(
+                "a deferred Prefect write (%s) is dropped: this process has stopped",
+                getattr(call, "__qualname__", call),
+            )
 
     # -- life cycle -----------------------------------------------------------
 

@@ -234,7 +234,7 @@ class _Record:
             logger.warning(
                 "sync job of %s: record deferred (its run is being created)", self.process_id
             )
-            self.engine.recorder().submit(self._finish_later, outcome, final, labels)
+            self.engine.record_later(self._finish_later, outcome, final, labels)
             return ""
         job_id = self.job_id
         try:
@@ -249,7 +249,7 @@ class _Record:
             raise
         except PrefectUnavailable as exc:
             logger.warning("sync job of %s: record deferred (%s)", self.process_id, exc)
-            self.engine.recorder().submit(self._record_later, job_id, outcome, final, labels)
+            self.engine.record_later(self._record_later, job_id, outcome, final, labels)
             return job_id or ""
         if outcome.ok:
             self._store(job_id, outcome)
