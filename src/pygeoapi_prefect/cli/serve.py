@@ -23,9 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-if TYPE_CHECKING:
-    from pygeoapi_prefect.config import ManagerConfig
-
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.cli.common import (
     Stop,
@@ -38,7 +35,10 @@ from pygeoapi_prefect.cli.common import (
 from pygeoapi_prefect.cli.gunicorn_server import bind_address, run_gunicorn
 from pygeoapi_prefect.cli.openapi import default_openapi_path, openapi_is_current, write_openapi
 
-__all__ = ["Plan", "plan_serve", "serve"]
+if TYPE_CHECKING:
+    from pygeoapi_prefect.config import ManagerConfig
+
+__all__ = ["Plan", "plan_serve", "serve", "stop_note"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
