@@ -354,7 +354,7 @@ class SpanProcessor(BaseProcessor):
 
     One file per job, ``<name>``: ``<start> <end> <pid> <worker pid>`` (monotonic
     clock, the same for every process of the machine), written in two steps,
-    so that a job that never ended shows only its start. The worker is the
+    each atomically, so that a job that never ended shows only its start. The worker is the
     server process whose pool forked the job (the parent of the template).
     """
 
@@ -378,8 +378,16 @@ class SpanProcessor(BaseProcessor):
         stat = Path(f"/proc/{template}/stat").read_text()
         worker = int(stat.rsplit(")", 1)[1].split()[1])
         path = Path(data["spans"]) / data["name"]
+
+        def note(text: str) -> None:
+            # A reader must never see the file empty or half written:
+            # write aside, then rename over it (atomic on one file system).
+            aside = path.with_name(f".{path.name}.{os.getpid()}")
+            aside.write_text(text)
+            os.replace(aside, path)
+
         start = time.monotonic()
-        path.write_text(f"{start} - {os.getpid()} {worker}")
+        note(f"{start} - {os.getpid()} {worker}")
         time.sleep(float(data.get("seconds", 0)))
-        path.write_text(f"{start} {time.monotonic()} {os.getpid()} {worker}")
+        note(f"{start} {time.monotonic()} {os.getpid()} {worker}")
         return "application/json", {"id": "result", "value": data["name"]}

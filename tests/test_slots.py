@@ -36,6 +36,8 @@ def spans(folder: Path) -> dict[str, tuple[float, float, int, int]]:
     """Each job's (start, end, pid, worker pid); end is infinite while it runs."""
     found = {}
     for path in folder.iterdir():
+        if path.name.startswith("."):
+            continue  # a note being written aside (SpanProcessor)
         start, end, pid, worker = path.read_text().split()
         found[path.name] = (
             float(start),
