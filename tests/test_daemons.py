@@ -60,6 +60,24 @@ def test_close_waits_until_its_deadline_then_cancels_what_never_started():
     assert running.result(10) is True
 
 
+def test_the_threads_end_once_the_pool_is_closed_and_idle():
+    pool = DaemonPool(2, "test-pool-ends")
+    release = threading.Event()
+    running = pool.submit(release.wait, 30)
+    pool.submit(time.sleep, 0).result(10)
+
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("test-pool-ends_")]
+
+    assert len(threads()) == 2
+    assert pool.close(time.monotonic() + 0.1) == 1
+    release.set()  # the running call ends, then its thread
+    assert running.result(10) is True
+    for thread in threads():
+        thread.join(10)
+    assert threads() == []
+
+
 def test_close_returns_once_the_queue_is_done():
     pool = DaemonPool(2, "test-pool")
     futures = [pool.submit(time.sleep, 0.1) for _ in range(4)]

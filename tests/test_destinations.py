@@ -335,18 +335,22 @@ def test_logs_show_no_callback_path_or_query(
 # -- the pool -----------------------------------------------------------------
 
 
+def callback_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith(THREAD_NAME)}
+
+
 def test_a_dead_target_does_not_grow_threads_beyond_the_pool(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     dead = DeadTarget()
     policy = CallbackPolicy(["127.0.0.1/32"], retries=3, timeout=30, workers=2, queue_size=3)
     seen: list[int] = []
-    before = {t for t in threading.enumerate() if t.name == THREAD_NAME}
+    before = callback_threads()
     deliveries = []
     for number in range(12):
         subscriber = {"successUri": _url("127.0.0.1", dead.port)}
         deliveries.append(policy.send(subscriber, "successUri", {"n": number}, job=f"job-{number}"))
-        seen.append(len({t for t in threading.enumerate() if t.name == THREAD_NAME} - before))
+        seen.append(len(callback_threads() - before))
     assert max(seen) == 2
     dropped = [d for d in deliveries if d and d.outcome == "dropped"]
     assert len(dropped) == 12 - 2 - 3 == policy.dropped
@@ -361,7 +365,7 @@ def test_a_dead_target_does_not_grow_threads_beyond_the_pool(
     for delivery in deliveries:
         assert delivery is not None and delivery.wait(60)
     assert sorted({d.outcome for d in deliveries if d}) == ["abandoned", "dropped"]
-    for thread in {t for t in threading.enumerate() if t.name == THREAD_NAME} - before:
+    for thread in callback_threads() - before:
         thread.join(60)
         assert not thread.is_alive()
 

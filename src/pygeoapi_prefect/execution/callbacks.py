@@ -19,20 +19,22 @@ status document when it fails. Deliveries never hold up or fail a job.
   through its retries (back-off 1, 2, 4... s), each attempt bounded by
   ``callbacks.timeout``.
 - *Stopping.* :meth:`CallbackPolicy.close` goes on delivering what is queued
-  for at most the seconds given (``callbacks.drain_seconds``), then abandons
-  the rest (logged, with the jobs) and stops retrying.
+  until a deadline (``callbacks.drain_seconds`` after the jobs have stopped,
+  alongside the engine's other writes), then abandons the rest (logged, with
+  the jobs) and stops retrying. The threads are a
+  :class:`~pygeoapi_prefect.execution.daemons.DaemonPool`, as the engine's.
 - *Logs.* A callback URL is logged as its origin (scheme, host, port) only,
   at every level: its path and query often carry a token.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -40,6 +42,7 @@ import httpx
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.destinations import DestinationRefused, Destinations
 from pygeoapi_prefect.errors import InvalidInputs
+from pygeoapi_prefect.execution.daemons import DaemonPool
 from pygeoapi_prefect.urls import origin
 
 if TYPE_CHECKING:
@@ -52,7 +55,7 @@ __all__ = ["CallbackPolicy", "Delivery", "Subscriber"]
 Subscriber = dict[str, str]  # successUri, inProgressUri, failedUri
 _KEYS = ("successUri", "inProgressUri", "failedUri")
 _ALLOW_KEY = "server.manager.callbacks.allow"
-THREAD_NAME = "pygeoapi-prefect-callback"
+THREAD_NAME = "pygeoapi-prefect-callback"  # each thread's name: THREAD_NAME_N
 
 
 class Delivery:
@@ -139,10 +142,9 @@ class CallbackPolicy:
     def _reset(self) -> None:
         # Also in a forked child: the parent's threads do not exist there.
         self._pid = os.getpid()
-        self._cond = threading.Condition()
-        self._queue: collections.deque[Delivery] = collections.deque()
-        self._threads: list[threading.Thread] = []
-        self._busy = 0  # threads delivering (the others wait for work or are starting)
+        self._lock = threading.Lock()
+        self._pool = DaemonPool(self.workers, THREAD_NAME)
+        self._queued: dict[Delivery, Future[None]] = {}  # not started yet
         self._closing = False
         self._abort = threading.Event()
 
@@ -180,21 +182,14 @@ class CallbackPolicy:
         delivery = Delivery(url, document, job or "(unknown)", key)
         if self._pid != os.getpid():
             self._reset()
-        with self._cond:
+        with self._lock:
             # At most `workers` under way and `queue_size` waiting, whatever the threads do.
-            taken = len(self._queue) + self._busy
-            if self._closing or taken >= self.workers + self.queue_size:
+            if self._closing or self._pool.pending >= self.workers + self.queue_size:
                 self.dropped += 1
                 dropped = self.dropped
             else:
                 dropped = 0
-                self._queue.append(delivery)
-                free = len(self._threads) - self._busy
-                if len(self._queue) > free and len(self._threads) < self.workers:
-                    thread = threading.Thread(target=self._work, name=THREAD_NAME, daemon=True)
-                    self._threads.append(thread)
-                    thread.start()
-                self._cond.notify()
+                self._queued[delivery] = self._pool.submit(self._run, delivery)
         if dropped:
             logger.warning(
                 "callback %s of job %s to %s dropped: %s (%d dropped so far; "
@@ -208,23 +203,14 @@ class CallbackPolicy:
             delivery.finish("dropped")
         return delivery
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    if self._closing:
-                        return
-                    self._cond.wait()
-                delivery = self._queue.popleft()
-                self._busy += 1
-            try:
-                self._deliver(delivery)
-            except Exception:  # noqa: BLE001 - one delivery must not end the thread
-                logger.exception("callback %s of job %s failed", delivery.key, delivery.job)
-                delivery.finish("failed")
-            finally:
-                with self._cond:
-                    self._busy -= 1
+    def _run(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._queued.pop(delivery, None)
+        try:
+            self._deliver(delivery)
+        except Exception:  # noqa: BLE001 - one delivery must not fail another
+            logger.exception("callback %s of job %s failed", delivery.key, delivery.job)
+            delivery.finish("failed")
 
     def _deliver(self, delivery: Delivery) -> None:
         shown = origin(delivery.url)
@@ -269,26 +255,27 @@ class CallbackPolicy:
         delivery.finish("failed")
 
     def close(self, timeout: float) -> None:
-        """Deliver what is queued for at most ``timeout`` s, then abandon the rest.
+        """Deliver what is queued for at most ``timeout`` s, then abandon the rest."""
+        self.close_by(time.monotonic() + timeout)
 
-        Returns within ``timeout`` s; an attempt under way then may go on
-        (in a daemon thread) for up to ``callbacks.timeout`` s, without retries.
+    def close_by(self, deadline: float) -> None:
+        """Deliver what is queued until ``deadline`` (monotonic), then abandon the rest.
+
+        Returns by then; an attempt under way then may go on (in a daemon
+        thread) for up to ``callbacks.timeout`` s, without retries.
         """
         if self._pid != os.getpid():
             self._reset()
             return
-        deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             self._closing = True
-            self._cond.notify_all()
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self._cond:
-            abandoned = list(self._queue)
-            self._queue.clear()
+        left = self._pool.close(deadline)
         self._abort.set()
-        busy = sum(thread.is_alive() for thread in threads)
+        with self._lock:
+            # Cancelled by the pool's close: they never started.
+            abandoned = [d for d, call in self._queued.items() if call.cancelled()]
+            self._queued.clear()
+        busy = left - len(abandoned)
         for delivery in abandoned:
             delivery.finish("abandoned")
         if abandoned or busy:

@@ -75,22 +75,31 @@ class DaemonPool:
         while True:
             with self._lock:
                 while not self._queue:
+                    if self._closed:
+                        self._threads -= 1  # nothing more will come: end
+                        return
                     self._idle += 1  # the caller that wakes this thread counts it off
                     self._ready.wait()
                 future, fn, args, kwargs = self._queue.popleft()
                 self._busy += 1
-            try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        result = fn(*args, **kwargs)
-                    except BaseException as exc:  # noqa: BLE001 - the future carries it
-                        future.set_exception(exc)
-                    else:
-                        future.set_result(result)
-            finally:
-                with self._lock:
-                    self._busy -= 1
-                    self._done.notify_all()
+            failure: BaseException | None = None
+            result: Any = None
+            started = future.set_running_or_notify_cancel()
+            if started:
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:  # noqa: BLE001 - the future carries it
+                    failure = exc
+            with self._lock:
+                self._busy -= 1
+                self._done.notify_all()
+            # Resolved once counted off: whoever holds the result sees no call pending.
+            if not started:
+                continue
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(result)
 
     @property
     def pending(self) -> int:
@@ -103,11 +112,13 @@ class DaemonPool:
 
         Returns:
             How many calls did not end by then: the queued ones are cancelled,
-            the running ones go on in their daemon threads until the process exits.
+            the running ones go on in their daemon threads (which then end)
+            until they return or the process exits.
 
         """
         with self._lock:
             self._closed = True
+            self._ready.notify_all()  # the idle threads end
             while self._queue or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -458,8 +458,9 @@ class Engine:
         deadline = time.monotonic() + drain
         if self._leases is not None:
             self._leases.release()
-        # Callbacks of the jobs that just ended, for a bounded time (callbacks.drain_seconds).
-        self.callbacks.close(self.config.callbacks.drain_seconds)
+        # Callbacks of the jobs that just ended drain alongside the writes,
+        # each against its own bound (callbacks.drain_seconds).
+        self.callbacks.close_by(deadline - drain + self.config.callbacks.drain_seconds)
         # A moment past the retries' end, for a step given up to log which job it leaves.
         left = {
             name: threads.close(deadline + _LAST_WORDS)
