@@ -260,3 +260,20 @@ def test_sigterm_to_a_server_with_workers_interrupts_their_running_jobs(
     run = prefect_api.request("GET", f"/flow_runs/{job_id}").json()
     assert run["state"]["type"] == "FAILED", run["state"]
     assert "pygeoapi instance running the job was stopped" in run["state"]["message"]
+
+
+@pytest.mark.parametrize("lifespan", ["auto", "off"])
+def test_uvicorn_without_the_apps_lifespan_is_warned_of(tmp_path, prefect_server, lifespan):
+    # With --lifespan off no close would run in a uvicorn worker (it runs no
+    # atexit either): the first job request says so, once; with the lifespan
+    # on, nothing is said.
+    server = start_server(
+        "uvicorn", tmp_path, prefect_server.api_url, workers=1, extra=("--lifespan", lifespan)
+    )
+    try:
+        for _ in range(2):
+            assert server.client.get("/jobs").status_code == 200
+    finally:
+        server.stop()
+    warnings = server.log_path.read_text().count("did not run the app's lifespan")
+    assert warnings == (1 if lifespan == "off" else 0)

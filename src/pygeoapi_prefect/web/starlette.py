@@ -16,7 +16,9 @@ The app's lifespan closes the engine when the server shuts down (running
 jobs get ``local.shutdown_grace``, waiting writes ``drain_seconds``): uvicorn's
 workers import the app inside their signal capture and end by raising the
 captured SIGTERM again with the default action, so no ``atexit`` hook of
-theirs runs.
+theirs runs. A server that never runs the lifespan (``uvicorn --lifespan
+off``) gets a WARNING at its first job request: its processes would stop
+without closing.
 
 Like pygeoapi's app, importing this module reads ``PYGEOAPI_CONFIG`` and
 ``PYGEOAPI_OPENAPI``.
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["APP", "CONTRACT", "ContractMiddleware"]
 
 _DONE = object()
+#: Whether the ASGI server ran this app's lifespan (its startup), and whether
+#: a request has warned that it did not.
+_LIFESPAN = {"started": False, "warned": False}
 
 
 class ContractMiddleware:
@@ -64,6 +69,14 @@ class ContractMiddleware:
         if scope["type"] != "http" or not self.contract.claims(scope["path"]):
             await self.app(scope, receive, send)
             return
+        if not _LIFESPAN["started"] and not _LIFESPAN["warned"]:
+            _LIFESPAN["warned"] = True
+            logger.warning(
+                "the ASGI server did not run the app's lifespan (uvicorn --lifespan off?): "
+                "this process will stop without interrupting and recording its running "
+                "jobs, handing over its queued ones or draining its Prefect writes; "
+                "serve it with the lifespan on (uvicorn's default, --lifespan auto)"
+            )
         request = await self._request(scope, receive)
         context = contextvars.copy_context()
         answer = await anyio.to_thread.run_sync(context.run, self.contract.handle, request)
@@ -137,6 +150,7 @@ def _closing(previous: Any) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
         async with previous(app) as state:
+            _LIFESPAN["started"] = True
             try:
                 yield state
             finally:
