@@ -288,3 +288,68 @@ def test_a_job_process_talks_to_prefect_through_one_client_or_none(
         return list(found["events"])
 
     _until(beats, "the job's heartbeats in Prefect", 60)
+
+
+NOTED = {
+    "type": "process",
+    "processor": {
+        "name": "pygeoapi_prefect.processes.FlowProcessor",
+        "flow": "flow_that_notes_its_import:noted",
+    },
+}
+
+
+@pytest.mark.parametrize("later", [True, False], ids=["at its first job", "at start"])
+def test_a_flow_is_imported_once_in_the_template(tmp_path, monkeypatch, later):
+    # local.preload: a flow's module (it imports Prefect) is loaded by the
+    # template at start, or only when its first job comes, before that job
+    # is forked. Either way it is imported once, by the template: each job
+    # is forked with it loaded, and nothing imports it before it is needed.
+    from flow_that_notes_its_import import NOTES
+
+    notes = tmp_path / "imports"
+    monkeypatch.setenv(NOTES, str(notes))
+    calls = Calls()
+    runner = LocalRunner(
+        ResultStore(tmp_path.as_uri()),
+        calls.hooks(),
+        max_workers=2,
+        process_confs={"hello": HELLO, "noted": NOTED},
+        loaded_later=frozenset({"noted"}) if later else frozenset(),
+    )
+    try:
+        runner.template.wait_ready()
+        template = str(runner.template.process.pid)
+        runner.submit(_job(0, "hello", HELLO, name="x"))
+        _until(lambda: len(calls.finished) == 1, "the hello-world job")
+        if later:
+            assert not notes.exists()  # the template has run a job, and never imported it
+        else:
+            _until(notes.exists, "the template's preload")
+        for index in (1, 2):
+            runner.submit(_job(index, "noted", NOTED, n=index))
+            _until(lambda done=1 + index: len(calls.finished) == done, f"flow job {index}")
+        assert all(outcome.ok for _, outcome in calls.finished), calls.finished
+        assert notes.read_text().split() == [template]
+    finally:
+        runner.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("preload", "later"),
+    [("all", set()), ("no_flows", {"noted"}), ("on_first_job", {"hello", "noted"})],
+)
+def test_local_preload_names_what_the_template_loads_later(tmp_path, preload, later):
+    from pygeoapi_prefect.config import load_config
+    from pygeoapi_prefect.execution.engine import Engine
+
+    deployed = {"type": "process", "processor": {"name": "X", "deployment": "x/y"}}
+    config = load_config(
+        {
+            "name": "pygeoapi_prefect.manager.PrefectManager",
+            "results": {"url": str(tmp_path)},
+            "local": {"preload": preload},
+            "processes": {"hello": HELLO, "noted": NOTED, "deployed": deployed},
+        }
+    )
+    assert Engine(config)._loaded_later() == later
