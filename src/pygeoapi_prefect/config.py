@@ -196,19 +196,6 @@ class LocalExecutionConfig(_Strict):
         ),
     )
 
-    preload: Literal["all", "no_flows", "on_first_job"] = Field(
-        default="no_flows",
-        description=(
-            "Which processors the template process loads before their first job, so "
-            "that the jobs forked from it share them. `all`: every local process, at "
-            "start. `no_flows`: every local process but the Prefect flows "
-            "(`FlowProcessor`, a processor block with `flow:`), whose module imports "
-            "Prefect (~1.5 s, ~33 MiB more in every server process's template); a flow "
-            "is loaded in the template when its first job comes, before that job is "
-            "forked. `on_first_job`: every processor so, when its first job comes."
-        ),
-    )
-
     template_start: Literal["fork", "spawn"] = Field(
         default="fork",
         description=(

@@ -130,17 +130,6 @@ class Engine:
             merged.setdefault(process_id, resource)
         return merged
 
-    def _loaded_later(self) -> frozenset[str]:
-        # The local processes whose processors the template loads only when
-        # their first job comes (server.manager.local.preload).
-        preload = self.config.local.preload
-        return frozenset(
-            process_id
-            for process_id, resource in self._local_processes().items()
-            if preload == "on_first_job"
-            or (preload == "no_flows" and "flow" in (resource.get("processor") or {}))
-        )
-
     def _local_processes(self) -> dict[str, dict[str, Any]]:
         # The configured processes that run here (not on a deployment): the
         # local pool's template loads their processors once, for every job.
@@ -252,7 +241,6 @@ class Engine:
                         heartbeat_seconds=self.config.heartbeat.interval,
                         process_limits=local.process_limits,
                         process_confs=self._local_processes(),
-                        loaded_later=self._loaded_later(),
                         idle_seconds=local.idle_seconds,
                         slots=self._slot_directory(),
                         visible_after=local.async_visible_after,

@@ -241,7 +241,6 @@ def _template_main(
     heartbeat_seconds: float | None = None,
     process_confs: Mapping[str, dict[str, Any]] | None = None,
     client: ClientOptions | None = None,
-    loaded_later: frozenset[str] = frozenset(),
 ) -> None:
     # The template: import once, then fork a child per job, on request.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server, which stops us
@@ -276,22 +275,16 @@ def _template_main(
     conn.send(_READY)
     # The processors are loaded while no job waits for a fork: the first
     # jobs need not wait for all of them (a job forked before its processor
-    # was loaded here loads it itself). Those loaded later (local.preload)
-    # are loaded when their first job comes, before it is forked.
-    confs = dict(process_confs or {})
-    later = {key: confs.pop(key) for key in loaded_later if key in confs}
-    to_load = list(confs.items())
-
-    def preload(process_id: str, conf: dict[str, Any]) -> None:
-        try:
-            processors[process_id] = load_processor(conf)
-        except Exception:  # noqa: BLE001 - loaded again (and failing visibly) in its job
-            logger.debug("could not preload the processor of %s", process_id, exc_info=True)
-        gc.freeze()
-
+    # was loaded here loads it itself).
+    to_load = list((process_confs or {}).items())
     while True:
         while to_load and not conn.poll(0):
-            preload(*to_load.pop(0))
+            process_id, conf = to_load.pop(0)
+            try:
+                processors[process_id] = load_processor(conf)
+            except Exception:  # noqa: BLE001 - loaded again (and failing visibly) in its job
+                logger.debug("could not preload the processor of %s", process_id, exc_info=True)
+            gc.freeze()
         try:
             message = conn.recv()
         except EOFError:
@@ -302,8 +295,6 @@ def _template_main(
         # The job's slots (locked files): held by the job's process while it
         # lives, so a slot outlives a killed server only as long as its job.
         held = [reduction.recv_handle(conn) for _ in range(message[1])]
-        if message[2] in later:
-            preload(message[2], later.pop(message[2]))
         try:
             pid = os.fork()
         except OSError as exc:
@@ -370,7 +361,6 @@ class _Template:
             self.pool.heartbeat_seconds,
             self.pool.process_confs,
             client_options() if self.pool.api_url else None,
-            self.pool.loaded_later,
         )
         # The server's own copy, forked before it served (seed.py), if it has one.
         seed = seeds.take()
@@ -401,11 +391,8 @@ class _Template:
             raise RuntimeError(f"the template process did not start within {_START_SECONDS:.0f} s")
         self.ready = True
 
-    def fork(self, held: list[Slot], process_id: str) -> tuple[int, Connection]:
-        """A new job process of ``process_id``, holding the ``held`` slots too.
-
-        Returns its pid and the pool's end of its pipe.
-        """
+    def fork(self, held: list[Slot]) -> tuple[int, Connection]:
+        """A new job process, holding the ``held`` slots too, and the pool's end of its pipe."""
         ours, theirs = socket.socketpair()
         try:
             with self.lock:
@@ -417,7 +404,7 @@ class _Template:
                 self._wait_ready()
                 assert self.conn is not None
                 fds = [slot.fd for slot in held if slot.fd is not None]
-                self.conn.send((_FORK, len(fds), process_id))
+                self.conn.send((_FORK, len(fds)))
                 reduction.send_handle(self.conn, theirs.fileno(), self.process.pid)
                 for fd in fds:
                     reduction.send_handle(self.conn, fd, self.process.pid)
@@ -556,7 +543,7 @@ class _Slot:
         # Forked before the job is Running, so that the request reaches its
         # process right after: a server killed in between leaves a Running
         # job that nothing runs (only the heartbeat automation would end it).
-        pid, conn = pool.template.fork(self.held, request.process_id)
+        pid, conn = pool.template.fork(self.held)
         self.pid, self.conn = pid, conn
         if not hooks.started(request):
             conn.send(None)  # the process ends without running anything
@@ -645,8 +632,6 @@ class LocalRunner:
         heartbeat_seconds: how often a running job sends a heartbeat (None: never).
         process_limits: at most this many jobs of a process run at once.
         process_confs: processes whose processors the template loads at start.
-        loaded_later: those of them it loads only when their first job comes
-            (``local.preload``).
         idle_seconds: how long a driving thread without work waits before it ends.
         slots: the directory of the slot files shared by the processes of one
             server: ``max_workers`` and ``process_limits`` count the jobs of all
@@ -667,7 +652,6 @@ class LocalRunner:
         heartbeat_seconds: float | None = None,
         process_limits: Mapping[str, int] | None = None,
         process_confs: Mapping[str, dict[str, Any]] | None = None,
-        loaded_later: frozenset[str] = frozenset(),
         idle_seconds: float = 30.0,
         slots: Path | None = None,
         visible_after: float = 0.0,
@@ -679,7 +663,6 @@ class LocalRunner:
         self.max_workers = max_workers
         self.process_limits = dict(process_limits or {})
         self.process_confs = dict(process_confs or {})
-        self.loaded_later = loaded_later
         self.idle_seconds = idle_seconds
         self.visible_after = visible_after
         self.stopping = False
