@@ -76,6 +76,20 @@ class JobIdProcessor(BaseProcessor):
         return "application/json", {"id": "result", "value": self.job_id}
 
 
+class ModulesProcessor(BaseProcessor):
+    """Says whether its process has imported Prefect, and its pid."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, _metadata("modules"))
+
+    def execute(self, data: dict[str, Any], outputs: Any = None) -> tuple[str, Any]:
+        import os
+        import sys
+
+        value = {"prefect": "prefect" in sys.modules, "pid": os.getpid()}
+        return "application/json", {"id": "result", "value": value}
+
+
 class BytesProcessor(BaseProcessor):
     """Returns binary output with its own media type."""
 

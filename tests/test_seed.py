@@ -118,3 +118,80 @@ def test_a_job_that_outlives_its_server_leaves_the_port_free(prefect_server, tmp
         # its server has gone, may have been given the freed port as its
         # ephemeral local port.)
         until(lambda: port not in _listening_ports(), 10, "the port let go")
+
+
+NOTED = {
+    "name": "pygeoapi_prefect.processes.FlowProcessor",
+    "flow": "flow_that_notes_its_import:noted",
+}
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "gunicorn --preload", "uvicorn"])
+def test_the_processors_are_imported_before_the_template_is_forked(kind, prefect_server, tmp_path):
+    # pygeoapi imports every processor in the server to describe it. Imported
+    # before the seed is forked (under --preload: in the master, before the
+    # workers), a flow's module and Prefect are pages shared with the
+    # template and its jobs: neither imports them again.
+    from flow_that_notes_its_import import NOTES
+
+    kind, *extra = kind.split()
+    notes = tmp_path / "imports"
+    server = start_server(
+        kind,
+        tmp_path / "server",
+        prefect_server.api_url,
+        processes={**PROCESSES, "noted": NOTED},
+        manager=QUIET,
+        extra=tuple(extra),
+        env={NOTES: str(notes)},
+    )
+    try:
+        jobs = [server.execute("noted", {"n": n}, asynchronous=True) for n in range(4)]
+        for answer in jobs:
+            assert answer.status_code == 201, answer.text
+            job_id = answer.json()["jobID"]
+            assert server.wait_for(job_id, "successful", "failed")["status"] == "successful"
+        master = server.process.pid
+        workers = [
+            pid
+            for pid in children(master)
+            if _proc(pid, "comm").decode().strip() not in (seeds.NAME, seeds.JOB_NAME)
+        ]
+        importers = [int(pid) for pid in notes.read_text().split()]
+    finally:
+        server.stop()
+    assert len(importers) == len(set(importers))  # each process once
+    assert set(importers) <= {master, *workers}, (importers, master, workers)
+    if extra:
+        assert importers == [master]
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_a_server_without_flow_processes_never_imports_prefect(kind, prefect_server, tmp_path):
+    # Prefect's API settings are read from the environment (no .env, TOML or
+    # profile here), so neither the server nor its template and jobs import
+    # Prefect (~40 MiB each) when no process is a Prefect flow. A sync job
+    # runs in the server process, an async one in a job forked from its
+    # template.
+    server = start_server(
+        kind,
+        tmp_path,
+        prefect_server.api_url,
+        processes={"modules": "pygeoapi_test_processes.ModulesProcessor"},
+        workers=1,
+    )
+    try:
+        assert server.client.get("/processes").status_code == 200
+        seen = []
+        for asynchronous in (False, True, False):
+            answer = server.execute("modules", {}, asynchronous=asynchronous)
+            assert answer.status_code in (200, 201), answer.text
+            if asynchronous:
+                job_id = answer.json()["jobID"]
+                assert server.wait_for(job_id, "successful", "failed")["status"] == "successful"
+                answer = server.client.get(f"/jobs/{job_id}/results", params={"f": "json"})
+            seen.append(answer.json()["value"])
+    finally:
+        server.stop()
+    assert [result["prefect"] for result in seen] == [False, False, False], seen
+    assert seen[0]["pid"] == seen[2]["pid"] != seen[1]["pid"]  # the server, then a job

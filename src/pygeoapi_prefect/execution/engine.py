@@ -546,6 +546,24 @@ def _after_fork_in_child() -> None:
         engine_for(config).use_pubsub(pubsub).start()
 
 
+def _load_processors(config: ManagerConfig) -> None:
+    # pygeoapi loads every processor in the server process to describe it
+    # (GET /processes). Loaded once here, before the seed is forked (under
+    # gunicorn --preload: in the master, before it forks the workers), their
+    # modules are pages that the server, its template and their jobs share;
+    # imported after the fork, the server's copy and the template's would
+    # each be their own (with a Prefect flow process: Prefect, ~30 MiB).
+    from pygeoapi_prefect.execution.execute import load_processor
+
+    for process_id, resource in config.processes.items():
+        if (resource.get("processor") or {}).get("deployment"):
+            continue  # runs on a Prefect worker; describing it may need Prefect's API
+        try:
+            load_processor(resource)
+        except Exception:  # noqa: BLE001 - pygeoapi reports it where it describes the process
+            logger.debug("could not load the processor of %s at start", process_id, exc_info=True)
+
+
 def _plant(config: ManagerConfig) -> None:
     # Before any thread of ours starts: the pool's template forked from this process.
     if config.local.template_start == "fork" and not seeds.plant():
@@ -632,6 +650,8 @@ def autostart(manager: Any) -> None:
     pubsub = getattr(manager, "pubsub", None)
     if not any(known == config for known, _ in _AUTOSTART):
         _AUTOSTART.append((config, pubsub))
+    if config.local.template_start == "fork":
+        _load_processors(config)
     if _in_preloading_gunicorn_master():
         logger.info("gunicorn --preload: the engine starts in each worker after the fork")
         return

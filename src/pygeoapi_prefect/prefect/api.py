@@ -28,6 +28,7 @@ import httpx
 
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectRequestFailed, PrefectUnavailable
+from pygeoapi_prefect.prefect.api_settings import api_settings
 from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ def prefect_settings_api_url() -> str | None:
 
     The environment is read at call time: Prefect's settings object is built
     once at import, before ``pygeoapi-prefect serve`` may have set it.
+    Prefect is not imported for it when the environment and the profile
+    decide (:mod:`~pygeoapi_prefect.prefect.api_settings`).
     """
-    from prefect.settings import get_current_settings
-
-    url = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+    url = os.environ.get("PREFECT_API_URL") or api_settings().url
     return str(url).rstrip("/") if url else None
 
 
@@ -77,29 +78,24 @@ def credentials_setting() -> str | None:
     over ``PREFECT_API_KEY`` (a bearer token: Prefect Cloud, or a gateway),
     so the manager, its job processes and Prefect's workers all send the same.
     """
-    from prefect.settings import get_current_settings
-
-    api = get_current_settings().api
-    if api.auth_string and api.auth_string.get_secret_value():
+    api = api_settings()
+    if api.auth_string:
         return "PREFECT_API_AUTH_STRING"
-    if api.key and api.key.get_secret_value():
+    if api.key:
         return "PREFECT_API_KEY"
     return None
 
 
 def authorization_header() -> str | None:
     """The ``Authorization`` header Prefect's settings call for (:func:`credentials_setting`)."""
-    from prefect.settings import get_current_settings
-
-    api = get_current_settings().api
-    setting = credentials_setting()
-    if setting == "PREFECT_API_AUTH_STRING" and api.auth_string:
+    api = api_settings()
+    if api.auth_string:
         import base64
 
-        token = base64.b64encode(api.auth_string.get_secret_value().encode()).decode()
+        token = base64.b64encode(api.auth_string.encode()).decode()
         return f"Basic {token}"
-    if setting == "PREFECT_API_KEY" and api.key:
-        return f"Bearer {api.key.get_secret_value()}"
+    if api.key:
+        return f"Bearer {api.key}"
     return None
 
 
@@ -138,16 +134,14 @@ class ClientOptions:
 
 
 def client_options() -> ClientOptions:
-    """Credentials and TLS from Prefect's own settings (this imports Prefect)."""
-    from prefect.settings import get_current_settings
-
-    settings = get_current_settings()
+    """Credentials and TLS from Prefect's own settings (:func:`api_settings`)."""
+    api = api_settings()
     headers = {"Accept": "application/json"}
     authorization = authorization_header()
     if authorization:
         headers["Authorization"] = authorization
-    verify = not settings.api.tls_insecure_skip_verify
-    return ClientOptions(headers, verify, settings.api.ssl_cert_file if verify else None)
+    verify = not api.tls_insecure_skip_verify
+    return ClientOptions(headers, verify, api.ssl_cert_file if verify else None)
 
 
 _PRESET: list[ClientOptions] = []
@@ -280,9 +274,7 @@ class PrefectAPI:
     @property
     def ui_url(self) -> str:
         """Base URL of the Prefect UI that belongs to this API."""
-        from prefect.settings import get_current_settings
-
-        configured = get_current_settings().ui_url
+        configured = api_settings().ui_url
         if configured and self.api_url == prefect_settings_api_url():
             return without_credentials(str(configured).rstrip("/"))
         # Links to the UI go into job documents: never with credentials.
