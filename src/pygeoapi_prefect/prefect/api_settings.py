@@ -72,10 +72,32 @@ class ApiSettings:
     ui_url: str | None = None
 
 
+#: What :func:`_without_prefect` found, by what it depends on (Prefect too
+#: reads its files once: the settings are built when it is imported).
+_FOUND: dict[tuple[str | None, ...], ApiSettings | None] = {}
+_INPUTS = (
+    *_NAMES,
+    *_CLOUD,
+    *_TEST_MODES,
+    "PREFECT_HOME",
+    "PREFECT_PROFILES_PATH",
+    "PREFECT_PROFILE",
+    "SSL_CERT_FILE",
+)
+
+
 def api_settings() -> ApiSettings:
-    """The settings as Prefect reads them (see the module's text for when it is asked)."""
+    """The settings as Prefect reads them (see the module's text for when it is asked).
+
+    Cheap to call often (job documents' UI links): what the environment and
+    the profile give is kept for as long as they and the working directory
+    stay the same.
+    """
     if "prefect.settings" not in sys.modules:
-        found = _without_prefect()
+        key = (os.getcwd(), *(os.environ.get(name) for name in _INPUTS))
+        if key not in _FOUND:
+            _FOUND[key] = _without_prefect()
+        found = _FOUND[key]
         if found is not None:
             return found
     return _from_prefect()
