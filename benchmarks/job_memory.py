@@ -226,7 +226,7 @@ def main() -> None:
         folder = work / "prefect"
         folder.mkdir()
         log("starting pygeoapi ...")
-        # A flow process makes the template import Prefect (its processor is preloaded).
+        # A flow process has the server import Prefect (before the fork: shared with the template).
         processors = {"hi-prefect-world": {"name": "HelloWorld"}} if args.without_flows else None
         process, url = start_pygeoapi(
             folder, manager, "pygeoapi_prefect.flask_app", env, processors
