@@ -127,3 +127,10 @@ def test_reads_what_prefect_reads(tmp_path, env, files, without_prefect):
     if files.get("profiles.toml") and "PREFECT_PROFILE" not in env:
         assert seen["ours"]["key"] == "profile-key"  # the profile was really read
         assert seen["ours"]["tls_insecure_skip_verify"] is True
+
+
+def test_the_credentials_are_not_in_a_repr():
+    from pygeoapi_prefect.prefect.api_settings import ApiSettings
+
+    shown = repr(ApiSettings(url="http://x/api", auth_string="user:secret", key="key-secret"))
+    assert "http://x/api" in shown and "secret" not in shown

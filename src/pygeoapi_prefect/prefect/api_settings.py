@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,9 @@ class ApiSettings:
     """Prefect's API settings (``None``: not set)."""
 
     url: str | None = None
-    auth_string: str | None = None
-    key: str | None = None
+    #: Secrets: never in a repr (a log line, a traceback's locals).
+    auth_string: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)
     tls_insecure_skip_verify: bool = False
     ssl_cert_file: str | None = None
     #: ``PREFECT_UI_URL``, or as Prefect infers it from the API's.
