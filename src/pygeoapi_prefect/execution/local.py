@@ -337,9 +337,28 @@ def _kill_group(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             return
+    # The group's other processes (what the job started) die on their own
+    # time, not with their leader: wait for them too.
     deadline = time.monotonic() + _GONE_SECONDS
-    while _alive(pid) and time.monotonic() < deadline:
+    while (_alive(pid) or _group_alive(pid)) and time.monotonic() < deadline:
         time.sleep(0.002)
+
+
+def _group_alive(pgid: int) -> bool:
+    # Whether a process of the group still runs (zombies, waiting for
+    # whoever reaps them, do not count).
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 class _Template:
