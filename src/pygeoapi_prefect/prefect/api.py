@@ -28,7 +28,7 @@ import httpx
 
 import pygeoapi_prefect.metrics as metrics
 from pygeoapi_prefect.errors import PrefectAuthFailed, PrefectRequestFailed, PrefectUnavailable
-from pygeoapi_prefect.prefect.api_settings import api_settings
+from pygeoapi_prefect.prefect.api_settings import ApiSettings, api_settings
 from pygeoapi_prefect.urls import without_credentials
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,11 @@ def prefect_settings_api_url() -> str | None:
     Prefect is not imported for it when the environment and the profile
     decide (:mod:`~pygeoapi_prefect.prefect.api_settings`).
     """
-    url = os.environ.get("PREFECT_API_URL") or api_settings().url
+    return _api_url_of(api_settings())
+
+
+def _api_url_of(settings: ApiSettings) -> str | None:
+    url = os.environ.get("PREFECT_API_URL") or settings.url
     return str(url).rstrip("/") if url else None
 
 
@@ -89,12 +93,13 @@ def credentials_setting() -> str | None:
 def authorization_header() -> str | None:
     """The ``Authorization`` header Prefect's settings call for (:func:`credentials_setting`)."""
     api = api_settings()
-    if api.auth_string:
+    setting = credentials_setting()
+    if setting == "PREFECT_API_AUTH_STRING" and api.auth_string:
         import base64
 
         token = base64.b64encode(api.auth_string.encode()).decode()
         return f"Basic {token}"
-    if api.key:
+    if setting == "PREFECT_API_KEY" and api.key:
         return f"Bearer {api.key}"
     return None
 
@@ -274,8 +279,9 @@ class PrefectAPI:
     @property
     def ui_url(self) -> str:
         """Base URL of the Prefect UI that belongs to this API."""
-        configured = api_settings().ui_url
-        if configured and self.api_url == prefect_settings_api_url():
+        settings = api_settings()  # once: job documents call this for every link
+        configured = settings.ui_url
+        if configured and self.api_url == _api_url_of(settings):
             return without_credentials(str(configured).rstrip("/"))
         # Links to the UI go into job documents: never with credentials.
         return without_credentials(self.api_url).removesuffix("/api")
