@@ -130,15 +130,6 @@ class Engine:
             merged.setdefault(process_id, resource)
         return merged
 
-    def _local_processes(self) -> dict[str, dict[str, Any]]:
-        # The configured processes that run here (not on a deployment): the
-        # local pool's template loads their processors once, for every job.
-        return {
-            process_id: resource
-            for process_id, resource in self._configured.items()
-            if not (resource.get("processor") or {}).get("deployment")
-        }
-
     def use_pubsub(self, settings: dict[str, Any] | None) -> Engine:
         """Publish job events on pygeoapi's ``pubsub`` broker (the first settings win)."""
         if self.events is not None or not settings:
@@ -240,7 +231,8 @@ class Engine:
                         api_url=api.api_url,
                         heartbeat_seconds=self.config.heartbeat.interval,
                         process_limits=local.process_limits,
-                        process_confs=self._local_processes(),
+                        # The template loads their processors once, for every job.
+                        process_confs=_local_processes(self._configured),
                         idle_seconds=local.idle_seconds,
                         slots=self._slot_directory(),
                         visible_after=local.async_visible_after,
@@ -455,12 +447,13 @@ class Engine:
             runner.shutdown(grace=self.config.local.shutdown_grace)
         drain = self.config.drain_seconds
         self.retries.stop_within(drain)
-        deadline = time.monotonic() + drain
+        stopped = time.monotonic()  # the jobs' end: both drains count from here
+        deadline = stopped + drain
         if self._leases is not None:
             self._leases.release()
         # Callbacks of the jobs that just ended drain alongside the writes,
         # each against its own bound (callbacks.drain_seconds).
-        self.callbacks.close_by(deadline - drain + self.config.callbacks.drain_seconds)
+        self.callbacks.close_by(stopped + self.config.callbacks.drain_seconds)
         # A moment past the retries' end, for a step given up to log which job it leaves.
         left = {
             name: threads.close(deadline + _LAST_WORDS)
@@ -546,6 +539,15 @@ def _after_fork_in_child() -> None:
         engine_for(config).use_pubsub(pubsub).start()
 
 
+def _local_processes(resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    # The configured processes that run here, not on a Prefect deployment.
+    return {
+        process_id: resource
+        for process_id, resource in resources.items()
+        if not (resource.get("processor") or {}).get("deployment")
+    }
+
+
 def _load_processors(config: ManagerConfig) -> None:
     # pygeoapi loads every processor in the server process to describe it
     # (GET /processes). Loaded once here, before the seed is forked (under
@@ -555,9 +557,8 @@ def _load_processors(config: ManagerConfig) -> None:
     # each be their own (with a Prefect flow process: Prefect, ~30 MiB).
     from pygeoapi_prefect.execution.execute import load_processor
 
-    for process_id, resource in config.processes.items():
-        if (resource.get("processor") or {}).get("deployment"):
-            continue  # runs on a Prefect worker; describing it may need Prefect's API
+    # Not those on a deployment: describing one may need Prefect's API.
+    for process_id, resource in _local_processes(config.processes).items():
         try:
             load_processor(resource)
         except Exception:  # noqa: BLE001 - pygeoapi reports it where it describes the process
