@@ -321,12 +321,18 @@ def _template_main(
         conn.send(pid)
 
 
-def _alive(pid: int) -> bool:
+def _stat(path: str | Path) -> list[bytes] | None:
+    # The fields of /proc/<pid>/stat after the command name (state first,
+    # then parent, process group...), or None if the process is gone.
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        return Path(path).read_bytes().rsplit(b")", 1)[1].split()
     except OSError:
-        return False
+        return None
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(f"/proc/{pid}/stat")
+    return fields is not None and fields[0] != b"Z"
 
 
 def _kill_group(pid: int) -> None:
@@ -351,12 +357,9 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_bytes().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(path)
+        if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
             return True
     return False
 
